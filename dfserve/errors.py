@@ -1,0 +1,17 @@
+"""The root of dfserve's exceptions.
+
+    DfserveError
+    ├── dfserve.build.errors.BuildError            checkpoint, export, parity, repository writing
+    ├── dfserve.server.ServerError                  starting and supervising tritonserver
+    └── dfserve.client.DfserveClientError          everything an SDK caller catches
+
+The CLI prints a `DfserveError` as one line (no traceback) and exits with its `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class DfserveError(Exception):
+    """Base of every error dfserve raises on purpose; the message is meant for a person."""
+
+    exit_code: int = 1
