@@ -126,10 +126,7 @@ class Preprocessing(_Frozen):
         crop: tuple[int, int] | None = None
         if cfg.get("do_center_crop", "crop_size" in cfg and "CLIP" in kind):
             crop_cfg = _parse_size(cfg.get("crop_size", 224))
-            if isinstance(crop_cfg, int):
-                crop = (crop_cfg, crop_cfg)
-            else:
-                crop = crop_cfg
+            crop = (crop_cfg, crop_cfg) if isinstance(crop_cfg, int) else crop_cfg
         resize: Literal["fixed", "shortest_edge"]
         if isinstance(size, int):
             resize = "shortest_edge"

@@ -1,0 +1,1 @@
+"""dfserve.model_repository"""
