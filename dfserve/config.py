@@ -244,7 +244,9 @@ class ModelSpec(_Frozen):
     limits: Limits = Limits()
     tensors: TensorNames = TensorNames()
     models: ModelNames = ModelNames()
-    onnx_opset: int = Field(default=17, ge=17)
+    onnx_opset: int = Field(default=18, ge=17)
+    resize_mode: Literal["exact", "box", "draft"] = "box"
+    """How `dfserve.preprocessing` resizes on the server and in the SDK's local mode (see that module)."""
 
     @property
     def input_hw(self) -> tuple[int, int]:
