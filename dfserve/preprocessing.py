@@ -83,7 +83,7 @@ def open_image(data: bytes | bytearray | memoryview, limits: Limits = _DEFAULT_L
     except UnidentifiedImageError as exc:
         raise UndecodableImageError(f"not an image: no known image format in {size} bytes") from exc
     except Exception as exc:  # Pillow raises many types for malformed headers
-        raise UndecodableImageError(f"corrupt image header: {exc}") from exc
+        raise UndecodableImageError(f"truncated or corrupt image file (header): {exc}") from exc
     _check_pixels(img.width, img.height, limits)
     return img
 
