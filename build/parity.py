@@ -9,7 +9,6 @@ generated images chosen to break naive preprocessing: odd sizes and aspect ratio
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tempfile
@@ -155,14 +154,11 @@ def check_parity(
     )
     failures = [f"{r['image']} (|Δ|={r['max_abs_diff']:.2e})" for r in per_image if r["max_abs_diff"] > tolerance]
     if failures:
+        hint = (
+            "" if mode == "exact" else f" (resize mode {mode!r}; --resize-mode exact reproduces the processor's pixels)"
+        )
         raise ParityError(
             f"served model disagrees with the Transformers pipeline beyond {tolerance:g} on "
-            f"{len(failures)}/{len(paths)} images: {', '.join(failures)}"
+            f"{len(failures)}/{len(paths)} images{hint}: {', '.join(failures)}"
         )
     return result
-
-
-def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, "JPEG", quality=quality)
-    return buf.getvalue()

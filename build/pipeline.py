@@ -13,6 +13,7 @@ import logging
 import platform
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -88,9 +89,26 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _quiet_libraries() -> None:
+    """The exporters' tracer warnings and advice would bury the build's own progress; -v shows them."""
+    if log.isEnabledFor(logging.DEBUG):
+        return
+    warnings.filterwarnings("ignore", module=r"(torch|transformers|optimum)(\.|$)")
+    warnings.filterwarnings("ignore", message=r".*(TracerWarning|slow image processor|use_fast).*")
+    for name in ("transformers", "optimum", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def build(options: BuildOptions, console: Console | None = None) -> BuildResult:
     """Run every stage; raises a `BuildError` subclass naming the problem on failure."""
     console = console or Console(stderr=True)
+    _quiet_libraries()
     stages = _Stages(console)
     out = Path(options.out)
     check_writable(out)

@@ -35,8 +35,9 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -64,6 +65,7 @@ INSTALL_HINT = (
     "(NVIDIA's TensorRT container of the same release as the Triton image), or pip install 'dfserve[gpu]' "
     "on a host with an NVIDIA driver"
 )
+TIMING_CACHE_ENV = "DFSERVE_TRT_TIMING_CACHE"
 REBUILD_HINT = "rebuild with `dfserve build --engine tensorrt` on this host"
 
 
@@ -123,7 +125,8 @@ class EngineOptions(BaseModel):
         """Options whose profile covers every batch Triton may send `vit`.
 
         The optimal batch is the largest preferred batch size: under load the dynamic batcher forms those, and
-        that is where throughput is decided.
+        that is where throughput is decided. The timing cache defaults to ``$DFSERVE_TRT_TIMING_CACHE`` (the
+        compose `build` service points it at a volume, so rebuilds on the same GPU skip kernel timing).
         """
         batching = spec.batching
         values: dict[str, Any] = {
@@ -131,6 +134,8 @@ class EngineOptions(BaseModel):
             "opt_batch": max(batching.preferred_for(batching.max_batch_size)),
             "max_batch": batching.max_batch_size,
         }
+        if os.environ.get(TIMING_CACHE_ENV):
+            values["timing_cache"] = Path(os.environ[TIMING_CACHE_ENV])
         values.update(overrides)
         try:
             options = cls(**values)
@@ -159,33 +164,52 @@ class EngineOptions(BaseModel):
 # Which layers stay in FP32 (plain names, so the policy is testable without TensorRT)
 
 FP32_LAYER_TYPES = frozenset({"NORMALIZATION", "SOFTMAX", "REDUCE"})
-"""TensorRT layer types computed in FP32: LayerNorm (opset 17 imports as NORMALIZATION), Softmax, and every
+"""TensorRT layer types computed in FP32: LayerNorm (opset 17+ imports as NORMALIZATION), Softmax, and every
 reduction (in a ViT they are the mean and variance of decomposed LayerNorms)."""
 FP32_LAYER_OPS = frozenset({("ELEMENTWISE", "POW"), ("UNARY", "SQRT")})
 """The element-wise parts of a decomposed LayerNorm that overflow or lose range in FP16: x² and √var."""
+DECOMPOSED_NORM_SEEDS = frozenset({"REDUCE", "ELEMENTWISE", "UNARY"})
+"""Pinned layers whose element-wise consumers are pinned too: in a decomposed LayerNorm, `var + eps`,
+`x - mean` and `d / std` sit between the reductions, and casting `var` back to FP16 would overflow again."""
 FLOAT_TYPES = frozenset({"FLOAT", "HALF", "BF16"})
 
 
 @dataclass(frozen=True)
 class LayerDesc:
-    """A network layer reduced to plain names: TensorRT's ``LayerType`` and operation enum names."""
+    """A network layer reduced to plain names: TensorRT's ``LayerType`` and operation enum names, the output
+    data types, and the indices of the layers producing its inputs (layers come in topological order)."""
 
     name: str
     type: str
     op: str | None = None
     output_dtypes: tuple[str, ...] = ("FLOAT",)
+    inputs: tuple[int, ...] = ()
 
 
 def keeps_fp32(layer: LayerDesc) -> bool:
-    """Whether an FP16 build must compute this layer in FP32. Layers on integer shape tensors are left alone."""
-    if not layer.output_dtypes or not all(d in FLOAT_TYPES for d in layer.output_dtypes):
-        return False
-    return layer.type in FP32_LAYER_TYPES or (layer.type, layer.op) in FP32_LAYER_OPS
+    """Whether this layer is FP32 by its own kind. Layers on integer shape tensors are left alone."""
+    return _is_float(layer) and (layer.type in FP32_LAYER_TYPES or (layer.type, layer.op) in FP32_LAYER_OPS)
 
 
-def select_fp32_layers(layers: Iterable[LayerDesc]) -> list[int]:
-    """Indices of the layers to pin to FP32."""
-    return [i for i, layer in enumerate(layers) if keeps_fp32(layer)]
+def _is_float(layer: LayerDesc) -> bool:
+    return bool(layer.output_dtypes) and all(d in FLOAT_TYPES for d in layer.output_dtypes)
+
+
+def select_fp32_layers(layers: Sequence[LayerDesc]) -> list[int]:
+    """Indices of the layers an FP16 build pins to FP32: `keeps_fp32` layers, plus the element-wise chain that
+    follows a pinned reduction, power or square root (the rest of a decomposed LayerNorm, up to the next
+    non-element-wise layer such as the following MatMul)."""
+    pinned: list[int] = []
+    chain: set[int] = set()
+    for i, layer in enumerate(layers):
+        if keeps_fp32(layer):
+            pinned.append(i)
+            if layer.type in DECOMPOSED_NORM_SEEDS:
+                chain.add(i)
+        elif layer.type in ("ELEMENTWISE", "UNARY") and _is_float(layer) and chain.intersection(layer.inputs):
+            pinned.append(i)
+            chain.add(i)
+    return pinned
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -372,7 +396,9 @@ def installed_tensorrt_version() -> str | None:
         return str(importlib.import_module("tensorrt").__version__)
     except ImportError:
         pass
-    for name in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"):
+    candidates = ["libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"]
+    candidates += sorted(str(p) for d in NVINFER_DIRS for p in Path(d).glob("libnvinfer.so.*"))
+    for name in candidates:
         try:
             lib = ctypes.CDLL(name)
         except OSError:
@@ -380,6 +406,10 @@ def installed_tensorrt_version() -> str | None:
         lib.getInferLibVersion.restype = ctypes.c_int32
         return decode_infer_lib_version(int(lib.getInferLibVersion()))
     return None
+
+
+NVINFER_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/opt/tritonserver/backends/tensorrt")
+"""Where Triton's containers keep libnvinfer when it is not on the loader's path."""
 
 
 def parse_nvidia_smi(text: str) -> list[GpuInfo]:
@@ -466,9 +496,10 @@ def fp16_parity(
 
 
 def pin_fp32_layers(trt: ModuleType, network: Any) -> list[str]:
-    """Mark the layers `keeps_fp32` selects as FP32 (precision and output types); returns their names."""
+    """Mark the layers `select_fp32_layers` picks as FP32 (precision and output types); returns their names."""
     subclass = {"ELEMENTWISE": trt.IElementWiseLayer, "UNARY": trt.IUnaryLayer, "REDUCE": trt.IReduceLayer}
     layers, descs = [], []
+    producer: dict[str, int] = {}
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         kind = layer.type.name
@@ -476,9 +507,12 @@ def pin_fp32_layers(trt: ModuleType, network: Any) -> list[str]:
         if kind in subclass:
             layer.__class__ = subclass[kind]  # TensorRT's documented way to reach a layer's `op`
             op = layer.op.name
-        dtypes = tuple(layer.get_output(j).dtype.name for j in range(layer.num_outputs))
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        producer.update((t.name, i) for t in outputs)
+        sources = (layer.get_input(j) for j in range(layer.num_inputs))
+        inputs = tuple(producer[t.name] for t in sources if t is not None and t.name in producer)
         layers.append(layer)
-        descs.append(LayerDesc(layer.name, kind, op, dtypes))
+        descs.append(LayerDesc(layer.name, kind, op, tuple(t.dtype.name for t in outputs), inputs))
     pinned = []
     for i in select_fp32_layers(descs):
         layers[i].precision = trt.float32
@@ -531,7 +565,9 @@ def build_engine(
 
     cache_file = options.timing_cache
     cache_bytes = cache_file.read_bytes() if cache_file and cache_file.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
+    if not config.set_timing_cache(config.create_timing_cache(cache_bytes), False):
+        log.warning("timing cache %s is from another GPU or TensorRT: starting a new one", cache_file)
+        config.set_timing_cache(config.create_timing_cache(b""), False)
 
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -622,3 +658,31 @@ def run_engine(plan_path: Path, pixels: np.ndarray, spec: ModelSpec) -> np.ndarr
     finally:
         cudart.cudaStreamDestroy(stream)
     return np.concatenate(results)
+
+
+def check_host(location: Path) -> None:
+    """`check_engine_compatibility` against this host's TensorRT and GPUs (what `dfserve serve` should call)."""
+    check_engine_compatibility(location, installed_tensorrt_version(), local_gpus())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dfserve.build.tensorrt check REPOSITORY``: run by the Triton container before tritonserver,
+    so a plan from another GPU or TensorRT stops the container with one line instead of a backend failure."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m dfserve.build.tensorrt")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="refuse TensorRT plans this host cannot load").add_argument("location", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        check_host(args.location)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    plans = len(find_engine_records(args.location))
+    print(f"engine check: {plans} TensorRT plan(s) under {args.location} match this host", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -60,7 +60,10 @@ def test_parity_check_catches_a_wrong_graph(tmp_path: Path, tiny_checkpoint: Pat
     spec = ModelSpec(source="x", labels=labels_for(good), preprocessing=preprocessing_for(good))
     wrong = export_onnx(load_model(other), spec, tmp_path / "wrong.onnx")
     images = write_parity_images(tmp_path / "imgs", photos=1)
-    with pytest.raises(ParityError, match=r"beyond 0\.0001 on \d+/\d+ images: photo_astronaut\.jpg"):
+    with pytest.raises(
+        ParityError,
+        match=r"beyond 0\.0001 on \d+/\d+ images \(resize mode .box.; --resize-mode exact.*\): photo_astronaut\.jpg",
+    ):
         check_parity(good, load_model(good), spec, wrong, images)
 
 
