@@ -4,7 +4,7 @@ Reference: `transformers.pipeline("image-classification")` on the original check
 slow image processor (`use_fast=False`), fed image files. Candidate: ONNX Runtime on the built graph, fed by
 dfserve's preprocessing of the same files. The image set mixes real photographs (shipped by scikit-image) with
 generated images chosen to break naive preprocessing: odd sizes and aspect ratios, grey, palette, RGBA, CMYK,
-16-bit, 1-bit, GIF, WebP and EXIF-rotated files.
+16-bit, 1-bit, GIF, WebP, BMP, TIFF and EXIF-rotated files.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def write_parity_images(folder: Path, *, photos: int = len(PHOTOS), seed: int = 
     save("bilevel_90x64.png", noise(90, 64).convert("1"))
     save("first_frame_100x70.gif", noise(100, 70).convert("P", palette=Image.Palette.ADAPTIVE))
     save("webp_333x222.webp", noise(333, 222), quality=90)
+    save("bmp_129x97.bmp", noise(129, 97))
+    save("tiff_145x203.tiff", noise(145, 203), compression="tiff_lzw")
     rotated = noise(320, 200)
     exif = rotated.getexif()
     exif[0x0112] = 6  # stored landscape, displayed portrait: EXIF orientation must be applied
