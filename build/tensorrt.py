@@ -44,7 +44,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dfserve.build.errors import BuildError, ParityError
 from dfserve.config import ModelSpec
@@ -139,8 +139,9 @@ class EngineOptions(BaseModel):
         values.update(overrides)
         try:
             options = cls(**values)
-        except ValueError as exc:
-            raise BuildError(f"invalid TensorRT engine options: {exc}") from exc
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+            raise BuildError(f"invalid TensorRT engine options: {problems}") from exc
         options.check_against(spec)
         return options
 
@@ -505,12 +506,12 @@ def pin_fp32_layers(trt: ModuleType, network: Any) -> list[str]:
         kind = layer.type.name
         op = None
         if kind in subclass:
-            layer.__class__ = subclass[kind]  # TensorRT's documented way to reach a layer's `op`
+            layer.__class__ = subclass[kind]  # how TensorRT's Polygraphy reaches a layer's `op`
             op = layer.op.name
-        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        producer.update((t.name, i) for t in outputs)
         sources = (layer.get_input(j) for j in range(layer.num_inputs))
         inputs = tuple(producer[t.name] for t in sources if t is not None and t.name in producer)
+        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        producer.update((t.name, i) for t in outputs)
         layers.append(layer)
         descs.append(LayerDesc(layer.name, kind, op, tuple(t.dtype.name for t in outputs), inputs))
     pinned = []
@@ -639,7 +640,8 @@ def run_engine(plan_path: Path, pixels: np.ndarray, spec: ModelSpec) -> np.ndarr
         for start in range(0, len(pixels), record.max_batch):
             chunk = np.ascontiguousarray(pixels[start : start + record.max_batch], dtype=in_dtype)
             context.set_input_shape(inp, chunk.shape)
-            host_out = np.empty(tuple(context.get_tensor_shape(out)), dtype=np.float32)
+            out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(out)))
+            host_out = np.empty(tuple(context.get_tensor_shape(out)), dtype=out_dtype)
             d_in = _check(cudart.cudaMalloc(chunk.nbytes))
             d_out = _check(cudart.cudaMalloc(host_out.nbytes))
             try:
@@ -654,7 +656,7 @@ def run_engine(plan_path: Path, pixels: np.ndarray, spec: ModelSpec) -> np.ndarr
             finally:
                 cudart.cudaFree(d_in)
                 cudart.cudaFree(d_out)
-            results.append(host_out)
+            results.append(host_out.astype(np.float32))
     finally:
         cudart.cudaStreamDestroy(stream)
     return np.concatenate(results)

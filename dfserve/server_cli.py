@@ -132,10 +132,22 @@ def _instance_overrides(repository: Path, args: argparse.Namespace) -> dict[str,
     return counts
 
 
+def _check_engines(repository: Path) -> None:
+    """Refuse, in one line, TensorRT plans built for another GPU or TensorRT version (they would otherwise fail
+    inside the backend with an obscure deserialisation error)."""
+    try:
+        from dfserve.build.tensorrt import check_host, find_engine_records
+    except ImportError:  # an install without the build extra cannot have built a plan either
+        return
+    if find_engine_records(repository):
+        check_host(repository)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     repository = Path(args.repository).expanduser().resolve()
     if not repository.is_dir():
         raise ServerError(f"model repository {repository} does not exist or is not a directory")
+    _check_engines(repository)
     overlay: Path | None = None
     served = repository
     counts = _instance_overrides(repository, args)

@@ -83,7 +83,11 @@ def write_repository(
     if target == "tensorrt":
         if plan_path is None:
             raise OutputError("a tensorrt repository needs the engine plan")
+        from dfserve.build.tensorrt import record_path
+
         shutil.copy2(plan_path, engine_dir / "1" / configs.PLAN_FILENAME)
+        # the record of the TensorRT version and GPU the plan was built for: serving checks it
+        shutil.copy2(record_path(plan_path), record_path(engine_dir / "1" / configs.PLAN_FILENAME))
     else:
         if onnx_path is None:
             raise OutputError(f"a {target} repository needs the ONNX graph")

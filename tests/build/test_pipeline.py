@@ -96,6 +96,7 @@ def test_cli_build_and_progress(tmp_path: Path, tiny_checkpoint: Path) -> None:
         ("arch", "unsupported architecture"),
         ("unwritable", "cannot write to output folder"),
         ("offline", "--model DIR"),
+        ("tensorrt", "TensorRT"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, case: str, expected: str) -> None:
@@ -116,7 +117,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, case: str, expected: str) -> No
         out = blocker / "repo"  # a folder under a regular file cannot exist, even for root
     elif case == "offline":
         model = "buildborderless/CommunityForensics-DeepfakeDet-ViT"
-    proc = _cli("--model", model, "--out", str(out))
+    extra = ["--engine", "tensorrt"] if case == "tensorrt" else []
+    proc = _cli("--model", model, "--out", str(out), *extra)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], proc.stderr

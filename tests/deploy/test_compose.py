@@ -1,0 +1,344 @@
+"""docker-compose.yml, .env and the Dockerfiles, checked without Docker (there is no Docker engine here).
+
+The schema check uses the Compose Specification's JSON schema from the shared folder beside the repository;
+the commands the containers run are executed here with stand-ins for `dfserve` and `tritonserver` that print
+their arguments, and those arguments are parsed by dfserve's real CLI parser.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shlex
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dfserve.build.tensorrt import EngineInfo, write_engine_record
+from dfserve.server import ADMIN_KEY_HEADER, RESTRICTED_APIS
+from tests.deploy.compose import (
+    COMPOSE_FILE,
+    COMPOSE_SCHEMA,
+    REPO,
+    InterpolationError,
+    interpolate,
+    load_compose,
+    read_env,
+)
+
+START_SCRIPT = REPO / "deploy" / "triton" / "start-triton.sh"
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    return read_env()
+
+
+@pytest.fixture(scope="module")
+def compose(env: dict[str, str]) -> dict[str, Any]:
+    return load_compose(env)
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]  # type: ignore[no-any-return]
+
+
+def compose_validator() -> Any:
+    jsonschema = pytest.importorskip("jsonschema")
+    if not COMPOSE_SCHEMA.is_file():
+        pytest.skip(f"Compose JSON schema not found at {COMPOSE_SCHEMA} (the shared/ folder beside the repository)")
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    return jsonschema.Draft7Validator(schema)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Interpolation and the schema
+
+
+def test_interpolation_follows_compose_rules() -> None:
+    env = {"SET": "v", "EMPTY": ""}
+    assert interpolate("${SET}/${EMPTY:-d}/${EMPTY-d}/${UNSET:-${SET}x}/$$HOME/$SET", env) == "v/d//vx/$HOME/v"
+    assert interpolate("${SET:+--flag ${SET}}|${EMPTY:+no}|${EMPTY+yes}", env) == "--flag v||yes"
+    with pytest.raises(InterpolationError, match="UNSET is not set"):
+        interpolate("${UNSET}", env)
+    with pytest.raises(InterpolationError, match="required variable EMPTY is missing: give it"):
+        interpolate("${EMPTY:?give it}", env)
+    with pytest.raises(InterpolationError, match="unclosed"):
+        interpolate("${SET", env)
+
+
+def test_compose_file_is_valid_against_the_compose_schema(compose: dict[str, Any]) -> None:
+    validator = compose_validator()
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
+    assert errors == []
+
+    broken = copy.deepcopy(compose)  # the validator does reject what Compose rejects
+    broken["services"]["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["gpu"] = True
+    broken["services"]["triton"]["depends_on"]["build"]["condition"] = "service_finished"
+    assert len(list(validator.iter_errors(broken))) == 2
+
+
+def test_every_variable_comes_from_env_and_every_setting_is_used(env: dict[str, str]) -> None:
+    used: set[str] = set()
+    load_compose(env, used)
+    required = {name for name in used if not name.endswith("?")}
+    assert required <= set(env), f"used without a default and missing from .env: {required - set(env)}"
+    optional = {name.rstrip("?") for name in used if name.endswith("?")}
+    assert set(env) <= required | optional, f".env settings nothing uses: {set(env) - required - optional}"
+    assert "HF_TOKEN" in optional and "HF_TOKEN" not in env  # a secret: from the environment only
+    assert env["DFSERVE_ADMIN_KEY"] == ""  # no committed key: empty means a random one per start
+
+
+def test_ports_and_versions_live_in_env_only(env: dict[str, str]) -> None:
+    text = COMPOSE_FILE.read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    for published in re.findall(r"^\s*-\s*(\S+:\d+)\s*$", body, re.MULTILINE):
+        assert published.startswith("${BIND_ADDRESS}:${"), f"published port not from .env: {published}"
+    for image in re.findall(r"^\s*image:\s*(\S+)", body, re.MULTILINE):
+        tag = image.rpartition(":")[2]
+        assert tag.startswith("${") or tag == "local", f"image tag not from .env: {image}"
+    assert re.fullmatch(r"\d\d\.\d\d", env["TRITON_RELEASE"])
+    assert env["BIND_ADDRESS"] == "127.0.0.1"  # like `dfserve serve`: local unless asked
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Build and Triton
+
+
+def _devices(service: dict[str, Any]) -> list[dict[str, Any]]:
+    return service["deploy"]["resources"]["reservations"]["devices"]  # type: ignore[no-any-return]
+
+
+def test_build_and_triton_reserve_nvidia_gpus(services: dict[str, Any], env: dict[str, str]) -> None:
+    for name in ("build", "triton"):
+        (device,) = _devices(services[name])
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
+    assert _devices(services["build"])[0]["count"] == 1  # the engine is built for one GPU
+    assert _devices(services["triton"])[0]["count"] == env["TRITON_GPUS"]
+    for name in ("locust-master", "locust-worker", "prometheus", "grafana"):
+        assert "deploy" not in services[name] or "resources" not in services[name]["deploy"], name
+
+
+def test_triton_serves_the_built_volume_read_only_after_a_successful_build(services: dict[str, Any]) -> None:
+    triton, build = services["triton"], services["build"]
+    assert triton["depends_on"] == {"build": {"condition": "service_completed_successfully"}}
+    (models,) = [v for v in triton["volumes"] if isinstance(v, dict) and v["target"] == "/models"]
+    assert models == {"type": "volume", "source": "models", "target": "/models", "read_only": True}
+    assert "models:/models" in build["volumes"]  # the build writes the same named volume
+    assert "--model-repository=/models" in triton["command"]
+    assert "--model-control-mode=none" in triton["command"]
+    assert int(triton["shm_size"].rstrip("gb")) >= 1  # the Python backend's shared memory
+
+
+def test_triton_healthcheck_asks_readiness_on_the_http_port(services: dict[str, Any], env: dict[str, str]) -> None:
+    triton = services["triton"]
+    command = triton["command"]
+    ports = {
+        name: int(a.split("=")[1])
+        for a in command
+        for name in ("http", "grpc", "metrics")
+        if a.startswith(f"--{name}-port=")
+    }
+    test = triton["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "curl" and "-f" in test[2]
+    assert test[-1] == f"http://localhost:{ports['http']}/v2/health/ready"
+    published = {p.rsplit(":", 1)[1]: p for p in triton["ports"]}
+    assert published[str(ports["http"])] == f"{env['BIND_ADDRESS']}:{env['HTTP_PORT']}:{ports['http']}"
+    assert published[str(ports["grpc"])].endswith(f":{env['GRPC_PORT']}:{ports['grpc']}")
+    assert published[str(ports["metrics"])].endswith(f":{env['METRICS_PORT']}:{ports['metrics']}")
+
+
+def _from_lines(dockerfile: Path) -> list[str]:
+    return re.findall(r"^FROM\s+(\S+)", dockerfile.read_text(), re.MULTILINE)
+
+
+def test_build_and_triton_images_come_from_one_nvidia_release(services: dict[str, Any], env: dict[str, str]) -> None:
+    release = env["TRITON_RELEASE"]
+    build, triton = services["build"], services["triton"]
+    assert build["build"]["args"] == {"TRITON_RELEASE": release} == triton["build"]["args"]
+    assert _from_lines(REPO / build["build"]["dockerfile"]) == ["nvcr.io/nvidia/tensorrt:${TRITON_RELEASE}-py3"]
+    assert _from_lines(REPO / triton["build"]["dockerfile"]) == ["nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3"]
+    assert build["image"].endswith(f":{release}") and triton["image"].endswith(f":{release}")
+    for dockerfile in (REPO / "deploy").glob("*.Dockerfile"):
+        text = dockerfile.read_text()
+        assert not re.search(r"\b\d\d\.\d\d-py3\b", text), f"{dockerfile.name} pins a release of its own"
+        assert re.search(r"^ARG \w+$", text, re.MULTILINE), f"{dockerfile.name}: version must come from compose"
+        assert (dockerfile.parent / (dockerfile.name + ".dockerignore")).is_file(), "the context would carry .venv"
+
+
+def test_build_image_installs_dfserve_with_the_containers_own_tensorrt() -> None:
+    text = (REPO / "deploy" / "build.Dockerfile").read_text()
+    assert "[build,gpu]" in text
+    assert "tensorrt==$(python3 -c 'import tensorrt; print(tensorrt.__version__)')" in text  # no PyPI TensorRT
+    assert "download.pytorch.org/whl/cpu" in text
+    triton = (REPO / "deploy" / "triton.Dockerfile").read_text()
+    assert "COPY deploy/triton/start-triton.sh /opt/dfserve/start-triton.sh" in triton
+    assert 'ENTRYPOINT ["/opt/dfserve/start-triton.sh"]' in triton
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The commands the containers run, executed with stand-ins
+
+
+def _stand_in(folder: Path, name: str, body: str) -> None:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def _run_build_command(services: dict[str, Any], tmp_path: Path, **settings: str) -> list[str]:
+    """Run the build service's command with .env values (plus `settings`) and a `dfserve` that prints argv."""
+    env = {**read_env(), **settings}
+    build = load_compose(env)["services"]["build"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    _stand_in(bin_dir, "dfserve", 'for a in "$@"; do printf "%s\\n" "$a"; done\n')
+    run_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", **{k: str(v) for k, v in build["environment"].items()}}
+    result = subprocess.run(build["command"], env=run_env, capture_output=True, text=True, timeout=30, check=True)
+    return result.stdout.splitlines()
+
+
+def test_build_command_is_a_valid_dfserve_build_invocation(services: dict[str, Any], tmp_path: Path) -> None:
+    from dfserve.cli import build_parser
+
+    argv = _run_build_command(services, tmp_path)
+    assert argv == ["build", "--engine", "tensorrt", "--precision", "fp16", "--out", "/models"]
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.engine, args.precision, str(args.out)) == ("build", "tensorrt", "fp16", "/models")
+
+    argv = _run_build_command(
+        services,
+        tmp_path,
+        MODEL_ID="org/some model",
+        MODEL_REVISION="abc123",
+        PRECISION="fp32",
+        BUILD_ARGS="--max-batch-size 64 --random-weights",
+    )
+    args = build_parser().parse_args(argv)
+    assert (args.model, args.revision, args.precision) == ("org/some model", "abc123", "fp32")
+    assert args.max_batch_size == 64 and args.random_weights
+
+
+def _run_start_script(
+    tmp_path: Path, args: list[str], admin_key: str | None, help_text: str = ""
+) -> subprocess.CompletedProcess[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    _stand_in(
+        bin_dir,
+        "tritonserver",
+        f'if [ "$1" = "--help" ]; then echo {shlex.quote(help_text)}; exit 1; fi\n'
+        'for a in "$@"; do printf "%s\\n" "$a"; done\n',
+    )
+    _stand_in(bin_dir, "python3", f'exec {shlex.quote(sys.executable)} "$@"\n')
+    run_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    if admin_key is not None:
+        run_env["DFSERVE_ADMIN_KEY"] = admin_key
+    return subprocess.run(
+        [str(START_SCRIPT), *args], env=run_env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_triton_start_restricts_the_admin_apis_as_the_embedded_server_does(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    assert os.access(START_SCRIPT, os.X_OK)
+    assert services["triton"]["entrypoint"] == ["/opt/dfserve/start-triton.sh"]
+    repo = tmp_path / "models"
+    repo.mkdir()
+    command = [a.replace("=/models", f"={repo}") for a in services["triton"]["command"]]
+
+    result = _run_start_script(tmp_path, command, admin_key="s3cret")
+    assert result.returncode == 0, result.stderr
+    argv = result.stdout.splitlines()
+    apis = ",".join(RESTRICTED_APIS)
+    assert argv == [
+        *command,
+        f"--http-restricted-api={apis}:{ADMIN_KEY_HEADER}=s3cret",
+        f"--grpc-restricted-protocol={apis}:{ADMIN_KEY_HEADER}=s3cret",
+    ]
+    assert "0 TensorRT plan(s)" in result.stderr
+
+    keys = set()
+    for _ in range(2):
+        result = _run_start_script(tmp_path, command, admin_key="", help_text="  --http-max-input-size <integer>")
+        assert result.returncode == 0, result.stderr
+        argv = result.stdout.splitlines()
+        key = argv[len(command)].rpartition(f"{ADMIN_KEY_HEADER}=")[2]
+        assert re.fullmatch(r"[0-9a-f]{48}", key)
+        assert argv[-1] == "--http-max-input-size=67108864"  # bounded where this tritonserver can
+        keys.add(key)
+    assert len(keys) == 2, "without DFSERVE_ADMIN_KEY each start must draw a new random key"
+    assert "s3cret" not in result.stderr
+
+
+def test_triton_start_refuses_a_plan_this_host_cannot_load(services: dict[str, Any], tmp_path: Path) -> None:
+    plan = tmp_path / "models" / "vit" / "1" / "model.plan"
+    plan.parent.mkdir(parents=True)
+    plan.write_bytes(b"plan")
+    write_engine_record(
+        plan,
+        EngineInfo(
+            tensorrt_version="10.5.0",
+            gpu_name="NVIDIA H100 80GB HBM3",
+            compute_capability="9.0",
+            hardware_compatibility="none",
+            precision="fp16",
+            min_batch=1,
+            opt_batch=32,
+            max_batch=32,
+            input_shape=(3, 384, 384),
+            build_seconds=1.0,
+            plan_bytes=4,
+            fp32_layers=0,
+        ),
+    )
+    result = _run_start_script(tmp_path, [f"--model-repository={tmp_path / 'models'}"], admin_key="k")
+    assert result.returncode == 1
+    assert result.stdout == ""  # tritonserver never started
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: engine {plan} was built for TensorRT 10.5.0 on NVIDIA H100 80GB HBM3 (sm_90) but this host has "
+        "no TensorRT: serve it with NVIDIA's Triton container of the same release, or build with "
+        "`--target container` (ONNX)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Load test and monitoring profiles
+
+
+def test_locust_master_and_scalable_workers_run_dfserves_locustfile(
+    services: dict[str, Any], env: dict[str, str]
+) -> None:
+    master, worker = services["locust-master"], services["locust-worker"]
+    assert master["profiles"] == worker["profiles"] == ["loadtest"]
+    for service in (master, worker):
+        command = service["command"]
+        assert command[:3] == ["locust", "-f", "/app/loadtest/locustfile.py"]
+    assert (REPO / "loadtest" / "locustfile.py").is_file()
+    loadtest_dockerfile = (REPO / master["build"]["dockerfile"]).read_text()
+    assert "COPY . /app" in loadtest_dockerfile and '"/app[loadtest]"' in loadtest_dockerfile
+    assert "--master" in master["command"] and master["command"][-1] == "http://triton:8000"
+    assert worker["command"][-2:] == ["--master-host", "locust-master"] and "--worker" in worker["command"]
+    assert worker["deploy"]["replicas"] == env["LOCUST_WORKERS"]
+    assert master["depends_on"] == {"triton": {"condition": "service_healthy"}}
+    assert worker["image"] == master["image"]
+
+
+def test_monitoring_services_mount_files_that_exist(services: dict[str, Any]) -> None:
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name} mounts missing {source}"
+                assert volume.endswith(":ro"), f"{name} should mount {source} read-only"
+    core = [name for name, service in services.items() if "profiles" not in service]
+    assert sorted(core) == ["build", "triton"]  # `docker compose up` starts the serving path only
