@@ -463,26 +463,9 @@ def test_cli_instance_flags_need_a_spec(add_repo: Path) -> None:
 
 def test_serve_refuses_an_engine_built_for_another_host(tmp_path: Path) -> None:
     """A TensorRT plan whose record names another TensorRT/GPU is refused in one line before Triton starts."""
-    from dfserve.build.tensorrt import EngineInfo, write_engine_record
+    from tests.engines import write_plan_with_record
 
-    plan = tmp_path / "repo" / "vit" / "1" / "model.plan"
-    plan.parent.mkdir(parents=True)
-    plan.write_bytes(b"serialized engine")
-    info = EngineInfo(
-        tensorrt_version="10.3.0",
-        gpu_name="NVIDIA H100 80GB HBM3",
-        compute_capability="9.0",
-        hardware_compatibility="none",
-        precision="fp16",
-        min_batch=1,
-        opt_batch=8,
-        max_batch=32,
-        input_shape=(3, 384, 384),
-        build_seconds=1.0,
-        plan_bytes=17,
-        fp32_layers=0,
-    )
-    write_engine_record(plan, info)
+    write_plan_with_record(tmp_path / "repo" / "vit" / "1" / "model.plan", trt="10.3.0")
     proc = subprocess.run(
         [sys.executable, "-m", "dfserve.cli", "serve", "--repository", str(tmp_path / "repo"), "--http-port", "0"],
         capture_output=True,

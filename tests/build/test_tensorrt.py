@@ -40,13 +40,12 @@ from dfserve.build.tensorrt import (
     record_path,
     require_tensorrt,
     select_fp32_layers,
-    write_engine_record,
 )
 from dfserve.config import Batching, Labels, ModelSpec, Preprocessing
+from tests.engines import H100, write_plan_with_record
 
 HW = (8, 8)
 CLASSES = ("a", "b", "c", "d", "e")
-H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 H100_PCIE = GpuInfo("NVIDIA H100 PCIe", "9.0")
 L4 = GpuInfo("NVIDIA L4", "8.9")
 T4 = GpuInfo("Tesla T4", "7.5")
@@ -413,23 +412,7 @@ def test_parity_gate_reports_both_failures_and_refuses_non_finite_scores() -> No
 
 
 def _record(plan: Path, trt: str = "10.5.0", gpu: GpuInfo = H100, hardware: str = "none") -> Path:
-    plan.parent.mkdir(parents=True, exist_ok=True)
-    plan.write_bytes(b"plan")
-    info = EngineInfo(
-        tensorrt_version=trt,
-        gpu_name=gpu.name,
-        compute_capability=gpu.compute_capability,
-        hardware_compatibility=hardware,
-        precision="fp16",
-        min_batch=1,
-        opt_batch=32,
-        max_batch=32,
-        input_shape=(3, 384, 384),
-        build_seconds=12.5,
-        plan_bytes=4,
-        fp32_layers=37,
-    )
-    return write_engine_record(plan, info)
+    return write_plan_with_record(plan, trt, gpu, hardware)
 
 
 def test_engine_record_round_trips(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from dfserve.build.tensorrt import EngineInfo, write_engine_record
 from dfserve.server import ADMIN_KEY_HEADER, RESTRICTED_APIS
 from tests.deploy.compose import (
     COMPOSE_FILE,
@@ -31,6 +30,7 @@ from tests.deploy.compose import (
     load_compose,
     read_env,
 )
+from tests.engines import write_plan_with_record
 
 START_SCRIPT = REPO / "deploy" / "triton" / "start-triton.sh"
 
@@ -281,25 +281,7 @@ def test_triton_start_restricts_the_admin_apis_as_the_embedded_server_does(
 
 def test_triton_start_refuses_a_plan_this_host_cannot_load(services: dict[str, Any], tmp_path: Path) -> None:
     plan = tmp_path / "models" / "vit" / "1" / "model.plan"
-    plan.parent.mkdir(parents=True)
-    plan.write_bytes(b"plan")
-    write_engine_record(
-        plan,
-        EngineInfo(
-            tensorrt_version="10.5.0",
-            gpu_name="NVIDIA H100 80GB HBM3",
-            compute_capability="9.0",
-            hardware_compatibility="none",
-            precision="fp16",
-            min_batch=1,
-            opt_batch=32,
-            max_batch=32,
-            input_shape=(3, 384, 384),
-            build_seconds=1.0,
-            plan_bytes=4,
-            fp32_layers=0,
-        ),
-    )
+    write_plan_with_record(plan)
     result = _run_start_script(tmp_path, [f"--model-repository={tmp_path / 'models'}"], admin_key="k")
     assert result.returncode == 1
     assert result.stdout == ""  # tritonserver never started
