@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dfserve.config import DEFAULT_MODEL_ID, Batching
+from dfserve.config import DEFAULT_MODEL_ID, Batching, Limits
 
 
 def _batch_sizes(text: str) -> tuple[int, ...]:
@@ -96,6 +96,20 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default %(default)s)")
     p.add_argument("--parity-photos", type=int, default=8, help="real photographs in the parity set")
+    limits = Limits()
+    p.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=limits.max_file_bytes,
+        help="largest encoded image the server accepts (default %(default)s bytes)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=limits.max_pixels,
+        help="largest image, checked from the header before decoding: the decompression-bomb guard "
+        "(default %(default)s)",
+    )
     add_batching_arguments(p)
     p.set_defaults(func=run)
 
@@ -119,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             resize_mode=args.resize_mode,
             opset=args.opset,
             parity_photos=args.parity_photos,
+            limits=Limits(max_file_bytes=args.max_file_bytes, max_pixels=args.max_pixels),
         )
     )
     return 0

@@ -21,7 +21,7 @@ from PIL import Image
 
 from dfserve.build.checkpoint import PROCESSOR_FILE, Checkpoint
 from dfserve.build.errors import ParityError
-from dfserve.config import ModelSpec
+from dfserve.config import Limits, ModelSpec
 from dfserve.preprocessing import ResizeMode, preprocess_bytes
 
 log = logging.getLogger(__name__)
@@ -117,14 +117,25 @@ def reference_scores(ckpt: Checkpoint, model: Any, spec: ModelSpec, paths: list[
     return np.asarray(rows, dtype=np.float64)
 
 
-def candidate_scores(onnx_path: Path, spec: ModelSpec, paths: list[Path], mode: ResizeMode = "box") -> np.ndarray:
-    """Scores [N,K] from ONNX Runtime on the built graph, fed by dfserve's preprocessing."""
+def parity_pixels(spec: ModelSpec, paths: list[Path], mode: ResizeMode = "box") -> np.ndarray:
+    """uint8 [N,3,H,W] from dfserve's preprocessing. Parity checks the arithmetic, not the serving limits, which
+    a build may set below a parity photograph's size."""
+    unlimited = Limits(max_file_bytes=2**62, max_pixels=2**62)
+    return np.stack([preprocess_bytes(p.read_bytes(), spec.preprocessing, unlimited, mode) for p in paths])
+
+
+def onnx_scores(onnx_path: Path, spec: ModelSpec, pixels: np.ndarray) -> np.ndarray:
+    """Scores [N,K] from ONNX Runtime (CPU) on the built graph."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    pixels = np.stack([preprocess_bytes(p.read_bytes(), spec.preprocessing, spec.limits, mode) for p in paths])
     out = session.run([spec.tensors.scores], {spec.tensors.pixels: pixels})[0]
     return np.asarray(out, dtype=np.float64)
+
+
+def candidate_scores(onnx_path: Path, spec: ModelSpec, paths: list[Path], mode: ResizeMode = "box") -> np.ndarray:
+    """Scores [N,K] from ONNX Runtime on the built graph, fed by dfserve's preprocessing."""
+    return onnx_scores(onnx_path, spec, parity_pixels(spec, paths, mode))
 
 
 def check_parity(

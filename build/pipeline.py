@@ -26,7 +26,7 @@ from rich.console import Console
 from dfserve.build import checkpoint as ckpt_mod
 from dfserve.build.export import export_onnx
 from dfserve.build.parity import TOLERANCE, check_parity, write_parity_images
-from dfserve.config import DEFAULT_MODEL_ID, REPORT_FILENAME, Batching, ModelSpec
+from dfserve.config import DEFAULT_MODEL_ID, REPORT_FILENAME, Batching, Limits, ModelSpec
 from dfserve.model_repository.configs import ONNX_FILENAME, Target
 from dfserve.model_repository.writer import check_writable, write_repository
 
@@ -46,6 +46,7 @@ class BuildOptions:
     target: Target = "python"
     precision: Literal["fp16", "fp32"] = "fp16"
     batching: Batching = field(default_factory=Batching)
+    limits: Limits = field(default_factory=Limits)
     resize_mode: Literal["exact", "box", "draft"] = "box"
     opset: int = 18
     parity_photos: int = 8
@@ -128,6 +129,7 @@ def build(options: BuildOptions, console: Console | None = None) -> BuildResult:
             labels=ckpt_mod.labels_for(ckpt, negative=options.negative_label, positive=options.positive_label),
             preprocessing=ckpt_mod.preprocessing_for(ckpt),
             batching=options.batching,
+            limits=options.limits,
             onnx_opset=options.opset,
             resize_mode=options.resize_mode,
         )
@@ -198,11 +200,8 @@ def _tensorrt_stage(
 ) -> tuple[Path, dict[str, Any]]:
     """TensorRT engine and its FP16 parity against the FP32 ONNX graph. Runs only on a GPU host with TensorRT;
     elsewhere `require_tensorrt` stops the build with one line before any work."""
-    import numpy as np
-    import onnxruntime as ort
-
     from dfserve.build import tensorrt as trt_mod
-    from dfserve.preprocessing import preprocess_bytes
+    from dfserve.build.parity import onnx_scores, parity_pixels
 
     trt_mod.require_tensorrt()
     engine_options = trt_mod.EngineOptions.from_spec(spec, precision=options.precision)
@@ -210,10 +209,7 @@ def _tensorrt_stage(
     with stages.stage("engine", f"TensorRT {options.precision} engine built"):
         info = trt_mod.build_engine(onnx_path, plan, spec, engine_options)
     with stages.stage("engine_parity", "engine parity with the FP32 ONNX graph proven"):
-        pixels = np.stack(
-            [preprocess_bytes(p.read_bytes(), spec.preprocessing, spec.limits, spec.resize_mode) for p in images]
-        )
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        reference = session.run([spec.tensors.scores], {spec.tensors.pixels: pixels})[0]
+        pixels = parity_pixels(spec, images, spec.resize_mode)
+        reference = onnx_scores(onnx_path, spec, pixels)
         figures = trt_mod.fp16_parity(reference, trt_mod.run_engine(plan, pixels, spec))
     return plan, {**info.to_dict(), "parity": figures.to_dict()}

@@ -81,11 +81,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_build_and_progress(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    proc = _cli("--model", str(tiny_checkpoint), "--out", str(tmp_path / "repo"), "--max-batch-size", "4")
+    proc = _cli(
+        *("--model", str(tiny_checkpoint), "--out", str(tmp_path / "repo")),
+        *("--max-batch-size", "4", "--max-pixels", "1000000"),
+    )
     assert proc.returncode == 0, proc.stderr
     for stage in ("checkpoint located", "ONNX exported", "parity with the Transformers pipeline", "written"):
         assert stage in proc.stderr
     assert read_config(tmp_path / "repo" / "vit").max_batch_size == 4
+    assert ModelSpec.load(tmp_path / "repo").limits.max_pixels == 1_000_000
 
 
 @pytest.mark.parametrize(
