@@ -3,6 +3,7 @@
     DfserveError
     ├── dfserve.build.errors.BuildError            checkpoint, export, parity, repository writing
     ├── dfserve.server.ServerError                  starting and supervising tritonserver
+    ├── dfserve.preprocessing.InvalidImageError     not an image we can classify (also a ValueError)
     └── dfserve.client.DfserveClientError          everything an SDK caller catches
 
 The CLI prints a `DfserveError` as one line (no traceback) and exits with its `exit_code`.

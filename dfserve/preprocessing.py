@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dfserve.config import Limits, Preprocessing
+from dfserve.errors import DfserveError
 
 ResizeMode: TypeAlias = Literal["exact", "box", "draft"]
 RESIZE_MODES: tuple[ResizeMode, ...] = ("exact", "box", "draft")
@@ -39,7 +40,7 @@ ImageInput: TypeAlias = "bytes | bytearray | memoryview | str | Path | IO[bytes]
 _DEFAULT_LIMITS = Limits()
 
 
-class InvalidImageError(ValueError):
+class InvalidImageError(DfserveError, ValueError):
     """The input is not an image this service can classify. The message names the problem."""
 
     reason = "invalid_image"
