@@ -69,16 +69,20 @@ def _build(model: str, repo: Path, rebuild: bool) -> dict[str, Any]:
     except CheckpointError as exc:
         if "--random-weights" not in str(exc):
             raise
-        console.print(
-            Panel(
-                f"{exc}\n\nFalling back to the SAME ARCHITECTURE WITH RANDOM WEIGHTS.\n"
-                "Everything below runs for real, but the scores mean nothing: this shows the stack and its "
-                "speed, not the detector's verdicts. Pass --model DIR with the real checkpoint for those.",
-                title="[bold]NO TRAINED WEIGHTS[/]",
-                border_style="bold red",
-            )
-        )
+        console.print(f"[bold red]{exc}[/]", highlight=False)
         return build(BuildOptions(out=repo, model=model, random_weights=True)).report
+
+
+def _random_weights_banner() -> None:
+    console.print(
+        Panel(
+            "This build has the detector's ARCHITECTURE WITH RANDOM WEIGHTS (the trained weights were out of "
+            "reach). Everything below runs for real, but the scores mean nothing: it shows the stack and its "
+            "speed, not the detector's verdicts. Run `dfserve demo --model DIR` with the real checkpoint for those.",
+            title="[bold]NO TRAINED WEIGHTS[/]",
+            border_style="bold red",
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     repo = out / "repository"
     console.rule("[bold]1. build")
     report = _build(args.model, repo, args.rebuild)
+    if report["random_weights"]:
+        _random_weights_banner()
     parity = report["parity"]
     console.print(
         f"parity with the Transformers pipeline: max |Δscore| {parity['max_abs_diff']:.1e}, "
@@ -144,10 +150,13 @@ def _loadtest(server: Any, out: Path, seconds: int) -> None:
     from dfserve.loadtest.runner import LoadtestOptions, run_loadtest
 
     summary = run_loadtest(
-        LoadtestOptions(host=server.http_url, users=8, spawn_rate=8, run_time=f"{seconds}s", out=out / "loadtest"),
+        LoadtestOptions(
+            host=server.http_url, users=8, spawn_rate=8, run_time=f"{seconds}s", out=out / "loadtest", echo=False
+        ),
         console=console,
     )
     console.print(
         f"{summary['requests']} requests, {summary['failures']} failures, {summary['rps']:.1f} req/s, "
-        f"p50 {summary['p50_ms']:.0f} ms, p90 {summary['p90_ms']:.0f} ms, p99 {summary['p99_ms']:.0f} ms"
+        f"p50 {summary['p50_ms']:.0f} ms, p90 {summary['p90_ms']:.0f} ms, p99 {summary['p99_ms']:.0f} ms "
+        f"with {summary['users']} users; report in {out / 'loadtest'}"
     )

@@ -227,6 +227,22 @@ def _tail(text: str, n: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
+def stub_shm_regions(pid: int) -> set[str]:
+    """System shared-memory regions of the Python-backend stubs of server `pid` (named on their command lines)."""
+    found: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != pid:
+                continue
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        found |= {a.decode() for a in args if a.startswith(b"triton_python_backend_shm_region_")}
+    return found
+
+
 class TritonServer:
     """One tritonserver process serving a model repository.
 
@@ -253,6 +269,7 @@ class TritonServer:
         restricted_api_key: str | None = None,
         max_request_bytes: int | None = DEFAULT_MAX_REQUEST_BYTES,
         log_verbose: int = 0,
+        exit_timeout_s: int = 5,
         extra_args: Sequence[str] = (),
     ) -> None:
         for name, port in (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port)):
@@ -271,6 +288,7 @@ class TritonServer:
         self.key_generated = restricted_api_key is None
         self.max_request_bytes = max_request_bytes
         self.log_verbose = log_verbose
+        self.exit_timeout_s = exit_timeout_s
         self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
         self._workspace: Path | None = None
@@ -440,6 +458,8 @@ class TritonServer:
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",
             f"--log-verbose={self.log_verbose}",
+            # Triton 2.51 waits on SIGINT for idle HTTP keep-alive connections (clients keep them on purpose)
+            f"--exit-timeout-secs={self.exit_timeout_s}",
         ]
         if backends is not None:
             cmd.append(f"--backend-directory={backends}")
@@ -491,8 +511,10 @@ class TritonServer:
         """SIGINT (Triton's graceful shutdown), then SIGKILL after `timeout`. Idempotent; returns the exit code."""
         proc = self._process
         code: int | None = None
+        regions: set[str] = set()
         if proc is not None:
             if proc.poll() is None:
+                regions = stub_shm_regions(proc.pid)
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGINT)
                 try:
@@ -503,6 +525,9 @@ class TritonServer:
                         os.killpg(proc.pid, signal.SIGKILL)  # its own session: stubs included
                     proc.wait(timeout)
             code = proc.returncode
+        for name in regions:  # left behind when a stub is killed instead of finishing its own shutdown
+            with contextlib.suppress(OSError):
+                os.unlink(f"/dev/shm/{name}")
         self._cleanup()
         return code
 

@@ -476,3 +476,23 @@ def test_serve_refuses_an_engine_built_for_another_host(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "10.3.0" in errors[0] and "TensorRT" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_stop_with_an_idle_keep_alive_client_is_prompt_and_leaves_no_shared_memory(add_repo: Path) -> None:
+    """Clients keep HTTP connections open on purpose; Triton then waits on SIGINT. The launcher bounds that wait
+    and removes the Python-backend stubs' /dev/shm regions that a killed stub leaves behind."""
+    import tritonclient.http as httpclient
+
+    from dfserve.server import stub_shm_regions
+
+    server = TritonServer(add_repo, http_port=0, grpc_port=0, metrics_port=0).start()
+    assert server.pid is not None
+    regions = stub_shm_regions(server.pid)
+    assert regions and all(os.path.exists(f"/dev/shm/{r}") for r in regions)
+    client = httpclient.InferenceServerClient(server.http_url)
+    assert client.is_server_ready()  # the connection stays open (keep-alive) while the server stops
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 12
+    assert not [r for r in regions if os.path.exists(f"/dev/shm/{r}")]
+    client.close()

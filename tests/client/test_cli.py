@@ -1,0 +1,115 @@
+"""`dfserve classify` and `dfserve eval` through `dfserve.cli.main`, against the real server."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageOps
+
+from dfserve.cli import main
+from dfserve.server import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def photo_tree(sample_images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """real/ and fake/ sub-folders (some nested) holding 24 variants of the four photographs."""
+    root = tmp_path_factory.mktemp("labelled")
+    for index, (name, path) in enumerate(sample_images.items()):
+        folder = root / ("real" if index < 2 else "fake") / ("nested" if index % 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+            variants = [rgb, ImageOps.mirror(rgb), ImageOps.flip(rgb), rgb.rotate(90, expand=True)]
+            variants += [
+                rgb.crop((0, 0, rgb.width // 2, rgb.height // 2)),
+                rgb.resize((rgb.width // 3, rgb.height // 3)),
+            ]
+            for k, variant in enumerate(variants):
+                variant.save(folder / f"{name}_{k}.{'png' if k % 2 else 'jpg'}")
+    return root
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_classify_json_lines_for_files_and_folders(
+    triton_server: Any, photo_tree: Path, sample_images: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = str(sample_images["chelsea"])
+    code, out, _ = run(capsys, "classify", given, str(photo_tree), "--url", triton_server.http_url, "--json")
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 25 and records[0]["path"] == given  # as given first, then found (sorted)
+    assert {r["path"] for r in records[1:]} == {str(p) for p in photo_tree.rglob("*.*")}
+    for r in records:
+        assert set(r) == {"path", "label", "score", "scores", "error"}
+        assert r["error"] is None and r["label"] in r["scores"] and r["score"] == max(r["scores"].values())
+
+
+def test_classify_csv_over_grpc_with_a_bad_file_exits_non_zero(
+    triton_server: Any, sample_images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    argv = ["classify", str(sample_images["coffee"]), str(bad), str(tmp_path / "missing.png")]
+    code, out, err = run(
+        capsys, *argv, "--url", triton_server.grpc_url, "--protocol", "grpc", "--csv", "--mode", "pixels"
+    )
+    assert code == 1 and "2 of 3 images failed" in err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["path"] for r in rows] == argv[1:]
+    assert rows[0]["label"] in ("real", "fake") and rows[0]["error"] == ""
+    assert float(rows[0]["score_real"]) + float(rows[0]["score_fake"]) == pytest.approx(1.0, abs=1e-5)
+    assert "not an image" in rows[1]["error"] or "corrupt" in rows[1]["error"]
+    assert "no such file" in rows[2]["error"]
+
+
+def test_classify_table(triton_server: Any, sample_images: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "classify", *map(str, sample_images.values()), "--url", f"grpc://{triton_server.grpc_url}"
+    )
+    assert code == 0
+    assert all(p.name in out for p in sample_images.values()) and "label" in out and "score" in out
+
+
+def test_unreachable_server_is_one_line(sample_images: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"127.0.0.1:{free_port()}"
+    code, out, err = run(capsys, "classify", str(sample_images["coffee"]), "--url", url, "--timeout", "2")
+    assert code == 1 and out == ""
+    assert "server unavailable" in err and url in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2  # one message, soft-wrapped at most
+
+
+def test_eval_prints_and_writes_the_report(
+    triton_server: Any, photo_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "report"
+    code, out, _ = run(capsys, "eval", str(photo_tree), "--url", triton_server.http_url, "--out", str(out_dir))
+    assert code == 0
+    for word in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "confusion matrix",
+                 "threshold sweep"):  # fmt: skip
+        assert word in out
+    report = json.loads((out_dir / "eval.json").read_text())
+    assert report["n_images"] == 24 and report["counts"] == {"real": 12, "fake": 12}
+    assert report["positive_label"] == "fake" and len(report["threshold_sweep"]) == 19
+    assert sum(map(sum, report["confusion_matrix"])) == 24
+    with Image.open(out_dir / "eval.png") as img:
+        assert img.format == "PNG"
+
+
+def test_eval_refuses_folders_that_are_not_labels(
+    triton_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "dogs").mkdir()
+    code, _, err = run(capsys, "eval", str(tmp_path), "--url", triton_server.http_url)
+    assert code == 1 and "dogs" in err and "not labels of the served model" in err

@@ -1,0 +1,399 @@
+"""The I/O-free core: settings, requests built with tritonclient's real InferInput objects from real images,
+responses parsed from real wire formats, the retry policy, and the mapping of the real exceptions that
+tritonclient raises against closed and silent sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import io
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dfserve.client import (
+    AccessDeniedError,
+    ClientConfigError,
+    IncompatibleModelError,
+    InferenceError,
+    InvalidInputError,
+    ModelNotReadyError,
+    RequestTimeoutError,
+    ServerUnavailableError,
+)
+from dfserve.client._core import (
+    DEFAULT_MAX_RETRIES,
+    RetryPolicy,
+    build_request,
+    make_settings,
+    map_error,
+    parse_result,
+    prepare,
+    resolve_endpoint,
+    spec_from_config,
+)
+from dfserve.config import SPEC_PARAMETER, Labels, ModelSpec, Preprocessing
+from dfserve.preprocessing import preprocess
+
+SPEC = ModelSpec(
+    source="unit-test",
+    random_weights=True,
+    labels=Labels(names=("real", "fake"), activation="sigmoid", num_logits=1),
+    preprocessing=Preprocessing(resize="shortest_edge", size=40, crop=(32, 32), resample=3),
+)
+FIVE = ModelSpec(
+    source="unit-test-5",
+    labels=Labels(names=("a", "b", "c", "d", "e"), activation="softmax", num_logits=5),
+    preprocessing=Preprocessing(resize="fixed", size=(24, 24)),
+)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("core") / "chelsea.jpg"
+    Image.fromarray(data.chelsea()).save(path, quality=90)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ settings
+
+
+@pytest.mark.parametrize(
+    ("url", "protocol", "expected"),
+    [
+        ("localhost:8000", None, ("localhost:8000", "http")),
+        ("localhost:8001", None, ("localhost:8001", "grpc")),
+        ("grpc://10.0.0.1:9000", None, ("10.0.0.1:9000", "grpc")),
+        ("http://example.org:8001/", None, ("example.org:8001", "http")),
+        ("example.org", "grpc", ("example.org:8001", "grpc")),
+        ("example.org", None, ("example.org:8000", "http")),
+        ("[::1]:8001", None, ("[::1]:8001", "grpc")),
+        ("GRPC://h:1", "grpc", ("h:1", "grpc")),
+    ],
+)
+def test_resolve_endpoint(url: str, protocol: str | None, expected: tuple[str, str]) -> None:
+    assert resolve_endpoint(url, protocol) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "protocol", "message"),
+    [
+        ("grpc://h:8001", "http", "says grpc but protocol='http'"),
+        ("https://h:8000", None, "unsupported URL scheme 'https'"),
+        ("h:8000/v2", None, "without a path"),
+        ("h:99999", None, "invalid port"),
+        ("h:abc", None, "invalid port"),
+        ("", None, "host:port"),
+        (":8000", None, "no host"),
+        ("h:8000", "udp", "protocol must be"),
+    ],
+)
+def test_resolve_endpoint_refuses_ambiguous_or_bad_urls(url: str, protocol: str | None, message: str) -> None:
+    with pytest.raises(ClientConfigError, match=message):
+        resolve_endpoint(url, protocol)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": 0}, "timeout must be a positive"),
+        ({"timeout": float("inf")}, "timeout must be a positive"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"mode": "tensor"}, "mode must be"),
+        ({"shared_memory": True}, "needs mode='pixels'"),
+        ({"resize_mode": "fast"}, "resize_mode"),
+        ({"model": " "}, "model must be"),
+    ],
+)
+def test_settings_are_validated_once(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ClientConfigError, match=message):
+        make_settings("localhost:8000", **kwargs)  # type: ignore[arg-type]
+
+
+def test_settings_defaults_come_from_the_spec_names() -> None:
+    s = make_settings()
+    assert (s.url, s.model, s.mode, s.max_retries) == ("http://localhost:8000", "detector", "file", DEFAULT_MAX_RETRIES)
+    assert isinstance(ClientConfigError("x"), ValueError)
+
+
+# ------------------------------------------------------------------------------------------------ spec
+
+
+def test_spec_from_config_both_protocol_shapes() -> None:
+    param = {SPEC_PARAMETER: {"string_value": SPEC.to_json()}}
+    assert spec_from_config({"name": "detector", "parameters": param}, "detector") == SPEC  # HTTP
+    assert spec_from_config({"config": {"name": "detector", "parameters": param}}, "detector") == SPEC  # gRPC
+
+
+def test_spec_from_config_names_what_is_missing() -> None:
+    with pytest.raises(IncompatibleModelError, match=r"has no parameter 'dfserve_spec'.*dfserve build"):
+        spec_from_config({"name": "other", "parameters": {}}, "other")
+    with pytest.raises(IncompatibleModelError, match="not a spec this SDK reads"):
+        spec_from_config({"parameters": {SPEC_PARAMETER: {"string_value": '{"source": 1}'}}}, "detector")
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def test_file_mode_sends_paths_bytes_and_files_unchanged(photo: Path) -> None:
+    raw = photo.read_bytes()
+    assert prepare(photo, "file", SPEC).data == raw
+    assert prepare(str(photo), "file", SPEC).path == str(photo)
+    assert prepare(raw, "file", SPEC).data == raw
+    with photo.open("rb") as fh:
+        assert prepare(fh, "file", SPEC).data == raw
+
+
+def test_file_mode_encodes_decoded_inputs_losslessly(photo: Path) -> None:
+    with Image.open(photo) as img:
+        arr = np.asarray(img.convert("RGB"))
+        pil_payload = prepare(img, "file", SPEC)
+    arr_payload = prepare(arr, "file", SPEC)
+    for payload in (pil_payload, arr_payload):
+        assert isinstance(payload.data, bytes) and payload.data[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(io.BytesIO(payload.data)) as back:
+            np.testing.assert_array_equal(np.asarray(back), arr)
+
+
+def test_pixels_mode_runs_the_shared_preprocessing_with_the_spec(photo: Path) -> None:
+    payload = prepare(photo, "pixels", SPEC)
+    assert isinstance(payload.data, np.ndarray)
+    assert payload.data.shape == (3, *SPEC.input_hw) and payload.data.dtype == np.uint8
+    np.testing.assert_array_equal(payload.data, preprocess(photo, SPEC.preprocessing))
+
+
+@pytest.mark.parametrize("mode", ["file", "pixels"])
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (b"", "empty"),
+        ("/no/such/image.jpg", "no such file"),
+        (np.zeros((4, 4, 3), dtype=np.float32), "must be uint8"),
+        (np.zeros((4, 4, 7), dtype=np.uint8), "HxWx3"),
+        (12345, "unsupported image input int"),
+    ],
+)
+def test_bad_inputs_are_refused_locally_naming_the_problem(mode: str, item: object, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        prepare(item, mode, SPEC)  # type: ignore[arg-type]
+
+
+def test_pixels_mode_refuses_undecodable_bytes_before_the_network() -> None:
+    with pytest.raises(InvalidInputError, match="not an image"):
+        prepare(b"definitely not a jpeg", "pixels", SPEC)
+
+
+def test_file_mode_refuses_files_above_the_servers_byte_limit() -> None:
+    small = SPEC.model_copy(update={"limits": SPEC.limits.model_copy(update={"max_file_bytes": 10})})
+    with pytest.raises(InvalidInputError, match="above the server's limit of 10 bytes"):
+        prepare(b"x" * 11, "file", small)
+
+
+# ------------------------------------------------------------------------------------------------ requests
+
+
+def test_file_request_http_wire_format(photo: Path) -> None:
+    """The HTTP body tritonclient generates carries our BYTES tensor with the spec's names and shape."""
+    import tritonclient.http as th
+    from tritonclient.utils import deserialize_bytes_tensor
+
+    request = build_request(prepare(photo, "file", SPEC), SPEC, "http", entry_model="detector")
+    assert request.model_name == "detector"
+    body, json_size = th.InferenceServerClient.generate_request_body(request.inputs, outputs=request.outputs)
+    header = json.loads(body[:json_size])
+    (tensor,) = header["inputs"]
+    assert (tensor["name"], tensor["datatype"], tensor["shape"]) == (SPEC.tensors.image, "BYTES", [1, 1])
+    assert [o["name"] for o in header["outputs"]] == [SPEC.tensors.scores]
+    (sent,) = deserialize_bytes_tensor(body[json_size:])
+    assert sent == photo.read_bytes()
+
+
+def test_pixels_request_grpc_tensor(photo: Path) -> None:
+    request = build_request(prepare(photo, "pixels", SPEC), SPEC, "grpc", entry_model="detector")
+    assert request.model_name == SPEC.models.engine
+    (inp,) = request.inputs
+    assert (inp.name(), inp.datatype(), inp.shape()) == (SPEC.tensors.pixels, "UINT8", [1, 3, 32, 32])
+    sent = np.frombuffer(inp._get_content(), dtype=np.uint8).reshape(1, 3, 32, 32)
+    np.testing.assert_array_equal(sent[0], preprocess(photo, SPEC.preprocessing))
+
+
+# ------------------------------------------------------------------------------------------------ responses
+
+
+def _http_result(scores: np.ndarray, model: str = "detector", version: str = "3") -> object:
+    import tritonclient.http as th
+
+    raw = scores.astype(np.float32).tobytes()
+    header = {
+        "model_name": model,
+        "model_version": version,
+        "outputs": [
+            {
+                "name": "scores",
+                "datatype": "FP32",
+                "shape": list(scores.shape),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+    }
+    head = json.dumps(header).encode()
+    return th.InferResult.from_response_body(head + raw, header_length=len(head))
+
+
+def _grpc_result(scores: np.ndarray, model: str = "vit", version: str = "1") -> object:
+    import tritonclient.grpc as tg
+    from tritonclient.grpc import service_pb2
+
+    out = service_pb2.ModelInferResponse.InferOutputTensor(name="scores", datatype="FP32", shape=list(scores.shape))
+    response = service_pb2.ModelInferResponse(
+        model_name=model,
+        model_version=version,
+        outputs=[out],
+        raw_output_contents=[scores.astype(np.float32).tobytes()],
+    )
+    return tg.InferResult(response)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_parse_result_names_labels_from_the_spec(protocol: str, photo: Path) -> None:
+    request = build_request(prepare(photo, "file", SPEC), SPEC, protocol, entry_model="detector")  # type: ignore[arg-type]
+    scores = np.array([[0.25, 0.75]], dtype=np.float32)
+    result = _http_result(scores) if protocol == "http" else _grpc_result(scores)
+    pred = parse_result(result, request, SPEC, protocol)  # type: ignore[arg-type]
+    assert pred.label == "fake" and pred.score == pytest.approx(0.75)
+    assert list(pred.scores) == ["real", "fake"]
+    assert pred.random_weights is True and pred.path == str(photo)
+    assert (pred.model_name, pred.model_version) == (("detector", "3") if protocol == "http" else ("vit", "1"))
+
+
+def test_parse_result_refuses_a_model_that_disagrees_with_its_spec(photo: Path) -> None:
+    request = build_request(prepare(photo, "file", FIVE), FIVE, "http", entry_model="detector")
+    with pytest.raises(IncompatibleModelError, match="returned 2 scores for 5 labels"):
+        parse_result(_http_result(np.array([[0.1, 0.9]])), request, FIVE, "http")
+    with pytest.raises(InferenceError, match="non-finite"):
+        parse_result(_http_result(np.array([[0.1, np.nan, 0, 0, 0]])), request, FIVE, "http")
+
+
+# ------------------------------------------------------------------------------------------------ retries
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    policy = RetryPolicy(max_retries=10)
+    assert [policy.delay(a, rand=lambda: 0.0) for a in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert policy.delay(0, rand=lambda: 1.0) == pytest.approx(0.375)  # 25% jitter at most
+    delays = {policy.delay(2) for _ in range(50)}
+    assert len(delays) > 1 and all(1.5 <= d <= 2.0 for d in delays)
+
+
+def test_only_transient_errors_are_retried_and_never_past_the_deadline() -> None:
+    policy = RetryPolicy(max_retries=2)
+    down = ServerUnavailableError("down")
+    assert policy.next_delay(down, 0, remaining=10, rand=lambda: 0) == 0.5
+    assert policy.next_delay(down, 2, remaining=10) is None  # out of retries
+    assert policy.next_delay(down, 0, remaining=0.4, rand=lambda: 0) is None  # would end past the deadline
+    for error in (InvalidInputError("bad"), RequestTimeoutError("slow"), ModelNotReadyError("x")):
+        assert policy.next_delay(error, 0, remaining=10) is None
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+@pytest.fixture
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A socket that accepts connections and never answers."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def _raised(fn: object) -> BaseException:
+    try:
+        if inspect.iscoroutinefunction(fn):
+            asyncio.run(fn())
+        else:
+            fn()  # type: ignore[operator]
+    except BaseException as exc:
+        return exc
+    raise AssertionError("no exception")
+
+
+def _clients(port: int) -> dict[str, object]:
+    import tritonclient.grpc as tg
+    import tritonclient.grpc.aio as tga
+    import tritonclient.http as th
+    import tritonclient.http.aio as tha
+
+    url = f"127.0.0.1:{port}"
+
+    async def http_aio() -> None:
+        async with tha.InferenceServerClient(url, conn_timeout=1) as c:
+            await c.is_server_live()
+
+    async def grpc_aio() -> None:
+        async with tga.InferenceServerClient(url) as c:
+            await c.is_server_live(client_timeout=1)
+
+    return {
+        "http": lambda: th.InferenceServerClient(url, connection_timeout=1, network_timeout=1).is_server_live(),
+        "grpc": lambda: tg.InferenceServerClient(url).is_server_live(client_timeout=1),
+        "http.aio": http_aio,
+        "grpc.aio": grpc_aio,
+    }
+
+
+@pytest.mark.parametrize("flavour", ["http", "grpc", "http.aio", "grpc.aio"])
+def test_refused_connections_map_to_server_unavailable(flavour: str, closed_port: int) -> None:
+    exc = _raised(_clients(closed_port)[flavour])
+    error = map_error(exc, url=f"x://127.0.0.1:{closed_port}")
+    assert isinstance(error, ServerUnavailableError), (exc, error)
+    assert error.retryable and f"127.0.0.1:{closed_port}" in str(error)
+
+
+@pytest.mark.parametrize("flavour", ["http", "grpc", "http.aio", "grpc.aio"])
+def test_silent_servers_map_to_timeouts(flavour: str, silent_port: int) -> None:
+    exc = _raised(_clients(silent_port)[flavour])
+    error = map_error(exc, url="x")
+    assert isinstance(error, RequestTimeoutError) and isinstance(error, TimeoutError), (exc, error)
+    assert not error.retryable
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        ("StatusCode.INVALID_ARGUMENT", "not an image: no known image format in 4 bytes", InvalidInputError),
+        ("400", "in ensemble 'detector', image is 0 bytes", InvalidInputError),
+        ("400", "Request for unknown model: 'nope' is not found", ModelNotReadyError),
+        ("StatusCode.UNAVAILABLE", "Request for unknown model: 'vit' is not ready", ServerUnavailableError),
+        ("StatusCode.NOT_FOUND", "Request for unknown model: 'nope' is not found", ModelNotReadyError),
+        ("403", "This API is restricted, expecting header 'dfserve-admin-key'", AccessDeniedError),
+        ("StatusCode.UNAVAILABLE", "This API is restricted, expecting header 'x'", AccessDeniedError),
+        ("503", "server is shutting down", ServerUnavailableError),
+        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", RequestTimeoutError),
+        ("500", "onnxruntime blew up", InferenceError),
+    ],
+)
+def test_server_statuses_map_by_meaning(status: str, message: str, expected: type) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    error = map_error(InferenceServerException(msg=message, status=status), url="http://h:1", model="detector")
+    assert type(error) is expected
+    assert message in str(error) and "model 'detector'" in str(error)
+    assert error.status == status.removeprefix("StatusCode.")

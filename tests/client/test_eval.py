@@ -1,0 +1,102 @@
+"""Evaluation metrics on numbers worked out by hand, the report files, and folder collection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dfserve.client.eval import EvalError, collect_labelled, compute_metrics, plot_report, write_report
+
+Y = ["real", "real", "fake", "fake", "fake"]
+P_FAKE = np.array([0.1, 0.6, 0.4, 0.8, 0.9])
+SCORES = np.stack([1 - P_FAKE, P_FAKE], axis=1)
+
+
+def test_binary_metrics_match_the_hand_computed_values() -> None:
+    r = compute_metrics(Y, SCORES, ["real", "fake"], positive="fake")
+    # predictions (argmax): real, fake, real, fake, fake -> 3 of 5 right; of 3 "fake" calls 2 are right
+    assert (r.average, r.positive_label, r.n_images) == ("binary", "fake", 5)
+    assert r.accuracy == pytest.approx(3 / 5)
+    assert r.precision == pytest.approx(2 / 3) and r.recall == pytest.approx(2 / 3) and r.f1 == pytest.approx(2 / 3)
+    assert r.roc_auc == pytest.approx(5 / 6)  # 5 of the 6 (fake, real) pairs are ranked right
+    assert r.average_precision == pytest.approx((1 + 1 + 3 / 4) / 3)
+    assert r.confusion_matrix == [[1, 1], [1, 2]]
+    assert r.counts == {"real": 2, "fake": 3}
+    sweep = {p.threshold: p for p in r.threshold_sweep}
+    assert len(sweep) == 19 and min(sweep) == 0.05 and max(sweep) == 0.95
+    assert (sweep[0.05].recall, sweep[0.05].precision, sweep[0.05].false_positive_rate) == (1.0, 0.6, 1.0)
+    assert sweep[0.5].accuracy == pytest.approx(r.accuracy)
+    assert (sweep[0.85].recall, sweep[0.85].precision, sweep[0.85].false_positive_rate) == (
+        pytest.approx(1 / 3),
+        1.0,
+        0.0,
+    )
+
+
+def test_multiclass_uses_macro_averages_and_one_vs_rest_auc() -> None:
+    labels = ["cat", "dog", "bird"]
+    y = ["cat", "dog", "bird", "cat", "bird", "dog"]
+    scores = np.array(
+        [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.5, 0.2], [0.1, 0.1, 0.8], [0.2, 0.6, 0.2]]
+    )
+    r = compute_metrics(y, scores, labels)
+    # one cat is called dog: cat recall 1/2, dog precision 2/3, everything else perfect
+    assert r.accuracy == pytest.approx(5 / 6)
+    assert r.recall == pytest.approx((1 / 2 + 1 + 1) / 3)
+    assert r.precision == pytest.approx((1 + 2 / 3 + 1) / 3)
+    assert r.confusion_matrix == [[1, 1, 0], [0, 2, 0], [0, 0, 2]]
+    assert r.average == "macro" and r.positive_label is None and r.threshold_sweep == []
+    assert r.roc_auc is not None and 0.9 < r.roc_auc <= 1.0
+
+
+def test_undefined_metrics_are_none_with_a_note() -> None:
+    r = compute_metrics(["real", "real"], np.array([[0.9, 0.1], [0.3, 0.7]]), ["real", "fake"], positive="fake")
+    assert r.roc_auc is None and r.average_precision is None
+    assert any("ROC-AUC undefined" in n for n in r.notes)
+    assert r.accuracy == 0.5
+
+
+@pytest.mark.parametrize(
+    ("y", "scores", "message"),
+    [
+        (["real"], np.zeros((1, 3)), r"scores must be \[1, 2\]"),
+        (["real", "other"], np.zeros((2, 2)), "not among the model's labels"),
+        ([], np.zeros((0, 2)), "no successfully classified images"),
+    ],
+)
+def test_bad_metric_inputs_are_refused(y: list[str], scores: np.ndarray, message: str) -> None:
+    with pytest.raises(EvalError, match=message):
+        compute_metrics(y, scores, ["real", "fake"])
+
+
+def test_report_files(tmp_path: Path) -> None:
+    report = compute_metrics(Y, SCORES, ["real", "fake"], positive="fake")
+    json_path, png_path = write_report(report, Y, SCORES, tmp_path / "out")
+    assert json_path.read_text().count('"threshold"') == 19
+    with Image.open(png_path) as img:
+        assert img.format == "PNG" and img.width > 500
+        assert len(set(np.asarray(img.convert("L")).ravel().tolist())) > 10  # something was drawn
+    multi = compute_metrics(["a", "b", "c"], np.eye(3), ["a", "b", "c"])
+    assert plot_report(multi, ["a", "b", "c"], np.eye(3), tmp_path / "multi.png").stat().st_size > 1000
+
+
+def test_collect_labelled(tmp_path: Path) -> None:
+    with pytest.raises(EvalError, match="no sub-folders"):
+        collect_labelled(tmp_path, ["real", "fake"])
+    (tmp_path / "real" / "nested").mkdir(parents=True)
+    (tmp_path / "fake").mkdir()
+    with pytest.raises(EvalError, match="no images"):
+        collect_labelled(tmp_path, ["real", "fake"])
+    Image.new("RGB", (8, 8)).save(tmp_path / "real" / "nested" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "fake" / "b.JPG")
+    (tmp_path / "fake" / "readme.txt").write_text("not picked up from a folder")
+    assert collect_labelled(tmp_path, ["real", "fake"]) == [
+        (tmp_path / "fake" / "b.JPG", "fake"),
+        (tmp_path / "real" / "nested" / "a.png", "real"),
+    ]
+    (tmp_path / "cats").mkdir()
+    with pytest.raises(EvalError, match=r"cats .* not labels of the served model"):
+        collect_labelled(tmp_path, ["real", "fake"])

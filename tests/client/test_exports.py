@@ -1,0 +1,44 @@
+"""The public surface: what `dfserve` and `dfserve.client` export, and that importing them stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import dfserve
+import dfserve.client
+from dfserve.client import DfserveClientError
+from dfserve.errors import DfserveError
+
+
+def test_client_exports_match_all() -> None:
+    public = {name for name in vars(dfserve.client) if not name.startswith("_")}
+    modules = {"cli", "eval", "files"}  # sub-modules that appear as attributes once imported
+    assert set(dfserve.client.__all__) == public - modules - {"annotations"}
+    assert dfserve.client.__all__ == sorted(dfserve.client.__all__)
+
+
+def test_package_re_exports_the_sdk() -> None:
+    for name in dfserve.__all__:
+        assert getattr(dfserve, name) is (
+            getattr(dfserve.client, name) if name != "__version__" else dfserve.__version__
+        )
+    assert {"Client", "AsyncClient", "Prediction", "DfserveClientError"} <= set(dfserve.__all__)
+    assert set(dfserve.__all__) - {"__version__"} <= set(dfserve.client.__all__)
+
+
+def test_every_exception_is_a_client_error_under_the_project_root() -> None:
+    errors = [getattr(dfserve.client, n) for n in dfserve.client.__all__ if n.endswith("Error")]
+    assert len(errors) >= 9
+    for cls in errors:
+        assert issubclass(cls, DfserveClientError) and issubclass(cls, DfserveError)
+        assert cls.__doc__
+
+
+def test_import_dfserve_is_light() -> None:
+    code = (
+        "import sys, dfserve; heavy = [m for m in ('torch', 'tritonclient', 'numpy', 'PIL', 'grpc', 'gevent') "
+        "if m in sys.modules]; print(heavy); assert not heavy, heavy; "
+        "dfserve.Client; assert 'dfserve.client' in sys.modules; assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
