@@ -1,0 +1,141 @@
+"""What the server says about itself while the bench runs: Triton's per-model statistics and the memory of the
+`tritonserver` process with its Python-backend stubs.
+
+Triton's statistics are cumulative counters (count and total nanoseconds for queue, compute input, compute
+infer and compute output, per model and per batch size); the bench takes the difference of two snapshots so
+each section reports only its own requests. Memory is the resident set size of the server process plus all
+its descendants (each Python model instance runs in its own stub process); pages shared between them are
+counted once per process, so the sum is an upper bound of what they hold together.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def process_count(pid: int) -> int:
+    """How many processes the tree of `pid` holds (tritonserver plus one stub per Python model instance)."""
+    import psutil
+
+    try:
+        return 1 + len(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its live descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+def process_tree_rss(pid: int) -> int:
+    """RSS in bytes of `pid` and all its descendants (processes that vanish meanwhile are skipped)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+@dataclass
+class MemorySampler:
+    """Samples the tree's RSS on a background thread; `peak` is the highest value seen."""
+
+    pid: int
+    interval_s: float = 0.2
+    peak: int = 0
+    samples: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> MemorySampler:
+        self.peak = process_tree_rss(self.pid)
+        self._thread = threading.Thread(target=self._run, name="dfserve-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, process_tree_rss(self.pid))
+            self.samples += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.peak = max(self.peak, process_tree_rss(self.pid))
+
+
+def inference_statistics(http_url: str, models: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Triton's cumulative statistics for each model (HTTP JSON form, version folded in)."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(http_url, connection_timeout=30, network_timeout=30)
+    try:
+        out = {}
+        for model in models:
+            stats = client.get_inference_statistics(model_name=model)
+            entries = stats.get("model_stats", [])
+            out[model] = entries[0] if entries else {}
+        return out
+    finally:
+        client.close()
+
+
+def _count_ns(entry: dict[str, Any] | None) -> tuple[int, int]:
+    entry = entry or {}
+    return int(entry.get("count", 0)), int(entry.get("ns", 0))
+
+
+def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Per-request averages (ms) of each phase, and the batches Triton formed, between two snapshots."""
+    b_inf, a_inf = before.get("inference_stats", {}), after.get("inference_stats", {})
+    requests = _count_ns(a_inf.get("success"))[0] - _count_ns(b_inf.get("success"))[0]
+    result: dict[str, Any] = {
+        "requests": requests,
+        "failed": _count_ns(a_inf.get("fail"))[0] - _count_ns(b_inf.get("fail"))[0],
+        "inferences": int(after.get("inference_count", 0)) - int(before.get("inference_count", 0)),
+        "executions": int(after.get("execution_count", 0)) - int(before.get("execution_count", 0)),
+    }
+    for phase in PHASES:
+        count = _count_ns(a_inf.get(phase))[0] - _count_ns(b_inf.get(phase))[0]
+        ns = _count_ns(a_inf.get(phase))[1] - _count_ns(b_inf.get(phase))[1]
+        result[f"{phase}_ms"] = round(ns / count / 1e6, 3) if count > 0 else None
+    result["avg_batch"] = round(result["inferences"] / result["executions"], 2) if result["executions"] > 0 else None
+    before_batches = {int(b["batch_size"]): _count_ns(b.get("compute_infer"))[0] for b in before.get("batch_stats", [])}
+    batches = {}
+    for b in after.get("batch_stats", []):
+        size = int(b["batch_size"])
+        n = _count_ns(b.get("compute_infer"))[0] - before_batches.get(size, 0)
+        if n > 0:
+            batches[size] = n
+    result["executions_by_batch"] = dict(sorted(batches.items()))
+    return result
