@@ -147,16 +147,10 @@ def _throughput(client: Any, photos: list[Path], what: str, rounds: int = 6, con
 
 
 def _loadtest(server: Any, out: Path, seconds: int) -> None:
+    from dfserve.loadtest.cli import print_summary
     from dfserve.loadtest.runner import LoadtestOptions, run_loadtest
 
-    summary = run_loadtest(
-        LoadtestOptions(
-            host=server.http_url, users=8, spawn_rate=8, run_time=f"{seconds}s", out=out / "loadtest", echo=False
-        ),
-        console=console,
+    options = LoadtestOptions(
+        host=server.http_url, users=4, spawn_rate=4, run_time=f"{seconds}s", out=out / "loadtest", echo=False
     )
-    console.print(
-        f"{summary['requests']} requests, {summary['failures']} failures, {summary['rps']:.1f} req/s, "
-        f"p50 {summary['p50_ms']:.0f} ms, p90 {summary['p90_ms']:.0f} ms, p99 {summary['p99_ms']:.0f} ms "
-        f"with {summary['users']} users; report in {out / 'loadtest'}"
-    )
+    print_summary(run_loadtest(options, console=console), console)
