@@ -10,9 +10,10 @@ Three resize modes, fastest last:
 
 - ``exact``: resize the whole image, then crop. Pixel-identical to the Transformers processor.
 - ``box`` (default): resize only the region that the crop keeps (Pillow's ``box``), in the same pass order
-  as the full resize. The filter's scale and sample positions are the same, so pixels equal the exact mode's
-  or differ by one grey level (bilinear and bicubic; Lanczos very rarely two), and the work is proportional
-  to the crop instead of the whole resized image: about 2x the Transformers processor's speed here.
+  as the full resize. The filter's scale and sample positions are the same; only the float arithmetic of the
+  box offsets differs, so a pixel may round the other way: by one grey level, and on a handful of pixels per
+  million by two, where both passes round the same way (`dfserve bench` reports the figures). The work is
+  proportional to the crop instead of the whole resized image: about 2x the Transformers processor's speed.
 - ``draft``: additionally let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while decoding. About 3x faster
   on large JPEGs but it changes pixels beyond rounding: a forensic detector reads fine detail that this can
   erase, so it is opt-in only and `dfserve bench` reports how much it moves the scores.

@@ -28,6 +28,9 @@ class TritonPythonModel:
         self.spec = spec_from_args(args)
         path = Path(args["model_repository"]) / args["model_version"] / ONNX_FILENAME
         options = ort.SessionOptions()
+        # Inside Triton the engine shares the cores with the server and the preprocess instances: threads that
+        # spin while idle would take their cycles.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         threads = int(os.environ.get(THREADS_ENV, "0"))
         if threads:
             options.intra_op_num_threads = threads
