@@ -470,11 +470,12 @@ def run_bench(opts: BenchOptions, console: Console | None = None) -> BenchResult
         "preprocessing": prep,
         "memory": memory_rows,
         "ratios": {
-            "served_over_raw": served_best / raw_best if raw_best else None,
-            "served_over_raw_recheck": served_best / recheck["images_per_s"],
-            "raw_cpu_over_served_cpu_per_image": raw["best_cpu_s_per_image"]
-            / served["vit"]["best_server_cpu_s_per_image"],
-            "detector_over_raw": served["detector"]["best_images_per_s"] / raw_best if raw_best else None,
+            "served_over_raw": _ratio(served_best, raw_best),
+            "served_over_raw_recheck": _ratio(served_best, recheck["images_per_s"]),
+            "raw_cpu_over_served_cpu_per_image": _ratio(
+                raw["best_cpu_s_per_image"], served["vit"]["best_server_cpu_s_per_image"]
+            ),
+            "detector_over_raw": _ratio(served["detector"]["best_images_per_s"], raw_best),
             **{f"{m}_over_reference": prep_rows[m]["speedup"] for m in prep_rows if m != "transformers"},
         },
         "goals": {
@@ -497,3 +498,10 @@ def run_bench(opts: BenchOptions, console: Console | None = None) -> BenchResult
     plot_bench(data, out / "bench.png")
     console.print(f"[bold green]bench done[/] in {timings['total']:.0f} s: {out}")
     return BenchResult(data=data, markdown=markdown, out=out, files=files)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """A ratio, or None where the denominator is missing or too small to measure (tiny models, coarse clocks)."""
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator

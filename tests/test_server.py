@@ -429,10 +429,13 @@ def test_cli_serve_exits_nonzero_when_the_server_dies(add_repo: Path) -> None:
 
 
 def test_server_dies_with_a_killed_launcher(add_repo: Path) -> None:
-    proc, info, lines = start_cli(f"--repository={add_repo}")
+    proc, info, _ = start_cli(f"--repository={add_repo}")
     pid = int(info["pid"])
     stubs = children(pid)
-    workspace = re.search(r"--backend-directory=(\S+)/backends", "\n".join(lines)).group(1)  # type: ignore[union-attr]
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    workspace = next(a.split("=", 1)[1] for a in cmdline if a.startswith("--backend-directory=")).removesuffix(
+        "/backends"
+    )
     proc.kill()  # SIGKILL: the launcher cannot clean up; PR_SET_PDEATHSIG must
     proc.wait(10)
     assert wait_gone([pid, *stubs]) == []

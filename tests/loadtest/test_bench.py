@@ -36,7 +36,8 @@ def test_bench_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert positive(data["raw"]["recheck"]["images_per_s"])
     assert [r["concurrency"] for r in data["served"]["vit"]["rows"]] == [1, 2, 4]
     assert all(positive(r["images_per_s"]) for r in data["served"]["vit"]["rows"])
-    assert all(positive(r["server_cpu_s_per_image"]) for r in data["served"]["vit"]["rows"])
+    # CPU clocks tick in 10 ms: a tiny model's few requests may legitimately read 0
+    assert all(r["server_cpu_s_per_image"] >= 0 for r in data["served"]["vit"]["rows"])
     assert all(positive(r["images_per_s"]) for r in data["served"]["detector"]["rows"])
     methods = data["preprocessing"]["methods"]
     assert set(methods) == {"transformers", "exact", "box", "draft"}
