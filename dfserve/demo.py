@@ -69,7 +69,9 @@ def _build(model: str, repo: Path, rebuild: bool) -> dict[str, Any]:
     except CheckpointError as exc:
         if "--random-weights" not in str(exc):
             raise
-        console.print(f"[bold red]{exc}[/]", highlight=False)
+        console.print(
+            f"[bold red]{exc}[/]\n[bold]-> building the same architecture with random weights[/]", highlight=False
+        )
         return build(BuildOptions(out=repo, model=model, random_weights=True)).report
 
 
