@@ -6,14 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from dfserve.cli import positive_ints
 from dfserve.config import DEFAULT_MODEL_ID, Batching, Limits
-
-
-def _batch_sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
 
 
 def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +17,7 @@ def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="engine max batch (%(default)s)")
     g.add_argument(
         "--preferred-batch-sizes",
-        type=_batch_sizes,
+        type=positive_ints,
         default=d.preferred_batch_sizes,
         help="batch sizes the dynamic batcher aims for, comma-separated (default %(default)s)",
     )

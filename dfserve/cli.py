@@ -29,6 +29,17 @@ COMMAND_MODULES = (
 err_console = Console(stderr=True)
 
 
+def positive_ints(text: str) -> tuple[int, ...]:
+    """argparse type for comma-separated positive integers, e.g. batch sizes or a concurrency sweep ("4,8,16")."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dfserve",

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dfserve.cli import positive_ints
 from dfserve.loadtest.options import SHAPES, LoadSettings
 from dfserve.loadtest.target import MODES, PROTOCOLS
 
@@ -130,29 +131,21 @@ def _register_bench(subparsers: Any) -> None:
     p.add_argument("--max-batch", type=int, default=8, help="max batch size of the served engine and the raw sweep")
     p.add_argument(
         "--memory-batches",
+        type=positive_ints,
         default=None,
         help="comma-separated max batch sizes for the memory section (default: 1,MAX/2,MAX)",
     )
-    p.add_argument("--concurrency", default=None, help="comma-separated concurrency sweep (default: 1,2,4,..,2xMAX)")
+    p.add_argument(
+        "--concurrency",
+        type=positive_ints,
+        default=None,
+        help="comma-separated concurrency sweep (default: 1,2,4,..,2xMAX)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per point")
     p.add_argument("--images", type=Path, default=None, help="folder of JPEGs (default: generated photo-like)")
     p.add_argument("--image-count", type=int, default=8)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: ./bench-<time>)")
     p.set_defaults(func=_bench)
-
-
-def _ints(text: str | None, name: str) -> tuple[int, ...] | None:
-    from dfserve.loadtest.errors import LoadtestError
-
-    if text is None:
-        return None
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise LoadtestError(f"--{name} must be comma-separated integers, got {text!r}") from exc
-    if not values or min(values) < 1:
-        raise LoadtestError(f"--{name} needs positive integers, got {text!r}")
-    return values
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -165,8 +158,8 @@ def _bench(args: argparse.Namespace) -> int:
         repository=args.repository,
         random_weights=args.random_weights,
         max_batch=args.max_batch,
-        memory_batches=_ints(args.memory_batches, "memory-batches"),
-        concurrency=_ints(args.concurrency, "concurrency"),
+        memory_batches=args.memory_batches,
+        concurrency=args.concurrency,
         repeats=args.repeats,
         images=args.images,
         image_count=args.image_count,

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty, Queue
 from typing import IO
@@ -317,6 +318,21 @@ def test_explain_log_keeps_errors_and_their_traceback() -> None:
 # ---------------------------------------------------------------------------------------- dfserve serve
 
 
+_CLI_PROCESSES: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_cli() -> Iterator[None]:
+    """A test that fails half-way must not leave its `dfserve serve` (and so its tritonserver) running: killing
+    the launcher takes the server down with it (PR_SET_PDEATHSIG)."""
+    yield
+    while _CLI_PROCESSES:
+        proc = _CLI_PROCESSES.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 def start_cli(*args: str) -> tuple[subprocess.Popen[str], dict[str, str], list[str]]:
     """Run `dfserve serve` and read its output until it says the server is ready."""
     proc = subprocess.Popen(
@@ -326,6 +342,7 @@ def start_cli(*args: str) -> tuple[subprocess.Popen[str], dict[str, str], list[s
         text=True,
         env={**os.environ, "COLUMNS": "200"},
     )
+    _CLI_PROCESSES.append(proc)
     assert proc.stdout is not None
     lines: list[str] = []
     queue: Queue[str | None] = Queue()
