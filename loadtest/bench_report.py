@@ -90,34 +90,14 @@ def render_markdown(data: dict[str, Any]) -> str:
                 "server CPU s / image",
                 "client CPU s / image",
             ],
-            [
-                [
-                    r["concurrency"],
-                    r["requests"],
-                    r["images_per_s"],
-                    r["images_per_s"] / raw["best_images_per_s"],
-                    f"{r['server_cpu_s_per_image']:.3g}",
-                    f"{r['client_cpu_s_per_image']:.3g}",
-                ]
-                for r in served["vit"]["rows"]
-            ],
+            _served_rows(served["vit"]["rows"], raw["best_images_per_s"]),
         ),
         "",
         "## 3. Whole ensemble (`detector`, JPEG files)",
         "",
         *_table(
             ["concurrency", "requests", "images/s", "/ raw best", "server CPU s / image", "client CPU s / image"],
-            [
-                [
-                    r["concurrency"],
-                    r["requests"],
-                    r["images_per_s"],
-                    r["images_per_s"] / raw["best_images_per_s"],
-                    f"{r['server_cpu_s_per_image']:.3g}",
-                    f"{r['client_cpu_s_per_image']:.3g}",
-                ]
-                for r in served["detector"]["rows"]
-            ],
+            _served_rows(served["detector"]["rows"], raw["best_images_per_s"]),
         ),
         "",
         "## 4. Preprocessing from the same JPEG bytes (one core)",
@@ -269,3 +249,18 @@ def plot_bench(data: dict[str, Any], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _served_rows(rows: list[dict[str, Any]], raw_best: float) -> list[list[Any]]:
+    """Table rows of a served section: throughput, its ratio to the raw engine's best, CPU per image."""
+    return [
+        [
+            r["concurrency"],
+            r["requests"],
+            r["images_per_s"],
+            r["images_per_s"] / raw_best if raw_best else None,
+            f"{r['server_cpu_s_per_image']:.3g}",
+            f"{r['client_cpu_s_per_image']:.3g}",
+        ]
+        for r in rows
+    ]
