@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dfserve.cli import positive_ints
-from dfserve.config import DEFAULT_MODEL_ID, Batching, Limits
+from dfserve.config import DEFAULT_MODEL_ID, Batching, Limits, ModelSpec
 
 
 def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +89,8 @@ def register(sub: Any) -> None:
         "cropped region in Pillow's pass order, about 2x faster, pixels within a grey level or two), "
         "draft (JPEG draft decoding: fastest, changes pixels)",
     )
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default %(default)s)")
+    opset = ModelSpec.model_fields["onnx_opset"].default
+    p.add_argument("--opset", type=int, default=opset, help="ONNX opset, at least 17 (default %(default)s)")
     p.add_argument("--parity-photos", type=int, default=8, help="real photographs in the parity set")
     limits = Limits()
     p.add_argument(

@@ -48,7 +48,7 @@ class BuildOptions:
     batching: Batching = field(default_factory=Batching)
     limits: Limits = field(default_factory=Limits)
     resize_mode: Literal["exact", "box", "draft"] = "box"
-    opset: int = 18
+    opset: int = ModelSpec.model_fields["onnx_opset"].default
     parity_photos: int = 8
     tolerance: float = TOLERANCE
     seed: int = 0

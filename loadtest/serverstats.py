@@ -11,7 +11,7 @@ counted once per process, so the sum is an upper bound of what they hold togethe
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +28,8 @@ def process_count(pid: int) -> int:
         return 0
 
 
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by `pid` and its live descendants."""
+def _sum_over_tree(pid: int, figure: Callable[[Any], float]) -> float:
+    """`figure(process)` summed over `pid` and its live descendants (processes that vanish meanwhile are skipped)."""
     import psutil
 
     try:
@@ -40,29 +40,20 @@ def process_tree_cpu(pid: int) -> float:
     total = 0.0
     for proc in procs:
         try:
-            times = proc.cpu_times()
-            total += times.user + times.system
+            total += figure(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its live descendants."""
+    return _sum_over_tree(pid, lambda p: p.cpu_times().user + p.cpu_times().system)
 
 
 def process_tree_rss(pid: int) -> int:
-    """RSS in bytes of `pid` and all its descendants (processes that vanish meanwhile are skipped)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
+    """RSS in bytes of `pid` and all its descendants."""
+    return int(_sum_over_tree(pid, lambda p: p.memory_info().rss))
 
 
 @dataclass
