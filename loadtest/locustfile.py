@@ -1,30 +1,13 @@
-"""dfserve's locustfile: Triton users over HTTP and gRPC, and the constant / step-ramp load shape.
+"""The locustfile that plain Locust reads: dfserve's Triton users (HTTP and gRPC) and its load shape.
 
-Run it with plain Locust (the web UI, headless, or distributed: see loadtest/README.md), or through
-`dfserve loadtest`, which runs it headless and writes the reports. Settings are Locust custom arguments
-(`--dfserve-mode file|pixels`, `--dfserve-protocol http|grpc`, `--dfserve-images DIR`,
-`--dfserve-shape constant|step`, ...; `locust -f locustfile.py --help` lists them) or the matching environment
-variables (DFSERVE_MODE, DFSERVE_PROTOCOL, DFSERVE_IMAGES, DFSERVE_SHAPE, ...).
+    locust -f loadtest/locustfile.py --headless -u 8 -r 4 -t 60s --host http://127.0.0.1:8000
+    locust -f loadtest/locustfile.py --host grpc://127.0.0.1:8001 --dfserve-mode pixels     # web UI on :8089
 
-Example:
-    locust -f loadtest/locustfile.py --headless --host 127.0.0.1:8000 -u 8 -r 4 -t 60s --dfserve-mode file
+It needs `pip install 'dfserve[loadtest]'`. The users, the shape and the `--dfserve-*` arguments live in the
+package (`dfserve.loadtest`), so `dfserve loadtest`, docker compose and this file run the same code;
+`locust -f loadtest/locustfile.py --help` lists the arguments. See loadtest/README.md.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
-from locust import events
-
-from dfserve.loadtest.options import add_locust_arguments
-from dfserve.loadtest.shapes import DfserveShape
-from dfserve.loadtest.users import TritonGrpcUser, TritonHttpUser, enable_grpc_gevent
-
-enable_grpc_gevent()
+from dfserve.loadtest.locustfile import DfserveShape, TritonGrpcUser, TritonHttpUser
 
 __all__ = ["DfserveShape", "TritonGrpcUser", "TritonHttpUser"]
-
-
-@events.init_command_line_parser.add_listener
-def _dfserve_arguments(parser: Any) -> None:
-    add_locust_arguments(parser)

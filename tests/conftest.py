@@ -1,7 +1,7 @@
 """Shared fixtures: a real checkpoint made at test time, a real build of it, a real Triton server.
 
 Everything here is the real component: the build runs optimum's export and the parity proof, the server is
-the `tritonserver` binary that nvidia-pytriton ships, started by `dfserve.server.TritonServer` on free ports.
+the `tritonserver` binary that nvidia-pytriton ships, started by `dfserve.triton.server.TritonServer` on free ports.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def built_repo(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository built by the real `dfserve build` pipeline for the embedded server."""
-    from dfserve.build.pipeline import BuildOptions, build
+    from dfserve.export.pipeline import BuildOptions, build
 
     out = tmp_path_factory.mktemp("repo") / "repository"
     build(BuildOptions(out=out, model=str(tiny_checkpoint), batching=TEST_BATCHING, parity_photos=4))
@@ -55,7 +55,7 @@ def built_spec(built_repo: Path) -> ModelSpec:
 @pytest.fixture(scope="session")
 def triton_server(built_repo: Path) -> Iterator[object]:
     """A real tritonserver process serving `built_repo` on free ports, stopped at the end of the session."""
-    from dfserve.server import TritonServer
+    from dfserve.triton.server import TritonServer
 
     server = TritonServer(built_repo, http_port=0, grpc_port=0, metrics_port=0)
     server.start(timeout=240)
@@ -84,3 +84,16 @@ def jpeg_bytes(arr: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m/-k deselect anything
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests import collection
+
+    collection.record(config, items)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests import collection
+
+    collection.check(session)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dfserve.build.tensorrt import EngineInfo, GpuInfo, write_engine_record
+from dfserve.export.tensorrt import EngineInfo, GpuInfo, write_engine_record
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 

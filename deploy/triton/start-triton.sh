@@ -25,7 +25,7 @@ if [ -z "$key" ]; then
   echo "start-triton: DFSERVE_ADMIN_KEY is not set: restricted APIs ($apis) use a random key" >&2
 fi
 
-python3 -m dfserve.build.tensorrt check "$repository"
+python3 -m dfserve.export.tensorrt check "$repository"
 
 max_input=""
 if tritonserver --help 2>&1 | grep -q -- "--http-max-input-size"; then

@@ -357,7 +357,7 @@ def test_shared_memory_without_the_key_is_refused_and_leaves_nothing(
 @pytest.fixture
 def own_server(built_repo: Path) -> Iterator[dict[str, Any]]:
     """A private server (the shared one is never stopped), restartable on the same ports."""
-    from dfserve.server import TritonServer, free_port
+    from dfserve.triton.server import TritonServer, free_port
 
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     state: dict[str, Any] = {"ports": ports}
@@ -424,7 +424,7 @@ async def test_async_outage_and_recovery(own_server: dict[str, Any], sample_imag
 
 
 def test_a_server_that_is_down_from_the_start(sample_images: dict[str, Path]) -> None:
-    from dfserve.server import free_port
+    from dfserve.triton.server import free_port
 
     for protocol in PROTOCOLS:
         with Client(f"{protocol}://127.0.0.1:{free_port()}", timeout=2.0) as client:

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from dfserve.server import ADMIN_KEY_HEADER, RESTRICTED_APIS
+from dfserve.names import ADMIN_KEY_HEADER
+from dfserve.triton.server import RESTRICTED_APIS
 from tests.deploy.compose import (
     COMPOSE_FILE,
     COMPOSE_SCHEMA,
@@ -174,7 +175,7 @@ def test_build_and_triton_images_come_from_one_nvidia_release(services: dict[str
 
 
 def test_build_image_installs_dfserve_with_the_containers_own_tensorrt() -> None:
-    text = (REPO / "deploy" / "build.Dockerfile").read_text()
+    text = (REPO / "build" / "Dockerfile").read_text()
     assert "[build,gpu]" in text
     assert "tensorrt==$(python3 -c 'import tensorrt; print(tensorrt.__version__)')" in text  # no PyPI TensorRT
     assert "download.pytorch.org/whl/cpu" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,27 @@ def test_failures_are_counted_and_the_cli_exits_non_zero(triton_server: Any, tmp
 def test_bad_host_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["loadtest", "--host", "ftp://x:1", "--run-time", "1s"]) == 1
     assert "unknown scheme" in capsys.readouterr().err
+
+
+def test_plain_locust_runs_the_top_level_locustfile(triton_server: Any, tmp_path: Path) -> None:
+    """What loadtest/README.md tells a user to type: plain Locust on loadtest/locustfile.py."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    locust = Path(sys.executable).with_name("locust")
+    result = subprocess.run(
+        [
+            *(str(locust), "-f", "loadtest/locustfile.py", "--headless", "-u", "2", "-r", "2", "-t", "6s"),
+            *("--host", f"http://{triton_server.http_url}", "--csv", str(tmp_path / "plain"), "--only-summary"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=repo,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "plain_stats.csv").open()))
+    total = next(r for r in rows if r["Name"] == "Aggregated")
+    assert int(total["Request Count"]) > 0
+    assert int(total["Failure Count"]) == 0

@@ -1,1 +1,0 @@
-"""dfserve.model_repository"""

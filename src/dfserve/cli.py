@@ -1,0 +1,109 @@
+"""The `dfserve` command: a thin layer over the package's functions.
+
+Each area registers its own sub-commands (`register(subparsers)` in its `cli` module) and imports its heavy
+dependencies only when its command runs, so `dfserve --help` is instant and an SDK-only install still works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from dfserve import __version__
+from dfserve.errors import DfserveError
+
+# Modules that provide `register(subparsers) -> None`, in the order their commands appear in --help.
+COMMAND_MODULES = (
+    "dfserve.export.cli",
+    "dfserve.triton.cli",
+    "dfserve.client.cli",
+    "dfserve.loadtest.cli",
+    "dfserve.demo",
+)
+
+# The extra that brings each command's third-party packages (`pip install 'dfserve[EXTRA]'`).
+COMMAND_EXTRAS: dict[str, str] = {
+    "build": "build",
+    "serve": "server",
+    "classify": "",
+    "eval": "eval",
+    "loadtest": "loadtest",
+    "bench": "all",
+    "demo": "all",
+    "verify": "build",
+}
+
+err_console = Console(stderr=True)
+
+
+def missing_extra_message(command: str, package: str | None) -> str:
+    """One line naming the extra to install; plain text (no console markup, which would eat `[build]`)."""
+    extra = COMMAND_EXTRAS.get(command, "all")
+    install = f"pip install 'dfserve[{extra}]'" if extra else "pip install dfserve"
+    return f"error: `dfserve {command}` needs the package {package!r}, which is not installed; run: {install}"
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """argparse type for comma-separated positive integers, e.g. batch sizes or a concurrency sweep ("4,8,16")."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dfserve",
+        description="Build, serve, call and load-test Hugging Face ViT image classifiers on Triton.",
+    )
+    parser.add_argument("--version", action="version", version=f"dfserve {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("dfserve"):
+                continue  # an area not present in this install
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DfserveError as exc:
+        if args.verbose:
+            err_console.print_exception()
+        err_console.print("[bold red]error:[/] ", end="")
+        err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("dfserve"):
+            raise
+        err_console.print(missing_extra_message(args.command, exc.name), markup=False, highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

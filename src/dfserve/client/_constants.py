@@ -1,0 +1,24 @@
+"""Every default and literal type of the SDK in one place, importable without numpy, Pillow or tritonclient
+(the CLI builds its --help from these)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, TypeAlias
+
+ProtocolName: TypeAlias = Literal["http", "grpc"]
+Mode: TypeAlias = Literal["file", "pixels"]
+ProgressCallback: TypeAlias = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` after each item of `classify_many` finishes, success or not."""
+
+PROTOCOLS: tuple[ProtocolName, ...] = ("http", "grpc")
+MODES: tuple[Mode, ...] = ("file", "pixels")
+
+# Every default in one place (openai-python's `_constants.py`).
+DEFAULT_URL = "localhost:8000"
+DEFAULT_PORTS: dict[ProtocolName, int] = {"http": 8000, "grpc": 8001}
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_CONCURRENCY = 8
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0

@@ -1,0 +1,635 @@
+"""Everything the sync and async clients share, with no network I/O: settings, turning an input into a request,
+turning a response into a `Prediction`, the retry policy and the mapping of backend errors to ours.
+
+`Client` and `AsyncClient` only hold their send loops; they call into this module before and after each
+request, so the two cannot drift apart (the httpx `BaseClient` pattern). Reading a local file or preprocessing
+pixels happens here too: that is disk and CPU work, not the network.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import math
+import random
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from dfserve.client._exceptions import (
+    AccessDeniedError,
+    ClientConfigError,
+    DfserveClientError,
+    IncompatibleModelError,
+    InferenceError,
+    InvalidInputError,
+    ModelNotReadyError,
+    RequestTimeoutError,
+    ServerUnavailableError,
+    SharedMemoryError,
+)
+from dfserve.client._types import Prediction
+from dfserve.config import SPEC_PARAMETER, ModelNames, ModelSpec
+from dfserve.preprocessing import (
+    RESIZE_MODES,
+    EmptyImageError,
+    ImageInput,
+    ImageTooLargeError,
+    InvalidImageError,
+    ResizeMode,
+    array_to_image,
+    load_rgb,
+    preprocess,
+    read_image_bytes,
+)
+
+if TYPE_CHECKING:
+    from dfserve.client._shm import ShmSlot
+
+from dfserve.client._constants import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_PORTS,
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+    INITIAL_RETRY_DELAY,
+    MAX_RETRY_DELAY,
+    MODES,
+    PROTOCOLS,
+    Mode,
+    ProtocolName,
+)
+
+MAX_JITTER = 0.25
+"""Each backoff delay is shortened by a random fraction up to this, so clients that failed together retry apart."""
+GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
+GRPC_MAX_RECONNECT_BACKOFF_MS = 1000
+"""gRPC's default reconnect backoff grows to 120 s, so a channel would keep failing long after a restarted server
+is back; our own retry policy already spaces attempts."""
+
+
+# --------------------------------------------------------------------------------------------------- settings
+
+
+def resolve_endpoint(url: str, protocol: str | None) -> tuple[str, ProtocolName]:
+    """Split a user's URL into the ``host:port`` tritonclient wants and the protocol to speak.
+
+    The protocol comes from, in order: the URL's scheme (``grpc://``, ``http://``), the `protocol` argument,
+    the port (8001 is Triton's gRPC port), else HTTP. A scheme that contradicts `protocol` is refused rather
+    than guessed.
+    """
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ClientConfigError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
+    if not isinstance(url, str) or not url.strip():
+        raise ClientConfigError(f"url must be 'host:port', got {url!r}")
+    scheme, sep, address = url.strip().partition("://")
+    chosen: ProtocolName | None = protocol
+    if sep:
+        scheme = scheme.lower()
+        if scheme not in PROTOCOLS:
+            raise ClientConfigError(f"unsupported URL scheme {scheme!r} in {url!r}: use http://, grpc:// or host:port")
+        if protocol is not None and protocol != scheme:
+            raise ClientConfigError(f"url {url!r} says {scheme} but protocol={protocol!r}; pass one or make them agree")
+        chosen = scheme
+    else:
+        address = scheme
+    address = address.rstrip("/")
+    host, port = _split_host_port(address, url)
+    if chosen is None:
+        chosen = "grpc" if port == DEFAULT_PORTS["grpc"] else "http"
+    if port is None:
+        port = DEFAULT_PORTS[chosen]
+    return f"{host}:{port}", chosen
+
+
+def _split_host_port(address: str, url: str) -> tuple[str, int | None]:
+    if not address or "/" in address or "?" in address:
+        raise ClientConfigError(f"url must be [scheme://]host[:port] without a path, got {url!r}")
+    if address.startswith("["):  # [ipv6]:port
+        host, _, rest = address.partition("]")
+        host += "]"
+        port_text = rest.removeprefix(":") if rest else ""
+    elif address.count(":") == 1:
+        host, _, port_text = address.partition(":")
+    else:
+        host, port_text = address, ""
+    if not host.strip("[]"):
+        raise ClientConfigError(f"url {url!r} has no host")
+    if not port_text:
+        return host, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ClientConfigError(f"url {url!r} has an invalid port {port_text!r}")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Validated client options; built once by `make_settings` so that both clients reject the same input."""
+
+    address: str
+    protocol: ProtocolName
+    timeout: float
+    max_retries: int
+    mode: Mode
+    model: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    shared_memory: bool = False
+    resize_mode: ResizeMode = "box"
+    admin_key: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The server as a person reads it in an error message: ``grpc://host:port``."""
+        return f"{self.protocol}://{self.address}"
+
+
+def make_settings(
+    url: str = DEFAULT_URL,
+    protocol: str | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    mode: str = "file",
+    model: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    shared_memory: bool = False,
+    resize_mode: str = "box",
+    admin_key: str | None = None,
+) -> ClientSettings:
+    address, proto = resolve_endpoint(url, protocol)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+        raise ClientConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ClientConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    if mode not in MODES:
+        raise ClientConfigError(
+            f"mode must be 'file' (send the encoded image) or 'pixels' (preprocess here), got {mode!r}"
+        )
+    if resize_mode not in RESIZE_MODES:
+        raise ClientConfigError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
+    if shared_memory and mode != "pixels":
+        raise ClientConfigError(
+            "shared_memory=True needs mode='pixels': only preprocessed pixels go through shared memory"
+        )
+    model = model or ModelNames().ensemble
+    if not isinstance(model, str) or not model.strip():
+        raise ClientConfigError(f"model must be a model name, got {model!r}")
+    clean_headers = {str(k): str(v) for k, v in (headers or {}).items()}
+    return ClientSettings(
+        address=address,
+        protocol=proto,
+        timeout=float(timeout),
+        max_retries=max_retries,
+        mode=mode,
+        model=model,
+        headers=clean_headers,
+        shared_memory=bool(shared_memory),
+        resize_mode=resize_mode,
+        admin_key=admin_key or None,
+    )
+
+
+_MODULES: dict[str, ModuleType] = {}
+
+
+def triton_module(protocol: ProtocolName, *, aio: bool = False) -> ModuleType:
+    """tritonclient's module for a protocol, imported on first use so that `import dfserve` stays light."""
+    name = f"tritonclient.{protocol}{'.aio' if aio else ''}"
+    module = _MODULES.get(name)
+    if module is None:
+        import importlib
+
+        module = _MODULES[name] = importlib.import_module(name)
+    return module
+
+
+def grpc_channel_args() -> list[tuple[str, Any]]:
+    """tritonclient's own message-size options plus a short reconnect backoff (see GRPC_MAX_RECONNECT_BACKOFF_MS)."""
+    return [
+        ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", GRPC_MAX_RECONNECT_BACKOFF_MS),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- model spec
+
+
+def spec_from_config(config: Mapping[str, Any], model: str) -> ModelSpec:
+    """The `ModelSpec` embedded in a model's config (parameter ``dfserve_spec``), as either protocol returns it.
+
+    This is how the client learns labels, input size, preprocessing and the other models' names from the
+    server instead of from constants of its own.
+    """
+    cfg = config.get("config", config)  # gRPC wraps the config in {"config": ...}
+    params = cfg.get("parameters") or {}
+    entry = params.get(SPEC_PARAMETER)
+    if not entry:
+        raise IncompatibleModelError(
+            f"model {model!r} has no parameter {SPEC_PARAMETER!r} in its config: it was not built by `dfserve build`"
+        )
+    text = entry.get("string_value") or entry.get("stringValue") or ""
+    try:
+        return ModelSpec.from_json(text)
+    except ValueError as exc:  # json and pydantic errors are ValueErrors
+        raise IncompatibleModelError(
+            f"model {model!r}: parameter {SPEC_PARAMETER!r} is not a spec this SDK reads: {exc}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One input, ready for the wire: the encoded file (`file` mode) or uint8 [3,H,W] pixels (`pixels` mode)."""
+
+    mode: Mode
+    data: bytes | np.ndarray
+    path: str | None = None
+
+
+def describe(item: object) -> str:
+    """How an error message names an input."""
+    if isinstance(item, str | Path):
+        return str(item)
+    if isinstance(item, np.ndarray):
+        return f"array {item.shape} {item.dtype}"
+    if isinstance(item, bytes | bytearray | memoryview):
+        return f"{len(item)} bytes"
+    return type(item).__name__
+
+
+def encode_png(img: Image.Image) -> bytes:
+    """Lossless encoding for decoded inputs in `file` mode, so the server sees exactly these pixels."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def prepare(item: ImageInput, mode: Mode, spec: ModelSpec, resize_mode: ResizeMode = "box") -> Payload:
+    """Read, encode or preprocess one input. Raises InvalidInputError naming the input and the problem.
+
+    In `file` mode paths, bytes and file objects travel as they are (the fewest bytes on the wire); a PIL
+    image or an array is oriented and converted to RGB exactly as local preprocessing would, then sent as PNG.
+    In `pixels` mode the shared `dfserve.preprocessing.preprocess` runs here with the server's own spec.
+    """
+    path = str(item) if isinstance(item, str | Path) else None
+    try:
+        if mode == "pixels":
+            return Payload("pixels", preprocess(item, spec.preprocessing, spec.limits, resize_mode), path)
+        data = read_image_bytes(item)
+        if data is None:
+            if isinstance(item, Image.Image):
+                data = encode_png(load_rgb(item.copy()))
+            elif isinstance(item, np.ndarray):
+                data = encode_png(array_to_image(item))
+            else:
+                raise InvalidImageError(
+                    f"unsupported image input {type(item).__name__}: pass a path, bytes, a binary file object, "
+                    "a PIL image or an HxWx3 uint8 numpy array"
+                )
+        if not data:
+            raise EmptyImageError("empty image: 0 bytes")
+        if len(data) > spec.limits.max_file_bytes:
+            raise ImageTooLargeError(
+                f"image file is {len(data)} bytes, above the server's limit of {spec.limits.max_file_bytes} bytes"
+            )
+        return Payload("file", data, path)
+    except InvalidImageError as exc:
+        raise InvalidInputError(f"{describe(item)}: {exc}") from exc
+    except OSError as exc:  # unreadable file: permissions, I/O error
+        raise InvalidInputError(f"{describe(item)}: cannot read: {exc.strerror or exc}") from exc
+
+
+# ------------------------------------------------------------------------------------------ request/response
+
+
+@dataclass
+class InferRequest:
+    """The arguments of one tritonclient `infer` call, built from real `InferInput` objects."""
+
+    model_name: str
+    inputs: list[Any]
+    outputs: list[Any]
+    path: str | None = None
+    slot: ShmSlot | None = None
+
+
+def build_request(
+    payload: Payload, spec: ModelSpec, protocol: ProtocolName, *, entry_model: str, slot: ShmSlot | None = None
+) -> InferRequest:
+    """`file` mode: BYTES image [1,1] to the entry model (the ensemble). `pixels` mode: UINT8 pixels
+    [1,3,H,W] to the engine, through the shared-memory `slot` when one is given."""
+    tc = triton_module(protocol)
+    names = spec.tensors
+    if payload.mode == "file":
+        assert isinstance(payload.data, bytes)
+        inp = tc.InferInput(names.image, [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[payload.data]], dtype=np.object_))
+        model = entry_model
+    else:
+        assert isinstance(payload.data, np.ndarray)
+        pixels = payload.data[None]
+        inp = tc.InferInput(names.pixels, list(pixels.shape), "UINT8")
+        if slot is not None:
+            slot.write_input(pixels)
+            inp.set_shared_memory(slot.name, pixels.nbytes, offset=0)
+        else:
+            inp.set_data_from_numpy(pixels)
+        model = spec.models.engine
+    out = tc.InferRequestedOutput(names.scores)
+    if slot is not None:
+        out.set_shared_memory(slot.name, slot.output_nbytes, offset=slot.output_offset)
+    return InferRequest(model, [inp], [out], payload.path, slot)
+
+
+def parse_result(result: Any, request: InferRequest, spec: ModelSpec, protocol: ProtocolName) -> Prediction:
+    """A tritonclient `InferResult` (either protocol) to a `Prediction` with the spec's label names."""
+    names = spec.labels.names
+    if request.slot is not None:
+        raw = request.slot.read_output(len(names))
+    else:
+        raw = result.as_numpy(spec.tensors.scores)
+        if raw is None:
+            raise InferenceError(f"model {request.model_name!r} answered without output {spec.tensors.scores!r}")
+    flat = np.asarray(raw).reshape(-1)
+    if flat.size != len(names):
+        raise IncompatibleModelError(
+            f"model {request.model_name!r} returned {flat.size} scores for {len(names)} labels {list(names)}"
+        )
+    values: list[float] = flat.astype(np.float64).tolist()  # a few labels: plain Python beats numpy here
+    if not all(map(math.isfinite, values)):
+        raise InferenceError(f"model {request.model_name!r} returned non-finite scores {values}")
+    response = result.get_response()
+    if protocol == "http":
+        model_name = str(response.get("model_name") or request.model_name)
+        version = str(response.get("model_version") or "")
+    else:
+        model_name = response.model_name or request.model_name
+        version = str(response.model_version)
+    best = max(range(len(values)), key=values.__getitem__)
+    return Prediction(
+        label=names[best],
+        score=min(max(values[best], 0.0), 1.0),
+        scores=dict(zip(names, values, strict=True)),
+        model_name=model_name,
+        model_version=version,
+        random_weights=spec.random_weights,
+        path=request.path,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- retry policy
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which errors are retried, and after how long.
+
+    Only transient errors are retried (`DfserveClientError.retryable`: connection failures and UNAVAILABLE),
+    never a refused input or a timeout. Delays grow 0.5 s, 1 s, 2 s ... up to 8 s, each shortened by up to
+    25% at random, and a retry is only made if it can start before the call's deadline: a call never takes
+    much longer than its `timeout`, even against a server that is down.
+    """
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    initial_delay: float = INITIAL_RETRY_DELAY
+    max_delay: float = MAX_RETRY_DELAY
+    jitter: float = MAX_JITTER
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        base = min(self.initial_delay * 2**attempt, self.max_delay)
+        return base * (1 - self.jitter * rand())
+
+    def next_delay(
+        self, error: DfserveClientError, attempt: int, remaining: float, rand: Callable[[], float] = random.random
+    ) -> float | None:
+        """Seconds to wait before retry number `attempt + 1`, or None to give up and raise `error`."""
+        if not error.retryable or attempt >= self.max_retries:
+            return None
+        wait = self.delay(attempt, rand)
+        return wait if wait < remaining else None
+
+
+# ----------------------------------------------------------------------------------------------- error mapping
+
+_GRPC_TO_ERROR: dict[str, type[DfserveClientError]] = {
+    "UNAVAILABLE": ServerUnavailableError,
+    "DEADLINE_EXCEEDED": RequestTimeoutError,
+    "UNAUTHENTICATED": AccessDeniedError,
+    "PERMISSION_DENIED": AccessDeniedError,
+    "NOT_FOUND": ModelNotReadyError,
+    "INVALID_ARGUMENT": InvalidInputError,
+    "RESOURCE_EXHAUSTED": ServerUnavailableError,
+}
+_HTTP_TO_ERROR: dict[str, type[DfserveClientError]] = {
+    "400": InvalidInputError,
+    "401": AccessDeniedError,
+    "403": AccessDeniedError,
+    "404": ModelNotReadyError,
+    "408": RequestTimeoutError,
+    "429": ServerUnavailableError,
+    "502": ServerUnavailableError,
+    "503": ServerUnavailableError,
+    "504": RequestTimeoutError,
+}
+# Triton answers INVALID_ARGUMENT / 400 for some model-state problems; the message tells them apart.
+_MODEL_STATE_PHRASES = ("unknown model", "is not ready", "is not found", "no version is available", "not loaded")
+_ACCESS_PHRASES = ("restricted", "expecting header")
+
+
+def map_error(exc: BaseException, *, url: str, model: str | None = None) -> DfserveClientError:
+    """Convert any exception met during a call to the most specific `DfserveClientError`, naming the cause.
+
+    The one place that knows tritonclient's, gRPC's, aiohttp's and the socket layer's exceptions.
+    """
+    if isinstance(exc, DfserveClientError):
+        return exc
+    where = f"{url}" + (f", model {model!r}" if model else "")
+    if isinstance(exc, InvalidImageError):
+        return InvalidInputError(str(exc), url=url)
+    from tritonclient.utils import InferenceServerException
+    from tritonclient.utils.shared_memory import SharedMemoryException
+
+    if isinstance(exc, SharedMemoryException):
+        return SharedMemoryError(f"system shared memory: {exc}", url=url)
+    if isinstance(exc, InferenceServerException):
+        status = str(exc.status() or "")
+        message = str(exc.message() or "").strip() or str(exc)
+        code = status.removeprefix("StatusCode.")
+        cls = _GRPC_TO_ERROR.get(code) or _HTTP_TO_ERROR.get(code) or InferenceError
+        lowered = message.lower()
+        if any(p in lowered for p in _ACCESS_PHRASES):
+            cls = AccessDeniedError
+        elif cls in (InvalidInputError, InferenceError) and any(p in lowered for p in _MODEL_STATE_PHRASES):
+            cls = ModelNotReadyError
+        if not status and _looks_like_connection_failure(lowered):
+            cls = ServerUnavailableError
+        prefix = {
+            ServerUnavailableError: "server unavailable",
+            RequestTimeoutError: "timed out",
+            AccessDeniedError: "access denied",
+            ModelNotReadyError: "model not ready",
+            InvalidInputError: "input refused by the server",
+        }.get(cls, "server error")
+        return cls(f"{prefix} ({where}, status {code or 'none'}): {message}", url=url, status=code or None)
+    if _is_timeout(exc):
+        return RequestTimeoutError(f"timed out waiting for {where}: {_exc_text(exc)}", url=url)
+    if _is_connection_error(exc):
+        return ServerUnavailableError(f"server unavailable at {where}: {_exc_text(exc)}", url=url)
+    return InferenceError(f"unexpected error talking to {where}: {_exc_text(exc)}", url=url)
+
+
+def _exc_text(exc: BaseException) -> str:
+    text = str(exc).strip()
+    inner = exc.__cause__ or exc.__context__
+    if not text and inner is not None:
+        text = str(inner).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _looks_like_connection_failure(message: str) -> bool:
+    return any(p in message for p in ("connection refused", "failed to connect", "connection reset", "broken pipe"))
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return True
+    return type(exc).__name__ == "Timeout" and type(exc).__module__.startswith("gevent")
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionError | socket.gaierror | http.client.RemoteDisconnected):
+        return True
+    try:
+        import aiohttp
+
+        if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ServerDisconnectedError):
+            return True
+    except ImportError:  # pragma: no cover - aiohttp comes with tritonclient[http]
+        pass
+    if isinstance(exc, http.client.HTTPException) and "closed" in type(exc).__name__.lower():
+        return True  # geventhttpclient's HTTPConnectionClosed: the server went away mid-response
+    return isinstance(exc, OSError) and exc.errno is not None  # unreachable network/host and kin
+
+
+# ------------------------------------------------------------------------------------------------ base client
+
+
+class BaseClient:
+    """The I/O-free half of `Client` and `AsyncClient`: settings, the cached spec and the per-item steps."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        protocol: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        mode: str = "file",
+        model: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        shared_memory: bool = False,
+        resize_mode: str = "box",
+        admin_key: str | None = None,
+    ) -> None:
+        self._settings = make_settings(
+            url,
+            protocol,
+            timeout=timeout,
+            max_retries=max_retries,
+            mode=mode,
+            model=model,
+            headers=headers,
+            shared_memory=shared_memory,
+            resize_mode=resize_mode,
+            admin_key=admin_key,
+        )
+        self._retry = RetryPolicy(max_retries=self._settings.max_retries)
+        self._spec: ModelSpec | None = None
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        """``protocol://host:port`` of the server."""
+        return self._settings.url
+
+    @property
+    def protocol(self) -> ProtocolName:
+        return self._settings.protocol
+
+    @property
+    def mode(self) -> Mode:
+        return self._settings.mode
+
+    @property
+    def timeout(self) -> float:
+        return self._settings.timeout
+
+    @property
+    def model(self) -> str:
+        """The entry model: the one whose config holds the spec, and that `file` mode sends images to."""
+        return self._settings.model
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.url!r}, mode={self.mode!r}, model={self.model!r})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientConfigError(f"{type(self).__name__} for {self.url} is closed")
+
+    def _error(self, exc: BaseException, model: str | None = None) -> DfserveClientError:
+        return map_error(exc, url=self.url, model=model)
+
+    def _call_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments every tritonclient call takes: our headers, and gRPC's per-call deadline."""
+        kwargs: dict[str, Any] = {"headers": dict(self._settings.headers) or None}
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = self.timeout
+        return kwargs
+
+    def _admin_kwargs(self) -> dict[str, Any]:
+        """`_call_kwargs` plus the server's key for its restricted APIs (shared memory), in the form each
+        protocol wants: an HTTP header, or gRPC metadata with Triton's restricted-protocol prefix."""
+        from dfserve.names import ADMIN_KEY_HEADER, GRPC_RESTRICTED_HEADER_PREFIX
+
+        kwargs = self._call_kwargs()
+        if self._settings.admin_key:
+            name = ADMIN_KEY_HEADER if self.protocol == "http" else GRPC_RESTRICTED_HEADER_PREFIX + ADMIN_KEY_HEADER
+            kwargs["headers"] = {**(kwargs["headers"] or {}), name: self._settings.admin_key}
+        return kwargs
+
+    def _spec_from(self, config: Mapping[str, Any]) -> ModelSpec:
+        spec = spec_from_config(config, self.model)
+        self._spec = spec
+        return spec
+
+    def _request_for(self, item: ImageInput, spec: ModelSpec, slot: ShmSlot | None = None) -> InferRequest:
+        payload = prepare(item, self.mode, spec, self._settings.resize_mode)
+        return build_request(payload, spec, self.protocol, entry_model=self.model, slot=slot)
+
+    def _parse(self, result: Any, request: InferRequest, spec: ModelSpec) -> Prediction:
+        return parse_result(result, request, spec, self.protocol)
+
+    @staticmethod
+    def _shm_sizes(spec: ModelSpec) -> tuple[int, int]:
+        height, width = spec.input_hw
+        return 3 * height * width, 4 * len(spec.labels.names)
+
+    @staticmethod
+    def _check_concurrency(concurrency: int) -> int:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ClientConfigError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        return concurrency

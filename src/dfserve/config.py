@@ -1,0 +1,392 @@
+"""The one typed description of a served model.
+
+Every fact that more than one component needs lives here exactly once: tensor and model names, the
+preprocessing policy, the labels, batch sizes and instance counts. The build derives a `ModelSpec` from the
+checkpoint, writes it next to the model repository (``dfserve.json``) and into every generated
+``config.pbtxt`` (parameter ``dfserve_spec``), so the server backends and the SDK read the same values that
+the ONNX graph was built from, instead of repeating constants of their own.
+
+This module imports only pydantic: the SDK depends on it, and the SDK must not pull torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dfserve import __version__
+from dfserve.errors import DfserveError
+from dfserve.names import REPORT_FILENAME, SPEC_FILENAME, SPEC_PARAMETER
+
+__all__ = ["REPORT_FILENAME", "SPEC_FILENAME", "SPEC_PARAMETER"]
+
+# Pillow's resampling filter codes, which is also how Transformers' processors store `resample`.
+RESAMPLE_NAMES: dict[int, str] = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TensorNames(_Frozen):
+    """Names shared by the ONNX graph, the Triton configs, the backends and the SDK."""
+
+    image: str = "image"
+    """Encoded image file (BYTES [1]): input of `preprocess` and of the ensemble."""
+    pixels: str = "pixels"
+    """Resized and cropped image (UINT8 [3,H,W]): output of `preprocess`, input of the engine."""
+    scores: str = "scores"
+    """Class probabilities (FP32 [K]): output of the engine and of the ensemble."""
+
+
+class ModelNames(_Frozen):
+    """Names of the models in the Triton repository."""
+
+    engine: str = "vit"
+    preprocess: str = "preprocess"
+    ensemble: str = "detector"
+
+
+# Processors whose policy (resize, optional centre crop, rescale, normalise) this project reproduces exactly,
+# with the meaning of a bare integer `size` for each.
+SUPPORTED_PROCESSORS: dict[str, str] = {
+    "ViTImageProcessor": "fixed",
+    "ViTFeatureExtractor": "fixed",
+    "DeiTImageProcessor": "fixed",
+    "CLIPImageProcessor": "shortest_edge",
+    "CLIPFeatureExtractor": "shortest_edge",
+    "BitImageProcessor": "shortest_edge",
+}
+
+
+class Preprocessing(_Frozen):
+    """The checkpoint's image-processor policy, reduced to what produces the uint8 pixels and the graph's
+    normalisation.
+
+    Two resize policies exist in Transformers' processors: `fixed` (``ViTImageProcessor``: resize straight to
+    height x width) and `shortest_edge` (``CLIPImageProcessor`` and kin: scale the shorter side, keep the aspect
+    ratio). Either may be followed by a centre crop.
+    """
+
+    resize: Literal["fixed", "shortest_edge"]
+    size: tuple[int, int] | int
+    """(height, width) for `fixed`; the target length of the shorter edge for `shortest_edge`."""
+    crop: tuple[int, int] | None = None
+    """(height, width) of the centre crop, or None when the processor does not crop."""
+    resample: int = Field(default=2, ge=0, le=5)
+    """Pillow filter code (2 bilinear, 3 bicubic, ...)."""
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = True
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @model_validator(mode="after")
+    def _check_size(self) -> Preprocessing:
+        if self.resize == "fixed" and not isinstance(self.size, tuple):
+            raise ValueError("a fixed resize needs size=(height, width)")
+        if self.resize == "shortest_edge" and not isinstance(self.size, int):
+            raise ValueError("a shortest-edge resize needs size=<int>")
+        if self.resize == "shortest_edge" and self.crop is None:
+            raise ValueError("a shortest-edge resize without a centre crop gives no fixed input size")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std must be positive")
+        return self
+
+    @property
+    def output_hw(self) -> tuple[int, int]:
+        """(height, width) of the pixels the engine receives."""
+        if self.crop is not None:
+            return self.crop
+        assert isinstance(self.size, tuple)
+        return self.size
+
+    @property
+    def resample_name(self) -> str:
+        return RESAMPLE_NAMES[self.resample]
+
+    @classmethod
+    def from_processor_config(cls, cfg: dict[str, Any]) -> Preprocessing:
+        """Read a Transformers ``preprocessor_config.json``.
+
+        Raises ValueError naming the field when the policy is one this project does not reproduce exactly.
+        """
+        kind = str(cfg.get("image_processor_type", cfg.get("feature_extractor_type", ""))).removesuffix("Fast")
+        if kind and kind not in SUPPORTED_PROCESSORS:
+            raise ValueError(
+                f"image processor {kind} is not supported; supported: {', '.join(sorted(SUPPORTED_PROCESSORS))}"
+            )
+        if cfg.get("do_resize", True) is False:
+            raise ValueError(f"{kind or 'processor'} with do_resize=false has no fixed input size")
+        raw_size = cfg.get("size", 224)
+        if isinstance(raw_size, int) and SUPPORTED_PROCESSORS.get(kind) == "shortest_edge":
+            raw_size = {"shortest_edge": raw_size}
+        size = _parse_size(raw_size)
+        crop: tuple[int, int] | None = None
+        if cfg.get("do_center_crop", "crop_size" in cfg and "CLIP" in kind):
+            crop_cfg = _parse_size(cfg.get("crop_size", 224))
+            crop = (crop_cfg, crop_cfg) if isinstance(crop_cfg, int) else crop_cfg
+        resize: Literal["fixed", "shortest_edge"]
+        if isinstance(size, int):
+            resize = "shortest_edge"
+            if crop is None:
+                raise ValueError("size.shortest_edge without do_center_crop gives no fixed input size")
+        else:
+            resize = "fixed"
+        mean = cfg.get("image_mean", [0.5, 0.5, 0.5])
+        std = cfg.get("image_std", [0.5, 0.5, 0.5])
+        return cls(
+            resize=resize,
+            size=size,
+            crop=crop,
+            resample=int(cfg.get("resample", 2)),
+            do_rescale=bool(cfg.get("do_rescale", True)),
+            rescale_factor=float(cfg.get("rescale_factor", 1 / 255)),
+            do_normalize=bool(cfg.get("do_normalize", True)),
+            mean=_triple(mean, "image_mean"),
+            std=_triple(std, "image_std"),
+        )
+
+
+def _parse_size(value: Any) -> tuple[int, int] | int:
+    """Transformers' `size` field: an int, {"height", "width"}, {"shortest_edge"} or a legacy pair."""
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, dict):
+        if "height" in value and "width" in value:
+            return (int(value["height"]), int(value["width"]))
+        if "shortest_edge" in value:
+            if value.get("longest_edge") is not None:
+                raise ValueError("size.longest_edge is not supported (no fixed input size)")
+            return int(value["shortest_edge"])
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"unsupported preprocessor size {value!r}")
+
+
+def _triple(values: Any, name: str) -> tuple[float, float, float]:
+    if isinstance(values, int | float):
+        values = [values] * 3
+    if len(values) != 3:
+        raise ValueError(f"{name} must have 3 values (RGB), got {values!r}")
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
+class Labels(_Frozen):
+    """What the scores mean. A single-logit detector is served as two classes [negative, positive]."""
+
+    names: tuple[str, ...]
+    activation: Literal["sigmoid", "softmax"]
+    num_logits: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Labels:
+        if self.activation == "sigmoid" and (self.num_logits != 1 or len(self.names) != 2):
+            raise ValueError("sigmoid labels are one logit served as two names [negative, positive]")
+        if self.activation == "softmax" and len(self.names) != self.num_logits:
+            raise ValueError("softmax labels need one name per logit")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"label names must be unique: {self.names}")
+        return self
+
+    @property
+    def positive(self) -> str | None:
+        """The positive class of a single-logit detector (e.g. `fake`), else None."""
+        return self.names[1] if self.activation == "sigmoid" else None
+
+
+class Batching(_Frozen):
+    """Dynamic batching and instance counts for the models Triton serves."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    preferred_batch_sizes: tuple[int, ...] = (4, 8, 16, 32)
+    max_queue_delay_us: int = Field(default=2000, ge=0)
+    engine_instances: int = Field(default=1, ge=1)
+    preprocess_instances: int = Field(default=2, ge=1)
+    preprocess_max_batch_size: int = Field(default=32, ge=1)
+
+    @field_validator("preferred_batch_sizes")
+    @classmethod
+    def _sorted(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted(set(v)))
+
+    @model_validator(mode="after")
+    def _check(self) -> Batching:
+        too_big = [b for b in self.preferred_batch_sizes if b > self.max_batch_size or b < 1]
+        if too_big:
+            raise ValueError(f"preferred batch sizes {too_big} exceed max_batch_size {self.max_batch_size}")
+        return self
+
+    def preferred_for(self, max_batch: int) -> tuple[int, ...]:
+        return tuple(b for b in self.preferred_batch_sizes if b <= max_batch) or (max_batch,)
+
+
+class Limits(_Frozen):
+    """Bounds on what one request may ask the server to decode."""
+
+    max_file_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(default=50_000_000, ge=1)
+    """Refused before decoding: guards against decompression bombs."""
+
+
+SPEC_FORMAT_VERSION = "1.1"
+"""The spec's format, major.minor. A minor bump only adds fields, which older readers ignore (with one log
+line); a major bump changes meaning, and readers of another major refuse the spec naming both versions."""
+
+
+class IncompatibleSpecError(DfserveError, ValueError):
+    """A spec written in a format major version this dfserve cannot read, or by another dfserve version where
+    the code must match (the Python backends)."""
+
+
+def _format_tuple(version: str) -> tuple[int, int]:
+    try:
+        major, minor = version.split(".")[:2]
+        return int(major), int(minor)
+    except ValueError as exc:
+        raise IncompatibleSpecError(f"unreadable spec format version {version!r}") from exc
+
+
+def _drop_unknown(model: type[BaseModel], data: Any, path: str, dropped: list[str]) -> Any:
+    """`data` without the keys `model` (and its nested models) does not declare: a newer minor format's."""
+    if not isinstance(data, dict):
+        return data
+    out = {}
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            dropped.append(f"{path}{key}")
+            continue
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            value = _drop_unknown(nested, value, f"{path}{key}.", dropped)
+        out[key] = value
+    return out
+
+
+class ModelSpec(_Frozen):
+    """Everything the serving stack needs to know about one built model."""
+
+    format_version: str = SPEC_FORMAT_VERSION
+    """The format this spec was written in (see SPEC_FORMAT_VERSION)."""
+    dfserve_version: str = __version__
+    """The dfserve that built the repository: its Python backends run only under the same version."""
+    source: str
+    """Hub id or local folder the checkpoint came from."""
+    revision: str | None = None
+    architecture: str = "ViTForImageClassification"
+    random_weights: bool = False
+    labels: Labels
+    preprocessing: Preprocessing
+    batching: Batching = Batching()
+    limits: Limits = Limits()
+    tensors: TensorNames = TensorNames()
+    models: ModelNames = ModelNames()
+    onnx_opset: int = Field(default=18, ge=17)
+    resize_mode: Literal["exact", "box", "draft"] = "box"
+    """How `dfserve.preprocessing` resizes on the server and in the SDK's local mode (see that module)."""
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.preprocessing.output_hw
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        """Read a spec written by this or another dfserve: a newer minor format's unknown fields are dropped
+        (logged once), another major format is refused naming both versions."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise IncompatibleSpecError("a model spec must be a JSON object")
+        theirs = str(data.get("format_version", "1.0"))
+        their_major = _format_tuple(theirs)[0]
+        our_major = _format_tuple(SPEC_FORMAT_VERSION)[0]
+        if their_major != our_major:
+            raise IncompatibleSpecError(
+                f"model spec format {theirs} (written by dfserve {data.get('dfserve_version', '?')}) cannot be "
+                f"read by dfserve {__version__}, which reads format {our_major}.x; "
+                "install a matching dfserve or rebuild the repository"
+            )
+        dropped: list[str] = []
+        data = _drop_unknown(cls, data, "", dropped)
+        if dropped:
+            _log_newer_once(theirs, dropped)
+        return cls.model_validate(data)
+
+    def require_same_dfserve(self, what: str) -> None:
+        """Refuse to run code of this dfserve against a repository built by another version."""
+        if self.dfserve_version != __version__:
+            raise IncompatibleSpecError(
+                f"{what} was built by dfserve {self.dfserve_version}, but dfserve {__version__} is installed "
+                f"here; install dfserve=={self.dfserve_version} or rebuild with this version"
+            )
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / SPEC_FILENAME
+        path.write_text(self.to_json() + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelSpec:
+        return cls.from_json((Path(directory) / SPEC_FILENAME).read_text())
+
+
+_warned_formats: set[str] = set()
+
+
+def _log_newer_once(version: str, dropped: list[str]) -> None:
+    if version in _warned_formats:
+        return
+    _warned_formats.add(version)
+    logging.getLogger(__name__).warning(
+        "model spec format %s is newer than this dfserve's %s; ignoring fields it does not know: %s",
+        version,
+        SPEC_FORMAT_VERSION,
+        ", ".join(dropped),
+    )
+
+
+# The published shape of buildborderless/CommunityForensics-DeepfakeDet-ViT, kept so that an offline build
+# with --random-weights still builds the real architecture.
+DEFAULT_MODEL_ID = "buildborderless/CommunityForensics-DeepfakeDet-ViT"
+
+DEFAULT_VIT_CONFIG: dict[str, Any] = {
+    "architectures": ["ViTForImageClassification"],
+    "model_type": "vit",
+    "hidden_size": 384,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 6,
+    "intermediate_size": 1536,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+    "image_size": 384,
+    "patch_size": 16,
+    "num_channels": 3,
+    "qkv_bias": True,
+    "id2label": {"0": "LABEL_0"},
+    "label2id": {"LABEL_0": 0},
+}
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+DEFAULT_PROCESSOR_CONFIG: dict[str, Any] = {
+    "image_processor_type": "CLIPImageProcessor",
+    "do_resize": True,
+    "size": {"shortest_edge": 440},
+    "resample": 3,
+    "do_center_crop": True,
+    "crop_size": {"height": 384, "width": 384},
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": list(CLIP_MEAN),
+    "image_std": list(CLIP_STD),
+    "do_convert_rgb": True,
+}

@@ -1,0 +1,141 @@
+"""`dfserve build`: the command-line face of `dfserve.export.pipeline.build`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from dfserve.cli import positive_ints
+from dfserve.config import DEFAULT_MODEL_ID, Batching, Limits, ModelSpec
+from dfserve.names import DEFAULT_REPOSITORY
+
+
+def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
+    """Dynamic batching flags, with defaults from `dfserve.config.Batching`."""
+    d = Batching()
+    g = parser.add_argument_group("batching (written into config.pbtxt)")
+    g.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="engine max batch (%(default)s)")
+    g.add_argument(
+        "--preferred-batch-sizes",
+        type=positive_ints,
+        default=d.preferred_batch_sizes,
+        help="batch sizes the dynamic batcher aims for, comma-separated (default %(default)s)",
+    )
+    g.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=d.max_queue_delay_us,
+        help="how long a request may wait for others to fill a batch (%(default)s µs)",
+    )
+    g.add_argument("--engine-instances", type=int, default=d.engine_instances, help="engine instances (%(default)s)")
+    g.add_argument(
+        "--preprocess-instances",
+        type=int,
+        default=d.preprocess_instances,
+        help="decode/resize instances, each a process (%(default)s)",
+    )
+
+
+def batching_from_args(args: argparse.Namespace) -> Batching:
+    max_batch = args.max_batch_size
+    return Batching(
+        max_batch_size=max_batch,
+        preferred_batch_sizes=tuple(b for b in args.preferred_batch_sizes if b <= max_batch) or (max_batch,),
+        max_queue_delay_us=args.max_queue_delay_us,
+        engine_instances=args.engine_instances,
+        preprocess_instances=args.preprocess_instances,
+        preprocess_max_batch_size=max_batch,
+    )
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "build",
+        help="export a checkpoint to ONNX (and TensorRT) and write a Triton model repository",
+        description=(
+            "Export a Hugging Face ViT classifier to ONNX, prove it against the Transformers pipeline "
+            "and write a Triton model repository (preprocess + engine + ensemble) with build_report.json."
+        ),
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL_ID, help="hub id or local checkpoint folder (default %(default)s)")
+    p.add_argument("--revision", help="hub revision (branch, tag or commit) to pin")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_REPOSITORY),
+        help="output folder for the model repository (default: ./%(default)s, which `dfserve serve` serves)",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="build the architecture without trained weights (throughput work only; the report says so)",
+    )
+    p.add_argument("--negative-label", help="name of the negative class of a single-logit detector (default real)")
+    p.add_argument("--positive-label", help="name of the positive class (default: from config.json, else fake)")
+    p.add_argument(
+        "--target",
+        choices=("python", "container"),
+        default="python",
+        help="python: ONNX Runtime in the Python backend (the embedded nvidia-pytriton server); "
+        "container: platform onnxruntime_onnx for NVIDIA's Triton containers (default %(default)s)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("onnx", "tensorrt"),
+        default="onnx",
+        help="tensorrt: compile a TensorRT engine (GPU host with TensorRT only)",
+    )
+    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT precision")
+    p.add_argument(
+        "--resize-mode",
+        choices=("exact", "box", "draft"),
+        default="box",
+        help="server-side resize: exact (pixel-identical to Transformers), box (default: resize only the "
+        "cropped region in Pillow's pass order, about 2x faster, pixels within a grey level or two), "
+        "draft (JPEG draft decoding: fastest, changes pixels)",
+    )
+    opset = ModelSpec.model_fields["onnx_opset"].default
+    p.add_argument("--opset", type=int, default=opset, help="ONNX opset, at least 17 (default %(default)s)")
+    p.add_argument("--parity-photos", type=int, default=8, help="real photographs in the parity set")
+    limits = Limits()
+    p.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=limits.max_file_bytes,
+        help="largest encoded image the server accepts (default %(default)s bytes)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=limits.max_pixels,
+        help="largest image, checked from the header before decoding: the decompression-bomb guard "
+        "(default %(default)s)",
+    )
+    add_batching_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dfserve.export.pipeline import BuildOptions, build
+    from dfserve.triton.configs import Target
+
+    target: Target = "tensorrt" if args.engine == "tensorrt" else args.target
+    build(
+        BuildOptions(
+            out=args.out,
+            model=args.model,
+            revision=args.revision,
+            random_weights=args.random_weights,
+            negative_label=args.negative_label,
+            positive_label=args.positive_label,
+            target=target,
+            precision=args.precision,
+            batching=batching_from_args(args),
+            resize_mode=args.resize_mode,
+            opset=args.opset,
+            parity_photos=args.parity_photos,
+            limits=Limits(max_file_bytes=args.max_file_bytes, max_pixels=args.max_pixels),
+        )
+    )
+    return 0

@@ -1,0 +1,128 @@
+"""PyTorch checkpoint to the served ONNX graph: uint8 pixels in, probabilities out.
+
+The classifier itself is exported by optimum's exporter (it knows ViT's dynamic axes, opset needs and
+validates its own output). Around it, two small graphs are composed with `onnx.compose`:
+
+    pixels  UINT8 [N,3,H,W] -> Cast -> *rescale -> (-mean)/std -> pixel_values   (the processor's arithmetic)
+    logits  FP32  [N,L]     -> sigmoid as [1-p, p] | softmax    -> scores FP32 [N,K]
+
+so the wire carries uint8 (a quarter of float32's bytes), clients cannot get the normalisation wrong, and the
+same graph serves ONNX Runtime, Triton's onnxruntime backend and TensorRT.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, compose, helper, numpy_helper
+
+from dfserve.config import ModelSpec
+from dfserve.export.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+HF_INPUT = "pixel_values"
+HF_OUTPUT = "logits"
+BATCH_DIM = "batch"
+
+
+def export_classifier(model: Any, opset: int, workdir: Path) -> onnx.ModelProto:
+    """Export the Transformers classifier with optimum (validated by optimum against PyTorch)."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    try:
+        onnx_export_from_model(model, output=workdir, opset=opset, task="image-classification", do_validation=True)
+    except Exception as exc:
+        raise ExportError(f"optimum's ONNX export failed: {exc}") from exc
+    return onnx.load(str(workdir / "model.onnx"))
+
+
+def _pre_graph(spec: ModelSpec, opset_imports: list[Any], ir_version: int) -> onnx.ModelProto:
+    pp = spec.preprocessing
+    h, w = spec.input_hw
+    nodes = [helper.make_node("Cast", [spec.tensors.pixels], ["_f"], to=TensorProto.FLOAT)]
+    inits = []
+    current = "_f"
+    if pp.do_rescale:
+        inits.append(numpy_helper.from_array(np.array(pp.rescale_factor, dtype=np.float32), "_scale"))
+        nodes.append(helper.make_node("Mul", [current, "_scale"], ["_rescaled"]))
+        current = "_rescaled"
+    if pp.do_normalize:
+        inits.append(numpy_helper.from_array(np.array(pp.mean, dtype=np.float32).reshape(1, 3, 1, 1), "_mean"))
+        inits.append(numpy_helper.from_array(np.array(pp.std, dtype=np.float32).reshape(1, 3, 1, 1), "_std"))
+        nodes.append(helper.make_node("Sub", [current, "_mean"], ["_centred"]))
+        nodes.append(helper.make_node("Div", ["_centred", "_std"], [HF_INPUT]))
+    else:
+        nodes.append(helper.make_node("Identity", [current], [HF_INPUT]))
+    graph = helper.make_graph(
+        nodes,
+        "dfserve_preprocess",
+        [helper.make_tensor_value_info(spec.tensors.pixels, TensorProto.UINT8, [BATCH_DIM, 3, h, w])],
+        [helper.make_tensor_value_info(HF_INPUT, TensorProto.FLOAT, [BATCH_DIM, 3, h, w])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=opset_imports, ir_version=ir_version)
+
+
+def _post_graph(spec: ModelSpec, opset_imports: list[Any], ir_version: int) -> onnx.ModelProto:
+    labels = spec.labels
+    out = spec.tensors.scores
+    if labels.activation == "sigmoid":
+        nodes = [
+            helper.make_node("Sigmoid", [HF_OUTPUT], ["_p"]),
+            helper.make_node("Sub", ["_one", "_p"], ["_q"]),
+            helper.make_node("Concat", ["_q", "_p"], [out], axis=1),
+        ]
+        inits = [numpy_helper.from_array(np.array(1.0, dtype=np.float32), "_one")]
+    else:
+        nodes = [helper.make_node("Softmax", [HF_OUTPUT], [out], axis=-1)]
+        inits = []
+    graph = helper.make_graph(
+        nodes,
+        "dfserve_scores",
+        [helper.make_tensor_value_info(HF_OUTPUT, TensorProto.FLOAT, [BATCH_DIM, labels.num_logits])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [BATCH_DIM, len(labels.names)])],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=opset_imports, ir_version=ir_version)
+
+
+def compose_served_graph(core: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
+    """Wrap the exported classifier between the preprocessing and scoring graphs, then check the result."""
+    inputs = [i.name for i in core.graph.input]
+    outputs = [o.name for o in core.graph.output]
+    if inputs != [HF_INPUT] or HF_OUTPUT not in outputs:
+        raise ExportError(f"unexpected exported graph: inputs {inputs}, outputs {outputs}")
+    opsets = list(core.opset_import)
+    pre = _pre_graph(spec, opsets, core.ir_version)
+    post = _post_graph(spec, opsets, core.ir_version)
+    try:
+        merged = compose.merge_models(pre, core, io_map=[(HF_INPUT, HF_INPUT)])
+        merged = compose.merge_models(merged, post, io_map=[(HF_OUTPUT, HF_OUTPUT)])
+        merged.graph.name = f"dfserve_{spec.models.engine}"
+        merged.doc_string = (
+            f"dfserve: {spec.source} ({'random weights' if spec.random_weights else 'trained weights'}); "
+            f"{spec.tensors.pixels} uint8 [N,3,{spec.input_hw[0]},{spec.input_hw[1]}] -> {spec.tensors.scores} "
+            f"[N,{len(spec.labels.names)}] = {list(spec.labels.names)}"
+        )
+        onnx.checker.check_model(merged, full_check=True)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"composing the served ONNX graph failed: {exc}") from exc
+    return merged
+
+
+def export_onnx(model: Any, spec: ModelSpec, path: Path) -> Path:
+    """Export, compose, check and save the served graph to `path`."""
+    with tempfile.TemporaryDirectory(prefix="dfserve-export-") as tmp:
+        core = export_classifier(model, spec.onnx_opset, Path(tmp))
+        served = compose_served_graph(core, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(served, str(path))
+    return path

@@ -1,0 +1,177 @@
+"""The proof every build gives: the served graph agrees with the reference Transformers pipeline.
+
+Reference: `transformers.pipeline("image-classification")` on the original checkpoint with the checkpoint's own
+slow image processor (`use_fast=False`), fed image files. Candidate: ONNX Runtime on the built graph, fed by
+dfserve's preprocessing of the same files. The image set mixes real photographs (shipped by scikit-image) with
+generated images chosen to break naive preprocessing: odd sizes and aspect ratios, grey, palette, RGBA, CMYK,
+16-bit, 1-bit, GIF, WebP, BMP, TIFF and EXIF-rotated files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from dfserve.config import Limits, ModelSpec
+from dfserve.export.checkpoint import PROCESSOR_FILE, Checkpoint
+from dfserve.export.errors import ParityError
+from dfserve.preprocessing import ResizeMode, preprocess_bytes
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "camera", "immunohistochemistry", "hubble_deep_field")
+
+
+def write_parity_images(folder: Path, *, photos: int = len(PHOTOS), seed: int = 0) -> list[Path]:
+    """Write the parity image set into `folder`; returns the files in a stable order."""
+    from skimage import data as skdata
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths: list[Path] = []
+
+    def save(name: str, img: Image.Image, **kw: Any) -> None:
+        path = folder / name
+        img.save(path, **kw)
+        paths.append(path)
+
+    for name in PHOTOS[:photos]:
+        arr = getattr(skdata, name)()
+        img = Image.fromarray(arr)
+        save(f"photo_{name}.jpg" if img.mode in ("RGB", "L") else f"photo_{name}.png", img, quality=92)
+
+    def noise(w: int, h: int) -> Image.Image:
+        # smooth colour fields plus noise: closer to photographs than pure noise, still exercises every channel
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)), ((xx + yy) % 256)], axis=-1)
+        arr = np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "RGB")
+
+    save("odd_17x403.png", noise(17, 403))
+    save("odd_1001x37.jpg", noise(1001, 37), quality=85)
+    save("tiny_5x7.png", noise(5, 7))
+    save("grey_301x199.png", noise(301, 199).convert("L"))
+    save("grey_alpha_120x80.png", noise(120, 80).convert("LA"))
+    save("palette_257x131.png", noise(257, 131).convert("P", palette=Image.Palette.ADAPTIVE))
+    rgba = noise(211, 173).convert("RGBA")
+    rgba.putalpha(Image.fromarray(rng.integers(0, 256, (173, 211), dtype=np.uint8)))
+    save("rgba_211x173.png", rgba)
+    save("cmyk_240x180.jpg", noise(240, 180).convert("CMYK"), quality=90)
+    grey16 = (np.asarray(noise(150, 110).convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    save("grey16_150x110.png", Image.fromarray(grey16))
+    save("bilevel_90x64.png", noise(90, 64).convert("1"))
+    save("first_frame_100x70.gif", noise(100, 70).convert("P", palette=Image.Palette.ADAPTIVE))
+    save("webp_333x222.webp", noise(333, 222), quality=90)
+    save("bmp_129x97.bmp", noise(129, 97))
+    save("tiff_145x203.tiff", noise(145, 203), compression="tiff_lzw")
+    rotated = noise(320, 200)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # stored landscape, displayed portrait: EXIF orientation must be applied
+    save("exif_rotated_320x200.jpg", rotated, quality=90, exif=exif.tobytes())
+    return paths
+
+
+@dataclass
+class ParityResult:
+    max_abs_diff: float
+    top1_agreement: float
+    images: int
+    tolerance: float = TOLERANCE
+    resize_mode: str = "box"
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_report(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reference_scores(ckpt: Checkpoint, model: Any, spec: ModelSpec, paths: list[Path]) -> np.ndarray:
+    """Scores [N,K] from the Transformers pipeline, in the order of `spec.labels.names`."""
+    from transformers import AutoImageProcessor, pipeline
+
+    with tempfile.TemporaryDirectory(prefix="dfserve-proc-") as tmp:
+        proc_dir = ckpt.folder if ckpt.folder is not None else Path(tmp)
+        if ckpt.folder is None:
+            (Path(tmp) / PROCESSOR_FILE).write_text(json.dumps(ckpt.processor_config))
+        processor = AutoImageProcessor.from_pretrained(proc_dir, use_fast=False)
+    pipe = pipeline("image-classification", model=model, image_processor=processor, device="cpu")
+    k = spec.labels.num_logits
+    id2label = model.config.id2label
+    rows = []
+    for path in paths:
+        out = pipe(str(path), top_k=k)
+        by_label = {r["label"]: float(r["score"]) for r in out}
+        logits_order = [by_label[id2label[i]] for i in range(k)]
+        if spec.labels.activation == "sigmoid":
+            p = logits_order[0]
+            rows.append([1.0 - p, p])
+        else:
+            rows.append(logits_order)
+    return np.asarray(rows, dtype=np.float64)
+
+
+def parity_pixels(spec: ModelSpec, paths: list[Path], mode: ResizeMode = "box") -> np.ndarray:
+    """uint8 [N,3,H,W] from dfserve's preprocessing. Parity checks the arithmetic, not the serving limits, which
+    a build may set below a parity photograph's size."""
+    unlimited = Limits(max_file_bytes=2**62, max_pixels=2**62)
+    return np.stack([preprocess_bytes(p.read_bytes(), spec.preprocessing, unlimited, mode) for p in paths])
+
+
+def onnx_scores(onnx_path: Path, spec: ModelSpec, pixels: np.ndarray) -> np.ndarray:
+    """Scores [N,K] from ONNX Runtime (CPU) on the built graph."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    out = session.run([spec.tensors.scores], {spec.tensors.pixels: pixels})[0]
+    return np.asarray(out, dtype=np.float64)
+
+
+def candidate_scores(onnx_path: Path, spec: ModelSpec, paths: list[Path], mode: ResizeMode = "box") -> np.ndarray:
+    """Scores [N,K] from ONNX Runtime on the built graph, fed by dfserve's preprocessing."""
+    return onnx_scores(onnx_path, spec, parity_pixels(spec, paths, mode))
+
+
+def check_parity(
+    ckpt: Checkpoint,
+    model: Any,
+    spec: ModelSpec,
+    onnx_path: Path,
+    paths: list[Path],
+    *,
+    tolerance: float = TOLERANCE,
+    mode: ResizeMode = "box",
+) -> ParityResult:
+    """Compare reference and candidate on every image; raise ParityError listing each image over tolerance."""
+    ref = reference_scores(ckpt, model, spec, paths)
+    cand = candidate_scores(onnx_path, spec, paths, mode)
+    diff = np.abs(ref - cand).max(axis=1)
+    agree = ref.argmax(axis=1) == cand.argmax(axis=1)
+    per_image = [
+        {"image": p.name, "max_abs_diff": float(d), "top1_agree": bool(a), "reference_top1": spec.labels.names[r]}
+        for p, d, a, r in zip(paths, diff, agree, ref.argmax(axis=1), strict=True)
+    ]
+    result = ParityResult(
+        max_abs_diff=float(diff.max()),
+        top1_agreement=float(agree.mean()),
+        images=len(paths),
+        tolerance=tolerance,
+        resize_mode=mode,
+        per_image=per_image,
+    )
+    failures = [f"{r['image']} (|Δ|={r['max_abs_diff']:.2e})" for r in per_image if r["max_abs_diff"] > tolerance]
+    if failures:
+        hint = (
+            "" if mode == "exact" else f" (resize mode {mode!r}; --resize-mode exact reproduces the processor's pixels)"
+        )
+        raise ParityError(
+            f"served model disagrees with the Transformers pipeline beyond {tolerance:g} on "
+            f"{len(failures)}/{len(paths)} images{hint}: {', '.join(failures)}"
+        )
+    return result

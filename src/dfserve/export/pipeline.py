@@ -1,0 +1,233 @@
+"""`dfserve build`: checkpoint -> ONNX -> (TensorRT) -> Triton model repository, with proof.
+
+Stages run in order and each is timed: resolve the checkpoint, load it, export and compose the ONNX graph,
+prove parity against the Transformers pipeline, (build the TensorRT engine and prove FP16 parity), write the
+repository. The report (`build_report.json`) records the figures, the versions and whether the weights are
+random, so that nothing downstream can mistake a throughput build for a real detector.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from rich.console import Console
+
+from dfserve.config import DEFAULT_MODEL_ID, REPORT_FILENAME, Batching, Limits, ModelSpec
+from dfserve.export import checkpoint as ckpt_mod
+from dfserve.export.onnx_graph import export_onnx
+from dfserve.export.parity import TOLERANCE, check_parity, write_parity_images
+from dfserve.names import BUILD_MARKER_FILENAME
+from dfserve.triton.configs import ONNX_FILENAME, Target
+from dfserve.triton.writer import check_writable, write_repository
+
+log = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = ("dfserve", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "pillow")
+
+
+@dataclass
+class BuildOptions:
+    out: Path
+    model: str = DEFAULT_MODEL_ID
+    revision: str | None = None
+    random_weights: bool = False
+    negative_label: str | None = None
+    positive_label: str | None = None
+    target: Target = "python"
+    precision: Literal["fp16", "fp32"] = "fp16"
+    batching: Batching = field(default_factory=Batching)
+    limits: Limits = field(default_factory=Limits)
+    resize_mode: Literal["exact", "box", "draft"] = "box"
+    opset: int = ModelSpec.model_fields["onnx_opset"].default
+    parity_photos: int = 8
+    tolerance: float = TOLERANCE
+    seed: int = 0
+
+
+@dataclass
+class BuildResult:
+    spec: ModelSpec
+    out_dir: Path
+    onnx_path: Path
+    report: dict[str, Any]
+
+
+class _Stages:
+    """Prints each stage as it starts and finishes, with its duration, and keeps the timings."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, key: str, title: str) -> Iterator[None]:
+        start = time.perf_counter()
+        with self.console.status(f"[bold]{title}[/] ..."):
+            yield
+        took = time.perf_counter() - start
+        self.timings[key] = round(took, 3)
+        self.console.print(f"  [green]✓[/] {title} [dim]({took:.1f} s)[/]")
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _quiet_libraries() -> None:
+    """The exporters' tracer warnings and advice would bury the build's own progress; -v shows them."""
+    if log.isEnabledFor(logging.DEBUG):
+        return
+    warnings.filterwarnings("ignore", module=r"(torch|transformers|optimum)(\.|$)")
+    warnings.filterwarnings("ignore", message=r".*(TracerWarning|slow image processor|use_fast).*")
+    for name in ("transformers", "optimum", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def build(options: BuildOptions, console: Console | None = None) -> BuildResult:
+    """Run every stage; raises a `BuildError` subclass naming the problem on failure."""
+    console = console or Console(stderr=True)
+    out = Path(options.out)
+    check_writable(out)
+    marker = out / BUILD_MARKER_FILENAME
+    # Marked from the start: a deployment waiting for this build must not take an older report for its end.
+    marker.write_text(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    try:
+        result = _build(options, console, out)
+    except BaseException:
+        # The write stage removes the old report first: while it is there, the old repository is untouched.
+        if (out / REPORT_FILENAME).exists():
+            marker.unlink(missing_ok=True)
+        raise
+    marker.unlink(missing_ok=True)
+    return result
+
+
+def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
+    _quiet_libraries()
+    stages = _Stages(console)
+    if options.target == "tensorrt":  # before minutes of export, not after
+        from dfserve.export.tensorrt import require_tensorrt
+
+        require_tensorrt()
+    started = time.perf_counter()
+    console.print(f"[bold]dfserve build[/] {options.model} -> {out} (target {options.target})")
+
+    with stages.stage("resolve", "checkpoint located and checked"):
+        ckpt = ckpt_mod.resolve(options.model, revision=options.revision, random_weights=options.random_weights)
+        spec = ModelSpec(
+            source=options.model,
+            revision=options.revision,
+            architecture=ckpt.architecture,
+            random_weights=options.random_weights,
+            labels=ckpt_mod.labels_for(ckpt, negative=options.negative_label, positive=options.positive_label),
+            preprocessing=ckpt_mod.preprocessing_for(ckpt),
+            batching=options.batching,
+            limits=options.limits,
+            onnx_opset=options.opset,
+            resize_mode=options.resize_mode,
+        )
+    if spec.random_weights:
+        console.print(
+            "[bold yellow]RANDOM WEIGHTS[/]: this build has the architecture but not the trained weights; "
+            "its scores mean nothing (use it for throughput work only)"
+        )
+    console.print(
+        f"  {spec.architecture}, input {spec.input_hw[0]}x{spec.input_hw[1]}, labels {list(spec.labels.names)} "
+        f"({spec.labels.activation}), preprocessing {spec.preprocessing.resize} "
+        f"{spec.preprocessing.resample_name}"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="dfserve-build-") as tmp_name:
+        tmp = Path(tmp_name)
+        with stages.stage("load", "model loaded"):
+            model = ckpt_mod.load_model(ckpt, seed=options.seed)
+        onnx_tmp = tmp / ONNX_FILENAME
+        with stages.stage("export", f"ONNX exported and composed (opset {spec.onnx_opset})"):
+            export_onnx(model, spec, onnx_tmp)
+        onnx_bytes = onnx_tmp.stat().st_size
+
+        with stages.stage("parity", "parity with the Transformers pipeline proven"):
+            images = write_parity_images(tmp / "parity", photos=options.parity_photos, seed=options.seed)
+            parity = check_parity(
+                ckpt, model, spec, onnx_tmp, images, tolerance=options.tolerance, mode=spec.resize_mode
+            )
+        console.print(
+            f"  max |Δscore| {parity.max_abs_diff:.2e} (bar {parity.tolerance:g}), "
+            f"top-1 agreement {parity.top1_agreement:.1%} on {parity.images} images"
+        )
+
+        engine_report: dict[str, Any] | None = None
+        plan_path: Path | None = None
+        if options.target == "tensorrt":
+            plan_path, engine_report = _tensorrt_stage(stages, spec, onnx_tmp, tmp, images, options)
+
+        with stages.stage("write", "model repository written"):
+            (out / REPORT_FILENAME).unlink(missing_ok=True)
+            write_repository(spec, out, target=options.target, onnx_path=onnx_tmp, plan_path=plan_path)
+
+    report: dict[str, Any] = {
+        "source": spec.source,
+        "revision": spec.revision,
+        "architecture": spec.architecture,
+        "random_weights": spec.random_weights,
+        "from_preset": ckpt.from_preset,
+        "target": options.target,
+        "labels": list(spec.labels.names),
+        "activation": spec.labels.activation,
+        "input_hw": list(spec.input_hw),
+        "onnx_bytes": onnx_bytes,
+        "parity": parity.as_report(),
+        "engine": engine_report,
+        "versions": _versions(),
+        "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
+    }
+    (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
+    console.print(
+        f"[bold green]built[/] {out} in {report['timings_s']['total']:.1f} s "
+        f"(ONNX {onnx_bytes / 2**20:.1f} MiB); report: {out / REPORT_FILENAME}"
+    )
+    return BuildResult(spec=spec, out_dir=out, onnx_path=out / spec.models.engine / "1" / ONNX_FILENAME, report=report)
+
+
+def _tensorrt_stage(
+    stages: _Stages, spec: ModelSpec, onnx_path: Path, tmp: Path, images: list[Path], options: BuildOptions
+) -> tuple[Path, dict[str, Any]]:
+    """TensorRT engine and its FP16 parity against the FP32 ONNX graph. Runs only on a GPU host with TensorRT;
+    elsewhere `require_tensorrt` stops the build with one line before any work."""
+    from dfserve.export import tensorrt as trt_mod
+    from dfserve.export.parity import onnx_scores, parity_pixels
+
+    trt_mod.require_tensorrt()
+    engine_options = trt_mod.EngineOptions.from_spec(spec, precision=options.precision)
+    plan = tmp / "model.plan"
+    with stages.stage("engine", f"TensorRT {options.precision} engine built"):
+        info = trt_mod.build_engine(onnx_path, plan, spec, engine_options)
+    with stages.stage("engine_parity", "engine parity with the FP32 ONNX graph proven"):
+        pixels = parity_pixels(spec, images, spec.resize_mode)
+        reference = onnx_scores(onnx_path, spec, pixels)
+        figures = trt_mod.fp16_parity(reference, trt_mod.run_engine(plan, pixels, spec))
+    return plan, {**info.to_dict(), "parity": figures.to_dict()}

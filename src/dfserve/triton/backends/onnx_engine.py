@@ -1,0 +1,53 @@
+"""`vit` on a Triton without the ONNX Runtime backend (the `nvidia-pytriton` build): ONNX Runtime inside the
+Python backend.
+
+All requests of a dynamic batch run as one ONNX Runtime call, then the scores are split back per request.
+Triton has already checked every request's dtype and shape against config.pbtxt, so a malformed tensor never
+reaches this code; what is left to guard is the batch as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from dfserve.names import ONNX_FILENAME, ORT_THREADS_ENV
+from dfserve.triton.backends.common import spec_from_args
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        self.spec = spec_from_args(args)
+        path = Path(args["model_repository"]) / args["model_version"] / ONNX_FILENAME
+        options = ort.SessionOptions()
+        # Inside Triton the engine shares the cores with the server and the preprocess instances: threads that
+        # spin while idle would take their cycles.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        threads = int(os.environ.get(ORT_THREADS_ENV, "0"))
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        t = self.spec.tensors
+        arrays = [pb_utils.get_input_tensor_by_name(r, t.pixels).as_numpy() for r in requests]
+        sizes = [a.shape[0] for a in arrays]
+        batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        try:
+            scores = self.session.run([t.scores], {t.pixels: batch})[0]
+        except Exception as exc:
+            error = pb_utils.TritonError(f"ONNX Runtime failed: {exc}", pb_utils.TritonError.INTERNAL)
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        responses = []
+        start = 0
+        for n in sizes:
+            out = pb_utils.Tensor(t.scores, np.ascontiguousarray(scores[start : start + n]))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+            start += n
+        return responses

@@ -1,0 +1,237 @@
+"""`dfserve serve`: run tritonserver on a built model repository until Ctrl-C or SIGTERM.
+
+Run-time tuning flags (instance counts, queue delay) never edit the given repository: they are applied to a
+private overlay of it (see `dfserve.triton.server.overlay_repository`) that lives as long as the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import types
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from dfserve.names import (
+    ADMIN_KEY_ENV,
+    ADMIN_KEY_HEADER,
+    DEFAULT_REPOSITORY,
+    GRPC_RESTRICTED_HEADER_PREFIX,
+    TRITONSERVER_ENV,
+)
+from dfserve.triton.server import (
+    RESTRICTED_APIS,
+    ServerError,
+    ServerExitedError,
+    TritonServer,
+    overlay_repository,
+)
+
+console = Console(highlight=False)
+
+
+class _StopRequested(BaseException):
+    """Raised from the SIGINT/SIGTERM handler so that a start in progress is abandoned and cleaned up."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run Triton Inference Server on a built model repository",
+        description=(
+            "Start tritonserver on a model repository built by `dfserve build`, print its endpoints, and keep it "
+            "running until Ctrl-C or SIGTERM (the server is stopped with the command; it never outlives it). "
+            "Endpoints bind to 127.0.0.1 unless --host says otherwise."
+        ),
+    )
+    p.add_argument(
+        "--repository",
+        type=Path,
+        default=Path(DEFAULT_REPOSITORY),
+        metavar="DIR",
+        help="model repository to serve (default: ./%(default)s, where `dfserve build` writes)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address HTTP, gRPC and metrics bind to (default 127.0.0.1; 0.0.0.0 exposes the server to the network)",
+    )
+    p.add_argument(
+        "--http-port", type=int, metavar="PORT", default=8000, help="HTTP/REST port (default 8000; 0 picks a free one)"
+    )
+    p.add_argument(
+        "--grpc-port", type=int, metavar="PORT", default=8001, help="gRPC port (default 8001; 0 picks a free one)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        default=8002,
+        help="Prometheus /metrics port (default 8002; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--tritonserver",
+        metavar="PATH",
+        help=f"tritonserver binary (default: ${TRITONSERVER_ENV}, else `tritonserver` on PATH, else nvidia-pytriton's)",
+    )
+    p.add_argument(
+        "--admin-key",
+        metavar="KEY",
+        default=os.environ.get(ADMIN_KEY_ENV),
+        help=(
+            f"value of the `{ADMIN_KEY_HEADER}` header that unlocks the restricted APIs "
+            f"({', '.join(RESTRICTED_APIS)}; the SDK's shared-memory mode needs it). Default: ${ADMIN_KEY_ENV}, "
+            "else a random key printed at startup"
+        ),
+    )
+    p.add_argument("--log-verbose", type=int, default=0, metavar="N", help="Triton's verbose log level (0 = off)")
+    p.add_argument(
+        "--engine-instances",
+        type=int,
+        metavar="N",
+        help="run N instances of the engine model (the spec's models.engine, `vit` by default) for this run",
+    )
+    p.add_argument(
+        "--preprocess-instances",
+        type=int,
+        metavar="N",
+        help="run N instances of the preprocess model for this run (each decodes images in its own process)",
+    )
+    p.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        metavar="US",
+        help=(
+            "dynamic batching: how long (microseconds) a request may wait for others to fill a batch, for every "
+            "model that batches dynamically; higher favours throughput, lower favours latency"
+        ),
+    )
+    p.add_argument(
+        "--start-timeout", type=float, default=180.0, metavar="S", help="seconds to wait for all models to load"
+    )
+    p.set_defaults(func=run_serve)
+
+
+def _instance_overrides(repository: Path, args: argparse.Namespace) -> dict[str, int]:
+    if args.engine_instances is None and args.preprocess_instances is None:
+        return {}
+    from dfserve.config import SPEC_FILENAME, ModelSpec
+
+    try:
+        spec = ModelSpec.load(repository)
+    except FileNotFoundError as exc:
+        raise ServerError(
+            f"--engine-instances/--preprocess-instances need {repository / SPEC_FILENAME} (written by dfserve build) "
+            "to know the model names"
+        ) from exc
+    except ValueError as exc:
+        raise ServerError(f"{repository / SPEC_FILENAME} is not a valid model spec: {exc}") from exc
+    counts: dict[str, int] = {}
+    if args.engine_instances is not None:
+        counts[spec.models.engine] = args.engine_instances
+    if args.preprocess_instances is not None:
+        counts[spec.models.preprocess] = args.preprocess_instances
+    return counts
+
+
+def _check_engines(repository: Path) -> None:
+    """Refuse, in one line, TensorRT plans built for another GPU or TensorRT version (they would otherwise fail
+    inside the backend with an obscure deserialisation error)."""
+    try:
+        from dfserve.export.tensorrt import check_host, find_engine_records
+    except ImportError:  # an install without the build extra cannot have built a plan either
+        return
+    if find_engine_records(repository):
+        check_host(repository)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    repository = Path(args.repository).expanduser().resolve()
+    if not repository.is_dir():
+        raise ServerError(f"model repository {repository} does not exist or is not a directory")
+    _check_engines(repository)
+    overlay: Path | None = None
+    served = repository
+    counts = _instance_overrides(repository, args)
+    if counts or args.max_queue_delay_us is not None:
+        overlay = Path(tempfile.mkdtemp(prefix="dfserve-overlay-"))
+        try:
+            changes = overlay_repository(
+                repository, overlay / "repository", instance_counts=counts, max_queue_delay_us=args.max_queue_delay_us
+            )
+        except BaseException:
+            shutil.rmtree(overlay, ignore_errors=True)
+            raise
+        served = overlay / "repository"
+        for change in changes:
+            console.print(f"override for this run: {change}")
+    server = TritonServer(
+        served,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        tritonserver=args.tritonserver,
+        restricted_api_key=args.admin_key,
+        log_verbose=args.log_verbose,
+    )
+
+    def on_signal(signum: int, frame: types.FrameType | None) -> None:
+        # One stop at a time: later signals are ignored while the server shuts down (stop() kills it itself
+        # if it hangs), so a second Ctrl-C cannot leave an orphan.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _StopRequested(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with console.status(f"starting tritonserver on {repository} ..."):
+            server.start(timeout=args.start_timeout)
+        _print_ready(server, repository)
+        while True:
+            try:
+                server.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+            raise ServerExitedError(server.exit_reason())
+    except _StopRequested as stop:
+        console.print(f"{stop}: stopping tritonserver ...")
+        code = server.stop()
+        console.print(f"tritonserver stopped (exit code {code})")
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if overlay is not None:
+            shutil.rmtree(overlay, ignore_errors=True)
+
+
+def _print_ready(server: TritonServer, repository: Path) -> None:
+    table = Table(title=f"tritonserver ready (pid {server.pid})", show_header=False)
+    table.add_row("repository", str(repository))
+    if server.repository != repository:
+        table.add_row("served overlay", str(server.repository))
+    table.add_row("HTTP", f"http://{server.http_url}")
+    table.add_row("gRPC", server.grpc_url)
+    table.add_row("metrics", f"http://{server.metrics_url}/metrics")
+    try:
+        index = server.model_index()
+        models = ", ".join(f"{m.get('name')} v{m.get('version', '?')} {m.get('state', '?')}" for m in index)
+    except ServerError as exc:
+        models = f"(could not list: {exc})"
+    table.add_row("models", models or "(none)")
+    console.print(table)
+    key = server.restricted_api_key if server.key_generated else f"(as given with --admin-key or ${ADMIN_KEY_ENV})"
+    console.print(
+        f"admin key: {key}  (HTTP header {ADMIN_KEY_HEADER}, gRPC metadata "
+        f"{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}; unlocks {', '.join(RESTRICTED_APIS)})",
+        soft_wrap=True,
+    )
+    console.print("Ctrl-C or SIGTERM stops the server.")

@@ -1,0 +1,692 @@
+"""Starting and supervising a real ``tritonserver`` process.
+
+Two kinds of Triton installation are supported:
+
+- the binary that ``nvidia-pytriton`` bundles (``pip install dfserve[server]``). It ships the Python backend
+  without its stub: the stub is built per Python version and must be the one for the interpreter that runs
+  the models, so a private workspace is prepared per server (the backend files linked, the matching stub
+  copied next to them) and passed as ``--backend-directory``. Its shared libraries live outside the binary's
+  folder, so ``LD_LIBRARY_PATH`` is set; the running interpreter's ``LIBDIR`` goes first because the stub
+  must load *this* interpreter's libpython, not whichever one the system linker finds first.
+- an installed Triton (NVIDIA's containers: ``/opt/tritonserver/bin/tritonserver``), used as it is.
+
+The Python backend stub does not hand ``PYTHONPATH`` to model code, so the launcher exports the running
+interpreter's import path as ``DFSERVE_PYTHONPATH``; dfserve's generated ``model.py`` files put it on
+``sys.path`` before importing anything.
+
+Safe defaults: HTTP, gRPC and metrics bind to 127.0.0.1; the model repository is loaded once
+(``--model-control-mode=none``); APIs that change what the server does or read its memory (model
+repository, shared memory, logging, trace) need a key header, generated per run unless given. The server
+dies with its parent (``PR_SET_PDEATHSIG``), so a killed launcher leaves no orphan.
+
+Only the standard library is imported here; the CLI part lives in ``dfserve.triton.cli``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import types
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dfserve.errors import DfserveError
+from dfserve.names import (
+    ADMIN_KEY_HEADER,
+    BUILD_MARKER_FILENAME,
+    CONFIG_FILENAME,
+    PYTHONPATH_ENV,
+    SPEC_FILENAME,
+    TRITONSERVER_ENV,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+RESTRICTED_APIS: tuple[str, ...] = ("model-repository", "shared-memory", "logging", "trace")
+"""Triton APIs behind the admin key: they load/unload models, map caller memory, or write files on the host.
+Health, metadata, model-config, inference and statistics stay open."""
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+INSTALL_HINT = "install dfserve[server] (it brings nvidia-pytriton's tritonserver) or pass --tritonserver PATH"
+
+# Lines of a Triton log that explain a failure: glog error lines (E1124 21:40:00.123 ...), the final
+# "error: creating server" line, model load failures and Python tracebacks from the stub.
+_LOG_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+")
+_ERROR_LINE = re.compile(
+    r"^E\d{4} |^F\d{4} |error:|failed to load|UNAVAILABLE|Traceback|Error|exception|Address already in use",
+    re.IGNORECASE,
+)
+# Lines every CPU-only start prints; they never explain a failure.
+_NOISE = re.compile(r"CudaDriverHelper has not been initialized|Failed to initialize NVML|Unable to get number of GPUs")
+
+
+class ServerError(DfserveError):
+    """Root of the errors raised while starting or supervising tritonserver."""
+
+
+class TritonNotFoundError(ServerError):
+    """No tritonserver binary could be found."""
+
+
+class ServerStartError(ServerError):
+    """tritonserver exited or did not become ready; the message carries the server's own reason."""
+
+
+class ServerExitedError(ServerError):
+    """A running tritonserver exited on its own."""
+
+
+@dataclass(frozen=True)
+class TritonDistribution:
+    """Where a tritonserver binary's parts are: what `TritonServer` needs to run it."""
+
+    binary: Path
+    stubs_dir: Path | None = None
+    """pytriton layout: folder holding ``<major.minor>/triton_python_backend_stub``; None for an installed Triton."""
+    backends_dir: Path | None = None
+    lib_dirs: tuple[Path, ...] = field(default_factory=tuple)
+
+    @property
+    def is_pytriton(self) -> bool:
+        return self.stubs_dir is not None
+
+    @classmethod
+    def from_binary(cls, binary: Path) -> TritonDistribution:
+        """Recognise pytriton's layout (``tritonserver/bin``, ``backends``, ``python_backend_stubs``) next to
+        the binary; anything else is taken as an installed Triton that knows its own backends."""
+        binary = Path(binary)
+        root = binary.resolve().parent.parent
+        stubs = root / "python_backend_stubs"
+        if not stubs.is_dir():
+            return cls(binary=binary)
+        libs = root.parent.parent / "nvidia_pytriton.libs"  # a wheel install
+        if not libs.is_dir():
+            libs = root / "external_libs"  # an editable pytriton
+        return cls(
+            binary=binary,
+            stubs_dir=stubs,
+            backends_dir=root / "backends",
+            lib_dirs=(libs,) if libs.is_dir() else (),
+        )
+
+
+def _bundled_tritonserver() -> Path | None:
+    """pytriton's binary, located without importing pytriton (its import pulls numpy, zmq and more)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("pytriton")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "tritonserver" / "bin" / "tritonserver"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_tritonserver(explicit: str | Path | None = None) -> Path:
+    """The tritonserver binary to run: `explicit`, else $DFSERVE_TRITONSERVER, else `tritonserver` on PATH
+    (an installed Triton, as in NVIDIA's containers), else the one bundled with nvidia-pytriton.
+
+    An installed Triton comes first because it carries the backends (ONNX Runtime, TensorRT) that the
+    bundled, Python-backend-only binary lacks.
+    """
+    for origin, value in (("--tritonserver", explicit), (f"${TRITONSERVER_ENV}", os.environ.get(TRITONSERVER_ENV))):
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise TritonNotFoundError(f"{origin} {path} is not a file; {INSTALL_HINT}")
+            if not os.access(path, os.X_OK):
+                raise TritonNotFoundError(f"{origin} {path} is not executable")
+            return path
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return Path(on_path)
+    bundled = _bundled_tritonserver()
+    if bundled is not None:
+        return bundled
+    raise TritonNotFoundError(f"no tritonserver found (not on PATH, nvidia-pytriton not installed); {INSTALL_HINT}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free right now. Another process may take it before tritonserver binds it; the start
+    then fails with Triton's own "address in use" reason."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host if host not in ("", "0.0.0.0") else "127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def interpreter_pythonpath() -> str:
+    """The running interpreter's import path (its directories), for `DFSERVE_PYTHONPATH`."""
+    entries = [p for p in sys.path if p and Path(p).is_dir()]
+    return os.pathsep.join(dict.fromkeys(str(Path(p).resolve()) for p in entries))
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    """Ask Linux to send SIGTERM to tritonserver when the launching thread dies (even by SIGKILL), so no
+    server outlives `dfserve serve`. SIGTERM (not SIGKILL) lets Triton stop its Python-backend stubs."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def explain_log(text: str, *, max_lines: int = 30, max_chars: int = 4000) -> str:
+    """The lines of a Triton log that say why it failed: error lines with their continuation lines (a
+    Python traceback from a model spans many), without the rest of the log. Empty when nothing matches."""
+    lines = text.splitlines()
+    picked: list[str] = []
+    in_error = False
+    for line in lines:
+        if _NOISE.search(line):
+            in_error = False
+            continue
+        if _LOG_PREFIX.match(line):
+            in_error = line.startswith(("E", "F"))
+            if in_error:
+                picked.append(line.replace("\\n", "\n    "))  # Triton quotes multi-line messages
+            continue
+        if in_error or _ERROR_LINE.search(line):
+            stripped = line.rstrip()
+            if stripped and not set(stripped) <= set("+-| "):  # skip the model table's rules
+                picked.append(stripped)
+    picked = list(dict.fromkeys(picked))  # Triton repeats a model's error in its status table
+    if len(picked) > max_lines:
+        picked = [*picked[: max_lines // 2], "...", *picked[-max_lines // 2 :]]
+    out = "\n".join(picked)
+    return out if len(out) <= max_chars else out[: max_chars // 2] + "\n...\n" + out[-max_chars // 2 :]
+
+
+def _tail(text: str, n: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+def stub_shm_regions(pid: int) -> set[str]:
+    """System shared-memory regions of the Python-backend stubs of server `pid` (named on their command lines)."""
+    found: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != pid:
+                continue
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        found |= {a.decode() for a in args if a.startswith(b"triton_python_backend_shm_region_")}
+    return found
+
+
+class TritonServer:
+    """One tritonserver process serving a model repository.
+
+    Port 0 picks a free port at `start`. ``host`` is the bind address of HTTP, gRPC and metrics; the
+    ``*_url`` properties give what a client on this host dials ("127.0.0.1:PORT" when bound to 0.0.0.0).
+
+    `max_request_bytes` is passed as ``--http-max-input-size`` when the binary knows that option (Triton
+    2.55 and later). The bundled 2.51 does not; there the bound on one image is the spec's
+    ``limits.max_file_bytes``, enforced by the preprocess model.
+
+    Because the child dies with the *thread* that started it (``PR_SET_PDEATHSIG``), call `start` from a
+    thread that outlives the server (normally the main thread).
+    """
+
+    def __init__(
+        self,
+        repository: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        tritonserver: str | Path | None = None,
+        restricted_api_key: str | None = None,
+        max_request_bytes: int | None = DEFAULT_MAX_REQUEST_BYTES,
+        log_verbose: int = 0,
+        exit_timeout_s: int = 5,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        for name, port in (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port)):
+            if not 0 <= port <= 65535:
+                raise ServerError(f"{name} must be 0 (pick a free port) or 1..65535, got {port}")
+        if max_request_bytes is not None and max_request_bytes < 1:
+            raise ServerError(f"max_request_bytes must be positive, got {max_request_bytes}")
+        if restricted_api_key is not None and not re.fullmatch(r"[A-Za-z0-9._~+/-]{8,}", restricted_api_key):
+            # Triton parses "<apis>:<header>=<value>": separators in the value would be misread
+            raise ServerError("the admin key must be at least 8 characters of letters, digits and ._~+/-")
+        self._repository = Path(repository).expanduser().resolve()
+        self.host = host
+        self._ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+        self._tritonserver = tritonserver
+        self.restricted_api_key = restricted_api_key or secrets.token_urlsafe(24)
+        self.key_generated = restricted_api_key is None
+        self.max_request_bytes = max_request_bytes
+        self.log_verbose = log_verbose
+        self.exit_timeout_s = exit_timeout_s
+        self.extra_args = tuple(extra_args)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workspace: Path | None = None
+        self._log_path: Path | None = None
+        self._final_log: str | None = None
+        self.command: list[str] = []
+
+    # ----------------------------------------------------------------- addresses
+    @property
+    def repository(self) -> Path:
+        return self._repository
+
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("", "0.0.0.0") else ("[::1]" if self.host == "::" else self.host)
+
+    def _url(self, kind: str) -> str:
+        port = self._ports[kind]
+        if port == 0:
+            raise ServerError(f"the {kind} port is picked at start(); start the server first")
+        return f"{self._client_host}:{port}"
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP endpoint as host:port, the form tritonclient.http expects."""
+        return self._url("http")
+
+    @property
+    def grpc_url(self) -> str:
+        return self._url("grpc")
+
+    @property
+    def metrics_url(self) -> str:
+        """The Prometheus endpoint as host:port (path /metrics)."""
+        return self._url("metrics")
+
+    @property
+    def http_port(self) -> int:
+        return self._ports["http"]
+
+    @property
+    def grpc_port(self) -> int:
+        return self._ports["grpc"]
+
+    @property
+    def metrics_port(self) -> int:
+        return self._ports["metrics"]
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """HTTP headers that unlock the restricted APIs (model repository, shared memory, ...)."""
+        return {ADMIN_KEY_HEADER: self.restricted_api_key}
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The server's combined stdout/stderr while it runs; removed with the workspace at `stop`."""
+        return self._log_path
+
+    def log_text(self) -> str:
+        """Everything the server has logged so far (kept in memory after `stop`)."""
+        if self._log_path is not None and self._log_path.is_file():
+            return self._log_path.read_text(errors="replace")
+        return self._final_log or ""
+
+    # ----------------------------------------------------------------- life cycle
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 180.0) -> TritonServer:
+        """Launch tritonserver and return once ``/v2/health/ready`` answers 200 (all models loaded).
+
+        Raises ServerStartError with the server's own reason when it exits or is not ready by `timeout`.
+        """
+        if self._process is not None:
+            raise ServerError(
+                f"this TritonServer was already started (pid {self._process.pid}); create a new one to relaunch"
+            )
+        self._check_repository()
+        dist = TritonDistribution.from_binary(find_tritonserver(self._tritonserver))
+        for kind, port in self._ports.items():
+            if port == 0:
+                self._ports[kind] = free_port(self.host)
+        self._workspace = Path(tempfile.mkdtemp(prefix="dfserve-triton-"))
+        self._log_path = self._workspace / "tritonserver.log"
+        backends = self._prepare_backends(dist)
+        self.command = self._command(dist, backends)
+        env = self._environment(dist)
+        LOG.info("starting %s", " ".join(self.command).replace(self.restricted_api_key, "***"))
+        log_file = self._log_path.open("wb")
+        try:
+            self._process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self._workspace,
+                start_new_session=True,  # a terminal's Ctrl-C reaches the launcher, which stops the server in order
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            log_file.close()
+            self._cleanup()
+            raise ServerStartError(f"cannot run {dist.binary}: {exc}") from exc
+        finally:
+            log_file.close()  # the child holds its own descriptor
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        LOG.info("tritonserver ready (pid %s): http %s, grpc %s", self.pid, self.http_url, self.grpc_url)
+        return self
+
+    def _check_repository(self) -> None:
+        repo = self._repository
+        if not repo.exists():
+            raise ServerStartError(f"model repository {repo} does not exist")
+        if not repo.is_dir():
+            raise ServerStartError(f"model repository {repo} is not a directory")
+        if not any(p.is_dir() and (p / CONFIG_FILENAME).is_file() for p in repo.iterdir()):
+            raise ServerStartError(f"model repository {repo} holds no model (no <model>/config.pbtxt inside)")
+        if (repo / BUILD_MARKER_FILENAME).exists():
+            raise ServerStartError(
+                f"model repository {repo} is being written by a dfserve build (or one died half-way: "
+                f"{BUILD_MARKER_FILENAME} is present); wait for it to finish or rebuild"
+            )
+        if (repo / SPEC_FILENAME).is_file():
+            from dfserve.config import IncompatibleSpecError, ModelSpec
+
+            try:
+                ModelSpec.load(repo).require_same_dfserve(f"model repository {repo}")
+            except IncompatibleSpecError as exc:
+                raise ServerStartError(str(exc)) from exc
+
+    def _prepare_backends(self, dist: TritonDistribution) -> Path | None:
+        """pytriton's binary: a backends folder whose Python backend has the stub of this interpreter."""
+        if not dist.is_pytriton:
+            return None
+        assert self._workspace is not None and dist.backends_dir is not None and dist.stubs_dir is not None
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = dist.stubs_dir / version / "triton_python_backend_stub"
+        if not stub.is_file():
+            have = sorted(p.name for p in dist.stubs_dir.iterdir() if p.is_dir())
+            raise ServerStartError(
+                f"nvidia-pytriton has no Python backend stub for Python {version} (it has {', '.join(have)})"
+            )
+        backends = self._workspace / "backends"
+        for backend in dist.backends_dir.iterdir():
+            if not backend.is_dir():
+                continue
+            target = backends / backend.name
+            target.mkdir(parents=True)
+            for item in backend.iterdir():
+                if item.name != "__pycache__":
+                    (target / item.name).symlink_to(item.resolve())
+        # Copied, not linked: the backend chmods its stub, which must not touch the installed package.
+        shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
+        return backends
+
+    def _command(self, dist: TritonDistribution, backends: Path | None) -> list[str]:
+        restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={self.restricted_api_key}"
+        cmd = [
+            str(dist.binary),
+            f"--model-repository={self._repository}",
+            "--model-control-mode=none",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            f"--http-address={self.host}",
+            f"--http-port={self._ports['http']}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self._ports['grpc']}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self._ports['metrics']}",
+            f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
+            f"--log-verbose={self.log_verbose}",
+            # Triton 2.51 waits on SIGINT for idle HTTP keep-alive connections (clients keep them on purpose)
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+        ]
+        if backends is not None:
+            cmd.append(f"--backend-directory={backends}")
+        if self.max_request_bytes is not None and _supports_option(dist.binary, "--http-max-input-size", self):
+            cmd.append(f"--http-max-input-size={self.max_request_bytes}")
+        cmd.extend(self.extra_args)
+        return cmd
+
+    def _environment(self, dist: TritonDistribution) -> dict[str, str]:
+        env = dict(os.environ)
+        libdirs = [str(d) for d in dist.lib_dirs]
+        if dist.is_pytriton:
+            libdir = sysconfig.get_config_var("LIBDIR")
+            if libdir:
+                libdirs.insert(0, str(libdir))
+        if env.get("LD_LIBRARY_PATH"):
+            libdirs.append(env["LD_LIBRARY_PATH"])
+        if libdirs:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(libdirs)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
+        env[PYTHONPATH_ENV] = interpreter_pythonpath()
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.http_url}/v2/health/ready"
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                raise ServerStartError(self._failure(f"tritonserver exited with code {code} while starting"))
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise ServerStartError(self._failure(f"tritonserver was not ready after {timeout:.0f}s"))
+            time.sleep(0.2)
+
+    def _failure(self, headline: str) -> str:
+        text = self.log_text()
+        reason = explain_log(text) or _tail(text) or "(the server logged nothing)"
+        return f"{headline} (repository {self._repository}). Server log:\n{reason}"
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGINT (Triton's graceful shutdown), then SIGKILL after `timeout`. Idempotent; returns the exit code."""
+        proc = self._process
+        code: int | None = None
+        regions: set[str] = set()
+        if proc is not None:
+            if proc.poll() is None:
+                regions = stub_shm_regions(proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    LOG.warning("tritonserver (pid %s) ignored SIGINT for %.0fs; killing it", proc.pid, timeout)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)  # its own session: stubs included
+                    proc.wait(timeout)
+            code = proc.returncode
+        for name in regions:  # left behind when a stub is killed instead of finishing its own shutdown
+            with contextlib.suppress(OSError):
+                os.unlink(f"/dev/shm/{name}")
+        self._cleanup()
+        return code
+
+    def _cleanup(self) -> None:
+        if self._workspace is not None:
+            self._final_log = self.log_text()
+            shutil.rmtree(self._workspace, ignore_errors=True)
+            self._workspace = None
+            self._log_path = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the server exits (or `timeout` passes: subprocess.TimeoutExpired); its exit code."""
+        if self._process is None:
+            raise ServerError("the server was never started")
+        return self._process.wait(timeout)
+
+    def exit_reason(self) -> str:
+        """Why a server that was running stopped, from its own log."""
+        code = self._process.returncode if self._process is not None else None
+        return self._failure(f"tritonserver exited with code {code}")
+
+    def __enter__(self) -> TritonServer:
+        if self._process is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"TritonServer({str(self._repository)!r}, http={self._ports['http']}, pid={self.pid}, {state})"
+
+    # ----------------------------------------------------------------- queries
+    def get_json(self, path: str, *, admin: bool = False, method: str = "GET", timeout: float = 10.0) -> object:
+        """A small JSON call to the HTTP endpoint (e.g. ``/v2/repository/index`` with admin=True, POST)."""
+        headers = dict(self.admin_headers) if admin else {}
+        data = b"{}" if method == "POST" else None
+        req = urllib.request.Request(f"http://{self.http_url}{path}", data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode(errors="replace")
+            raise ServerError(f"{method} {path} answered {exc.code}: {body}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise ServerError(f"{method} {path} failed: {exc}") from exc
+
+    def model_index(self) -> list[dict[str, str]]:
+        """Triton's repository index (name, version, state, reason) through the restricted API."""
+        index = self.get_json("/v2/repository/index", admin=True, method="POST")
+        return list(index) if isinstance(index, list) else []
+
+
+_OPTION_CACHE: dict[tuple[str, str], bool] = {}
+
+
+def _supports_option(binary: Path, option: str, server: TritonServer) -> bool:
+    """Whether `tritonserver --help` lists `option` (options differ between Triton releases)."""
+    key = (str(binary), option)
+    if key not in _OPTION_CACHE:
+        assert server._workspace is not None
+        env = server._environment(TritonDistribution.from_binary(binary))
+        try:
+            out = subprocess.run(
+                [str(binary), "--help"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=30,
+                check=False,
+            ).stdout.decode(errors="replace")
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        _OPTION_CACHE[key] = option in out
+        if not _OPTION_CACHE[key]:
+            LOG.debug("%s has no %s; request size is bounded by the models' own limits", binary.name, option)
+    return _OPTION_CACHE[key]
+
+
+@contextlib.contextmanager
+def serving(repository: str | Path, **kwargs: object) -> Iterator[TritonServer]:
+    """`with serving(repo, http_port=0) as server:` — a started server, stopped on exit."""
+    server = TritonServer(repository, **kwargs)  # type: ignore[arg-type]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def overlay_repository(
+    repository: str | Path,
+    destination: str | Path,
+    *,
+    instance_counts: dict[str, int] | None = None,
+    max_queue_delay_us: int | None = None,
+) -> list[str]:
+    """Build in `destination` a view of `repository` whose configs carry run-time overrides, without
+    touching the repository itself.
+
+    Triton 2.51 overrides a model's config only through the model-control API, which the safe
+    ``--model-control-mode=none`` turns off; so the overrides go into a private copy instead: every entry
+    is a symlink to the original (version folders, weights, labels, dfserve.json) except each model's
+    ``config.pbtxt``, rewritten through Triton's own protobuf. `instance_counts` maps a model name to the
+    count for all its instance groups; `max_queue_delay_us` applies to every model with dynamic batching.
+    Returns one line per change made.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    src = Path(repository).expanduser().resolve()
+    dst = Path(destination)
+    counts = dict(instance_counts or {})
+    models = {p.name for p in src.iterdir() if p.is_dir() and (p / "config.pbtxt").is_file()}
+    unknown = sorted(set(counts) - models)
+    if unknown:
+        raise ServerError(f"cannot override {', '.join(unknown)}: no such model in {src} (it has {sorted(models)})")
+    for name, count in counts.items():
+        if count < 1:
+            raise ServerError(f"instance count for {name} must be at least 1, got {count}")
+    if max_queue_delay_us is not None and max_queue_delay_us < 0:
+        raise ServerError(f"max queue delay must be >= 0 microseconds, got {max_queue_delay_us}")
+    dst.mkdir(parents=True, exist_ok=True)
+    changes: list[str] = []
+    for entry in sorted(src.iterdir()):
+        if entry.name not in models:
+            (dst / entry.name).symlink_to(entry)
+            continue
+        model_dir = dst / entry.name
+        model_dir.mkdir()
+        for item in entry.iterdir():
+            if item.name != "config.pbtxt":
+                (model_dir / item.name).symlink_to(item)
+        config_path = entry / "config.pbtxt"
+        try:
+            config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+        except text_format.ParseError as exc:
+            raise ServerError(f"{config_path} is not a valid Triton model config: {exc}") from exc
+        if entry.name in counts:
+            count = counts[entry.name]
+            if not config.instance_group:
+                config.instance_group.add()
+            for group in config.instance_group:
+                group.count = count
+            changes.append(f"{entry.name}: instance_group count {count}")
+        if max_queue_delay_us is not None and config.HasField("dynamic_batching"):
+            config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+            changes.append(f"{entry.name}: max_queue_delay_microseconds {max_queue_delay_us}")
+        (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return changes

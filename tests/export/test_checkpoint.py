@@ -1,0 +1,114 @@
+"""Checkpoint resolution: labels and preprocessing come from the checkpoint's files; every bad checkpoint gets
+one clear error naming the problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dfserve.config import CLIP_MEAN, DEFAULT_MODEL_ID
+from dfserve.export.checkpoint import labels_for, preprocessing_for, resolve
+from dfserve.export.errors import CheckpointError
+from tests.checkpoints import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def five(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("five") / "ck", labels="five", policy="fixed")
+
+
+def _edit_json(path: Path, **changes: object) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_single_logit_is_served_as_two_classes(tiny_checkpoint: Path) -> None:
+    ckpt = resolve(str(tiny_checkpoint))
+    labels = labels_for(ckpt)
+    assert labels.names == ("real", "fake")  # LABEL_0 is a placeholder: the positive class is `fake`
+    assert labels.activation == "sigmoid" and labels.num_logits == 1
+    assert labels_for(ckpt, negative="authentic", positive="synthetic").names == ("authentic", "synthetic")
+
+
+def test_named_single_logit_keeps_its_name(tmp_path: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ck")
+    _edit_json(folder / "config.json", id2label={"0": "deepfake"}, label2id={"deepfake": 0})
+    assert labels_for(resolve(str(folder))).names == ("real", "deepfake")
+
+
+def test_multi_class_labels_and_fixed_policy(five: Path) -> None:
+    ckpt = resolve(str(five))
+    labels = labels_for(ckpt)
+    assert labels.names == ("cat", "dog", "bird", "fish", "horse") and labels.activation == "softmax"
+    pp = preprocessing_for(ckpt)
+    assert pp.resize == "fixed" and pp.output_hw == (32, 32) and pp.crop is None and pp.resample == 2
+    with pytest.raises(CheckpointError, match="single-logit"):
+        labels_for(ckpt, positive="dog")
+
+
+def test_shortest_edge_policy_is_read_exactly(tiny_checkpoint: Path) -> None:
+    pp = preprocessing_for(resolve(str(tiny_checkpoint)))
+    assert pp.resize == "shortest_edge" and pp.size == 36 and pp.crop == (32, 32)
+    assert pp.resample == 3 and pp.mean == CLIP_MEAN
+
+
+@pytest.mark.parametrize("missing", ["config.json", "preprocessor_config.json", "model.safetensors"])
+def test_missing_file_is_named(tmp_path: Path, missing: str) -> None:
+    folder = make_checkpoint(tmp_path / "ck")
+    (folder / missing).unlink()
+    with pytest.raises(CheckpointError, match=missing.replace(".", r"\.")):
+        resolve(str(folder))
+
+
+def test_weights_are_optional_with_random_weights(tmp_path: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ck")
+    (folder / "model.safetensors").unlink()
+    assert resolve(str(folder), random_weights=True).random_weights
+
+
+def test_corrupt_safetensors(tmp_path: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ck")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="corrupt safetensors file"):
+        resolve(str(folder))
+    weights.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="corrupt safetensors file"):
+        resolve(str(folder))
+
+
+def test_unsupported_architecture_names_what_is_supported(tmp_path: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ck")
+    _edit_json(folder / "config.json", architectures=["ResNetForImageClassification"])
+    with pytest.raises(CheckpointError, match=r"ResNetForImageClassification.*supported: ViTForImageClassification"):
+        resolve(str(folder))
+
+
+def test_unsupported_processor_is_named(tmp_path: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ck")
+    _edit_json(folder / "preprocessor_config.json", image_processor_type="ConvNextImageProcessor")
+    with pytest.raises(CheckpointError, match="ConvNextImageProcessor is not supported"):
+        preprocessing_for(resolve(str(folder)))
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        resolve(str(tmp_path / "nope"))
+
+
+def test_offline_default_model_needs_a_flag() -> None:
+    """This machine cannot reach the hub: the message names both ways out."""
+    with pytest.raises(CheckpointError, match=r"--model DIR.*--random-weights"):
+        resolve(DEFAULT_MODEL_ID)
+
+
+def test_offline_default_model_with_random_weights_uses_the_published_shape() -> None:
+    ckpt = resolve(DEFAULT_MODEL_ID, random_weights=True)
+    assert ckpt.from_preset and ckpt.random_weights
+    assert ckpt.config["hidden_size"] == 384 and ckpt.config["image_size"] == 384
+    pp = preprocessing_for(ckpt)
+    assert (pp.size, pp.crop, pp.resample_name) == (440, (384, 384), "bicubic")
+    assert labels_for(ckpt).names == ("real", "fake")

@@ -1,0 +1,52 @@
+"""The root command: every command listed, no heavy imports for --help, missing extras named in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from dfserve.cli import COMMAND_EXTRAS, main, missing_extra_message
+
+COMMANDS = ("build", "serve", "classify", "eval", "loadtest", "bench", "demo")
+
+
+def test_help_lists_every_command_without_importing_numpy_pillow_or_tritonclient() -> None:
+    code = (
+        "import sys\n"
+        "from dfserve.cli import build_parser\n"
+        "build_parser().format_help()\n"
+        "print(sorted(m for m in ('numpy', 'PIL', 'tritonclient', 'torch', 'locust') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    listed = subprocess.run(
+        [sys.executable, "-m", "dfserve.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for command in COMMANDS:
+        assert f"    {command} " in listed, command
+
+
+def test_every_command_has_an_extra() -> None:
+    assert set(COMMANDS) <= set(COMMAND_EXTRAS)
+
+
+def test_missing_extra_is_named_verbatim(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich's markup would eat `[eval]`: the message is printed as plain text."""
+    assert "pip install 'dfserve[eval]'" in missing_extra_message("eval", "sklearn")
+
+    import dfserve.client.cli as client_cli
+
+    def needs_sklearn(args: object) -> int:
+        raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+
+    monkeypatch.setattr(client_cli, "run_eval", needs_sklearn)
+    assert main(["eval", "folder"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'dfserve[eval]'" in err and "'sklearn'" in err
+
+
+def test_error_messages_with_brackets_are_printed_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--repository", "no/such[/bold]folder[red]"]) == 1
+    assert "no/such[/bold]folder[red] does not exist" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""config.pbtxt files are generated through Triton's protobuf and parsed back with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2
+
+from dfserve.config import Batching, Labels, ModelSpec, Preprocessing
+from dfserve.triton import configs
+from dfserve.triton.writer import write_repository
+
+SPEC = ModelSpec(
+    source="test",
+    labels=Labels(names=("cat", "dog", "bird"), activation="softmax", num_logits=3),
+    preprocessing=Preprocessing(resize="shortest_edge", size=440, crop=(384, 320), resample=3),
+    batching=Batching(
+        max_batch_size=16,
+        preferred_batch_sizes=(4, 16),
+        max_queue_delay_us=500,
+        engine_instances=2,
+        preprocess_instances=3,
+        preprocess_max_batch_size=8,
+    ),
+)
+
+
+@pytest.mark.parametrize("target", configs.TARGETS)
+def test_engine_config_from_spec(target: configs.Target, tmp_path: Path) -> None:
+    configs.write_config(configs.engine_config(SPEC, target), tmp_path)
+    cfg = configs.read_config(tmp_path)
+    assert cfg.name == "vit" and cfg.max_batch_size == 16
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [
+        ("pixels", model_config_pb2.TYPE_UINT8, [3, 384, 320])
+    ]
+    assert [(o.name, o.data_type, list(o.dims)) for o in cfg.output] == [("scores", model_config_pb2.TYPE_FP32, [3])]
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 16]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
+    assert cfg.instance_group[0].count == 2
+    assert [w.batch_size for w in cfg.model_warmup] == [1, 16]
+    assert cfg.version_policy.latest.num_versions == 1
+    expected = {"python": ("", "python"), "container": ("onnxruntime_onnx", ""), "tensorrt": ("tensorrt_plan", "")}
+    assert (cfg.platform, cfg.backend) == expected[target]
+    if target == "tensorrt":
+        assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert configs.spec_from_config(cfg) == SPEC
+
+
+def test_preprocess_and_ensemble_configs() -> None:
+    pre = configs.preprocess_config(SPEC)
+    assert pre.backend == "python" and pre.max_batch_size == 8 and pre.instance_group[0].count == 3
+    assert pre.input[0].data_type == model_config_pb2.TYPE_STRING and list(pre.output[0].dims) == [3, 384, 320]
+    ens = configs.ensemble_config(SPEC)
+    assert ens.platform == "ensemble" and ens.max_batch_size == 8  # bounded by its smallest member
+    steps = ens.ensemble_scheduling.step
+    assert [s.model_name for s in steps] == ["preprocess", "vit"]
+    assert steps[0].output_map["pixels"] == steps[1].input_map["pixels"]
+    assert ens.output[0].label_filename == "labels.txt"
+
+
+def test_schema_rejects_unknown_fields() -> None:
+    with pytest.raises(json_format.ParseError):
+        configs._parse({"name": "x", "max_batchsize": 3})
+
+
+def test_repository_layout(tmp_path: Path) -> None:
+    onnx_path = tmp_path / "fake.onnx"
+    onnx_path.write_bytes(b"placeholder graph bytes")  # the writer copies; graphs are tested elsewhere
+    out = write_repository(SPEC, tmp_path / "repo", target="python", onnx_path=onnx_path)
+    assert ModelSpec.load(out) == SPEC
+    assert (out / "vit/1/model.onnx").read_bytes() == onnx_path.read_bytes()
+    shim = (out / "preprocess/1/model.py").read_text()
+    assert "DFSERVE_PYTHONPATH" in shim and "dfserve.triton.backends.preprocess" in shim
+    compile(shim, "model.py", "exec")
+    assert (out / "detector/labels.txt").read_text().split() == ["cat", "dog", "bird"]
+    warm = (out / "preprocess/warmup/image.bin").read_bytes()
+    assert int.from_bytes(warm[:4], "little") == len(warm) - 4 and warm[4:6] == b"\xff\xd8"  # length + JPEG
+    container = write_repository(SPEC, tmp_path / "c", target="container", onnx_path=onnx_path)
+    assert not (container / "vit/1/model.py").exists()
