@@ -24,6 +24,33 @@ from dfserve.names import REPORT_FILENAME, SPEC_FILENAME, SPEC_PARAMETER
 
 __all__ = ["REPORT_FILENAME", "SPEC_FILENAME", "SPEC_PARAMETER"]
 
+Precision = Literal["fp32", "fp16", "int8"]
+"""The arithmetic the served engine runs in. Every precision below FP32 passes a fidelity gate at build time."""
+Engine = Literal["onnx", "tensorrt", "torch"]
+"""What runs the `vit` model: an ONNX graph (ONNX Runtime), a TensorRT plan, or PyTorch."""
+ResizeMode = Literal["exact", "box", "draft"]
+"""How `dfserve.preprocessing` resizes (see that module): exact is pixel-identical to Transformers."""
+
+
+class FidelityBar(BaseModel):
+    """How far a served model may be from the reference Transformers pipeline and still pass a gate."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_abs_diff: float
+    """Largest |Δscore| on any image of the parity set."""
+    min_agreement: float
+    """Smallest fraction of images whose decision (threshold 0.5 for one logit, arg-max otherwise) agrees."""
+
+
+FIDELITY_BARS: dict[str, FidelityBar] = {
+    "fp32": FidelityBar(max_abs_diff=1e-4, min_agreement=1.0),
+    "fp16": FidelityBar(max_abs_diff=1e-2, min_agreement=0.995),
+    "int8": FidelityBar(max_abs_diff=2e-2, min_agreement=0.99),
+}
+"""The one table of bars, by precision: the build's gates and `dfserve verify` both read it."""
+
+
 # Pillow's resampling filter codes, which is also how Transformers' processors store `resample`.
 RESAMPLE_NAMES: dict[int, str] = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -287,7 +314,11 @@ class ModelSpec(_Frozen):
     tensors: TensorNames = TensorNames()
     models: ModelNames = ModelNames()
     onnx_opset: int = Field(default=18, ge=17)
-    resize_mode: Literal["exact", "box", "draft"] = "box"
+    engine: Engine = "onnx"
+    """What runs `vit` (added in format 1.1)."""
+    precision: Precision = "fp32"
+    """The arithmetic `vit` runs in; `FIDELITY_BARS[precision]` is the bar it passed (added in format 1.1)."""
+    resize_mode: ResizeMode = "box"
     """How `dfserve.preprocessing` resizes on the server and in the SDK's local mode (see that module)."""
 
     @property
