@@ -12,10 +12,20 @@ from dfserve.errors import DfserveError
 
 
 def test_client_exports_match_all() -> None:
-    public = {name for name in vars(dfserve.client) if not name.startswith("_")}
-    modules = {"cli", "eval", "files"}  # sub-modules that appear as attributes once imported
-    assert set(dfserve.client.__all__) == public - modules - {"annotations"}
+    """Every name in __all__ resolves (the package imports them lazily), and dir() shows exactly those."""
+    for name in dfserve.client.__all__:
+        assert getattr(dfserve.client, name) is not None
+    assert dir(dfserve.client) == sorted(dfserve.client.__all__)
     assert dfserve.client.__all__ == sorted(dfserve.client.__all__)
+
+
+def test_client_package_import_is_light() -> None:
+    """`dfserve classify --help` imports the SDK's constants and types without numpy, Pillow or tritonclient."""
+    code = (
+        "import sys, dfserve.client, dfserve.client._constants, dfserve.client._types; "
+        "heavy = [m for m in ('numpy', 'PIL', 'tritonclient') if m in sys.modules]; assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_package_re_exports_the_sdk() -> None:
