@@ -65,6 +65,7 @@ class Setup:
     source: str
     random_weights: bool
     head_scale: float
+    compile_mode: str | None = None
     jpegs: list[bytes] = field(default_factory=list)
     parity: list[tuple[str, bytes]] = field(default_factory=list)
 
@@ -102,6 +103,7 @@ def load_setup(args: argparse.Namespace) -> Setup:
         source=args.model or "preset ViT-S/16@384 (random weights)",
         random_weights=random_weights,
         head_scale=args.head_scale,
+        compile_mode=args.compile_mode,
         jpegs=sample_jpegs(args.images, args.jpeg_side),
         parity=parity_files(),
     )
@@ -213,7 +215,7 @@ def section_ceiling(s: Setup, budget: float) -> dict[str, Any]:
             except torch.OutOfMemoryError:
                 out["notes"].append(f"eager batch {batch}: out of memory")
                 break
-        mode = "reduce-overhead" if s.device.startswith("cuda") else "default"
+        mode = s.compile_mode or ("reduce-overhead" if s.device.startswith("cuda") else "default")
         out["compile_mode"] = mode
         try:
             compiled = torch.compile(engine, mode=mode, dynamic=False)
@@ -556,6 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jpeg-side", type=int, default=1024, help="width of those JPEGs (default %(default)s)")
     p.add_argument(
         "--head-scale", type=float, default=30.0, help="scale of a random head's weights (default %(default)s)"
+    )
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode for the compiled ceiling (default: reduce-overhead on CUDA, i.e. CUDA graphs)",
     )
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated subset (default: all)")
     p.add_argument("--seed", type=int, default=0)
