@@ -70,12 +70,28 @@ def processor_config(policy: Policy = "shortest_edge", image_size: int = 32) -> 
 
 
 def make_checkpoint(
-    path: Path, labels: LabelShape = "one", policy: Policy = "shortest_edge", image_size: int = 32, seed: int = 0
+    path: Path,
+    labels: LabelShape = "one",
+    policy: Policy = "shortest_edge",
+    image_size: int = 32,
+    seed: int = 0,
+    head_scale: float = 1.0,
 ) -> Path:
-    """A complete checkpoint folder (config.json, model.safetensors, preprocessor_config.json)."""
-    return save_random_checkpoint(
+    """A complete checkpoint folder (config.json, model.safetensors, preprocessor_config.json).
+
+    `head_scale` multiplies the classification head: random heads give scores near 0.5 that hide drift; a scale
+    of 10–50 spreads them over (0, 1), as a trained detector's are, and makes every pixel difference show."""
+    folder = save_random_checkpoint(
         Path(path),
         config=vit_config(labels, image_size),
         processor_config=processor_config(policy, image_size),
         seed=seed,
     )
+    if head_scale != 1.0:
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(folder / "model.safetensors")
+        for name in ("classifier.weight", "classifier.bias"):
+            weights[name] = weights[name] * head_scale
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder

@@ -30,6 +30,10 @@ Engine = Literal["onnx", "tensorrt", "torch"]
 """What runs the `vit` model: an ONNX graph (ONNX Runtime), a TensorRT plan, or PyTorch."""
 ResizeMode = Literal["exact", "box", "draft"]
 """How `dfserve.preprocessing` resizes (see that module): exact is pixel-identical to Transformers."""
+RESIZE_MODES: tuple[ResizeMode, ...] = ("exact", "box", "draft")
+DEFAULT_RESIZE_MODE: ResizeMode = "exact"
+"""A forensic detector reads fine detail: the default is the reference's own pixels. `box` and `draft` are
+opt-in speed modes whose cost on the checkpoint being built is in its build report."""
 
 
 class FidelityBar(BaseModel):
@@ -318,7 +322,7 @@ class ModelSpec(_Frozen):
     """What runs `vit` (added in format 1.1)."""
     precision: Precision = "fp32"
     """The arithmetic `vit` runs in; `FIDELITY_BARS[precision]` is the bar it passed (added in format 1.1)."""
-    resize_mode: ResizeMode = "box"
+    resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
     """How `dfserve.preprocessing` resizes on the server and in the SDK's local mode (see that module)."""
 
     @property

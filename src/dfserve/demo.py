@@ -17,7 +17,6 @@ from rich.panel import Panel
 from rich.table import Table
 
 from dfserve.config import DEFAULT_MODEL_ID, REPORT_FILENAME, SPEC_FILENAME
-from dfserve.names import SAMPLE_PHOTOS
 
 console = Console()
 
@@ -37,16 +36,14 @@ def register(sub: Any) -> None:
 
 
 def write_sample_photos(folder: Path) -> list[Path]:
-    """Real photographs that scikit-image ships: nothing is downloaded at run time."""
-    from PIL import Image
-    from skimage import data
+    """Real photographs that ship with dfserve: nothing is downloaded at run time."""
+    from dfserve.samples import photos
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in SAMPLE_PHOTOS:
+    for name, data in photos():
         path = folder / f"{name}.jpg"
-        if not path.exists():
-            Image.fromarray(getattr(data, name)()).convert("RGB").save(path, quality=92)
+        path.write_bytes(data)
         paths.append(path)
     return paths
 

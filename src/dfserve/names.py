@@ -45,5 +45,14 @@ GRPC_RESTRICTED_HEADER_PREFIX = "triton-grpc-protocol-"
 """Triton prefixes restricted-API headers with this on gRPC."""
 
 # --- sample photographs ----------------------------------------------------------------------------------
-SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "camera", "immunohistochemistry")
-"""scikit-image's photographs used by the demo and the tests (a dev dependency, never needed to build)."""
+SAMPLE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "retina",
+    "camera",
+    "immunohistochemistry",
+    "hubble_deep_field",
+)
+"""The photographs shipped in src/dfserve/photos/ (`dfserve.samples`): the build's parity set, verify, the demo."""

@@ -28,16 +28,14 @@ import io
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Literal, TypeAlias
+from typing import IO, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dfserve.config import Limits, Preprocessing
+from dfserve.config import DEFAULT_RESIZE_MODE, Limits, Preprocessing, ResizeMode
 from dfserve.errors import DfserveError
 
-ResizeMode: TypeAlias = Literal["exact", "box", "draft"]
-RESIZE_MODES: tuple[ResizeMode, ...] = ("exact", "box", "draft")
 ImageInput: TypeAlias = "bytes | bytearray | memoryview | str | Path | IO[bytes] | Image.Image | np.ndarray"
 
 _DEFAULT_LIMITS = Limits()
@@ -131,7 +129,7 @@ def resized_size(pp: Preprocessing, width: int, height: int) -> tuple[int, int]:
     return (new_long, new_short) if width <= height else (new_short, new_long)
 
 
-def resize_and_crop(img: Image.Image, pp: Preprocessing, mode: ResizeMode = "box") -> np.ndarray:
+def resize_and_crop(img: Image.Image, pp: Preprocessing, mode: ResizeMode = DEFAULT_RESIZE_MODE) -> np.ndarray:
     """RGB Pillow image to uint8 [3,H,W] following the checkpoint's policy."""
     rh, rw = resized_size(pp, img.width, img.height)
     if pp.crop is None:
@@ -231,7 +229,7 @@ def preprocess_bytes(
     data: bytes | bytearray | memoryview,
     pp: Preprocessing,
     limits: Limits = _DEFAULT_LIMITS,
-    mode: ResizeMode = "box",
+    mode: ResizeMode = DEFAULT_RESIZE_MODE,
 ) -> np.ndarray:
     """Encoded image file to uint8 [3,H,W]. Raises InvalidImageError for bad input."""
     img = open_image(data, limits)
@@ -274,7 +272,7 @@ def preprocess(
     image: ImageInput,
     pp: Preprocessing,
     limits: Limits = _DEFAULT_LIMITS,
-    mode: ResizeMode = "box",
+    mode: ResizeMode = DEFAULT_RESIZE_MODE,
 ) -> np.ndarray:
     """Any supported input (path, bytes, binary file, PIL image, HWC uint8 array) to uint8 [3,H,W]."""
     data = read_image_bytes(image)

@@ -110,20 +110,10 @@ def load_setup(args: argparse.Namespace) -> Setup:
 
 
 def _photo_arrays() -> list[np.ndarray]:
-    """Real photographs where scikit-image is installed, else photo-like generated fields."""
-    try:
-        from skimage import data as skdata
+    """The photographs that ship with dfserve, decoded."""
+    from dfserve.samples import photos
 
-        names = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
-        return [np.asarray(Image.fromarray(getattr(skdata, n)()).convert("RGB")) for n in names]
-    except Exception:
-        rng = np.random.default_rng(0)
-        out = []
-        for k in range(6):
-            yy, xx = np.mgrid[0:512, 0:683]
-            base = np.stack([(xx + 40 * k) % 256, (yy * 2) % 256, ((xx * yy) >> 7) % 256], axis=-1)
-            out.append(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
-        return out
+    return [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for _, data in photos()]
 
 
 def sample_jpegs(count: int, side: int) -> list[bytes]:

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from dfserve.config import ModelSpec
+from dfserve.config import RESIZE_MODES, ModelSpec
 from dfserve.loadtest.errors import BenchError
 from dfserve.loadtest.payloads import EncodedImage
-from dfserve.preprocessing import RESIZE_MODES, preprocess_bytes
+from dfserve.preprocessing import preprocess_bytes
 
 REFERENCE = "transformers"
 

@@ -57,7 +57,7 @@ class AsyncClient(BaseClient):
         model: str | None = None,
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
-        resize_mode: str = "box",
+        resize_mode: str | None = None,
         admin_key: str | None = None,
     ) -> None:
         super().__init__(

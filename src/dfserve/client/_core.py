@@ -35,14 +35,12 @@ from dfserve.client._exceptions import (
     SharedMemoryError,
 )
 from dfserve.client._types import Prediction
-from dfserve.config import SPEC_PARAMETER, ModelNames, ModelSpec
+from dfserve.config import RESIZE_MODES, SPEC_PARAMETER, ModelNames, ModelSpec, ResizeMode
 from dfserve.preprocessing import (
-    RESIZE_MODES,
     EmptyImageError,
     ImageInput,
     ImageTooLargeError,
     InvalidImageError,
-    ResizeMode,
     array_to_image,
     load_rgb,
     preprocess,
@@ -139,7 +137,8 @@ class ClientSettings:
     model: str
     headers: Mapping[str, str] = field(default_factory=dict)
     shared_memory: bool = False
-    resize_mode: ResizeMode = "box"
+    resize_mode: ResizeMode | None = None
+    """None: the served spec's own mode, so pixels mode computes what the server would."""
     admin_key: str | None = None
 
     @property
@@ -158,7 +157,7 @@ def make_settings(
     model: str | None = None,
     headers: Mapping[str, str] | None = None,
     shared_memory: bool = False,
-    resize_mode: str = "box",
+    resize_mode: str | None = None,
     admin_key: str | None = None,
 ) -> ClientSettings:
     address, proto = resolve_endpoint(url, protocol)
@@ -170,7 +169,7 @@ def make_settings(
         raise ClientConfigError(
             f"mode must be 'file' (send the encoded image) or 'pixels' (preprocess here), got {mode!r}"
         )
-    if resize_mode not in RESIZE_MODES:
+    if resize_mode is not None and resize_mode not in RESIZE_MODES:
         raise ClientConfigError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
     if shared_memory and mode != "pixels":
         raise ClientConfigError(
@@ -274,7 +273,7 @@ def encode_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def prepare(item: ImageInput, mode: Mode, spec: ModelSpec, resize_mode: ResizeMode = "box") -> Payload:
+def prepare(item: ImageInput, mode: Mode, spec: ModelSpec, resize_mode: ResizeMode | None = None) -> Payload:
     """Read, encode or preprocess one input. Raises InvalidInputError naming the input and the problem.
 
     In `file` mode paths, bytes and file objects travel as they are (the fewest bytes on the wire); a PIL
@@ -284,7 +283,9 @@ def prepare(item: ImageInput, mode: Mode, spec: ModelSpec, resize_mode: ResizeMo
     path = str(item) if isinstance(item, str | Path) else None
     try:
         if mode == "pixels":
-            return Payload("pixels", preprocess(item, spec.preprocessing, spec.limits, resize_mode), path)
+            return Payload(
+                "pixels", preprocess(item, spec.preprocessing, spec.limits, resize_mode or spec.resize_mode), path
+            )
         data = read_image_bytes(item)
         if data is None:
             if isinstance(item, Image.Image):
@@ -538,7 +539,7 @@ class BaseClient:
         model: str | None = None,
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
-        resize_mode: str = "box",
+        resize_mode: str | None = None,
         admin_key: str | None = None,
     ) -> None:
         self._settings = make_settings(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dfserve.cli import positive_ints
-from dfserve.config import DEFAULT_MODEL_ID, Batching, Limits, ModelSpec
+from dfserve.config import DEFAULT_MODEL_ID, DEFAULT_RESIZE_MODE, RESIZE_MODES, Batching, Limits, ModelSpec
 from dfserve.names import DEFAULT_REPOSITORY
 
 
@@ -89,11 +89,11 @@ def register(sub: Any) -> None:
     p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT precision")
     p.add_argument(
         "--resize-mode",
-        choices=("exact", "box", "draft"),
-        default="box",
-        help="server-side resize: exact (pixel-identical to Transformers), box (default: resize only the "
-        "cropped region in Pillow's pass order, about 2x faster, pixels within a grey level or two), "
-        "draft (JPEG draft decoding: fastest, changes pixels)",
+        choices=RESIZE_MODES,
+        default=DEFAULT_RESIZE_MODE,
+        help="server-side resize: exact (default: pixel-identical to the Transformers processor), box (resize only "
+        "the cropped region in Pillow's pass order: faster, pixels within a grey level or two), draft (JPEG draft "
+        "decoding: fastest, changes pixels); the build report measures all three on this checkpoint",
     )
     opset = ModelSpec.model_fields["onnx_opset"].default
     p.add_argument("--opset", type=int, default=opset, help="ONNX opset, at least 17 (default %(default)s)")

@@ -2,7 +2,7 @@
 
 Reference: `transformers.pipeline("image-classification")` on the original checkpoint with the checkpoint's own
 slow image processor (`use_fast=False`), fed image files. Candidate: ONNX Runtime on the built graph, fed by
-dfserve's preprocessing of the same files. The image set mixes real photographs (shipped by scikit-image) with
+dfserve's preprocessing of the same files. The image set mixes real photographs (shipped in the package) with
 generated images chosen to break naive preprocessing: odd sizes and aspect ratios, grey, palette, RGBA, CMYK,
 16-bit, 1-bit, GIF, WebP, BMP, TIFF and EXIF-rotated files.
 """
@@ -19,21 +19,21 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dfserve.config import Limits, ModelSpec
+from dfserve.config import DEFAULT_RESIZE_MODE, RESIZE_MODES, FidelityBar, Limits, ModelSpec, ResizeMode
 from dfserve.export.checkpoint import PROCESSOR_FILE, Checkpoint
 from dfserve.export.errors import ParityError
-from dfserve.preprocessing import ResizeMode, preprocess_bytes
+from dfserve.export.fidelity import compare, decisions
+from dfserve.names import SAMPLE_PHOTOS
+from dfserve.preprocessing import preprocess_bytes
+from dfserve.samples import photos as sample_photos
 
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "camera", "immunohistochemistry", "hubble_deep_field")
 
 
-def write_parity_images(folder: Path, *, photos: int = len(PHOTOS), seed: int = 0) -> list[Path]:
+def write_parity_images(folder: Path, *, photos: int = len(SAMPLE_PHOTOS), seed: int = 0) -> list[Path]:
     """Write the parity image set into `folder`; returns the files in a stable order."""
-    from skimage import data as skdata
-
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths: list[Path] = []
@@ -43,10 +43,10 @@ def write_parity_images(folder: Path, *, photos: int = len(PHOTOS), seed: int = 
         img.save(path, **kw)
         paths.append(path)
 
-    for name in PHOTOS[:photos]:
-        arr = getattr(skdata, name)()
-        img = Image.fromarray(arr)
-        save(f"photo_{name}.jpg" if img.mode in ("RGB", "L") else f"photo_{name}.png", img, quality=92)
+    for name, data in sample_photos(photos):
+        path = folder / f"photo_{name}.jpg"
+        path.write_bytes(data)
+        paths.append(path)
 
     def noise(w: int, h: int) -> Image.Image:
         # smooth colour fields plus noise: closer to photographs than pure noise, still exercises every channel
@@ -85,8 +85,12 @@ class ParityResult:
     top1_agreement: float
     images: int
     tolerance: float = TOLERANCE
-    resize_mode: str = "box"
+    resize_mode: str = DEFAULT_RESIZE_MODE
+    flips: int = 0
     per_image: list[dict[str, Any]] = field(default_factory=list)
+    modes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Every resize mode measured on this checkpoint against the reference (`fidelity.Drift` figures and
+    whether it would pass the FP32 bar), so a user sees what `box` or `draft` costs before choosing them."""
 
     def as_report(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,7 +121,7 @@ def reference_scores(ckpt: Checkpoint, model: Any, spec: ModelSpec, paths: list[
     return np.asarray(rows, dtype=np.float64)
 
 
-def parity_pixels(spec: ModelSpec, paths: list[Path], mode: ResizeMode = "box") -> np.ndarray:
+def parity_pixels(spec: ModelSpec, paths: list[Path], mode: ResizeMode = DEFAULT_RESIZE_MODE) -> np.ndarray:
     """uint8 [N,3,H,W] from dfserve's preprocessing. Parity checks the arithmetic, not the serving limits, which
     a build may set below a parity photograph's size."""
     unlimited = Limits(max_file_bytes=2**62, max_pixels=2**62)
@@ -133,7 +137,9 @@ def onnx_scores(onnx_path: Path, spec: ModelSpec, pixels: np.ndarray) -> np.ndar
     return np.asarray(out, dtype=np.float64)
 
 
-def candidate_scores(onnx_path: Path, spec: ModelSpec, paths: list[Path], mode: ResizeMode = "box") -> np.ndarray:
+def candidate_scores(
+    onnx_path: Path, spec: ModelSpec, paths: list[Path], mode: ResizeMode = DEFAULT_RESIZE_MODE
+) -> np.ndarray:
     """Scores [N,K] from ONNX Runtime on the built graph, fed by dfserve's preprocessing."""
     return onnx_scores(onnx_path, spec, parity_pixels(spec, paths, mode))
 
@@ -146,26 +152,42 @@ def check_parity(
     paths: list[Path],
     *,
     tolerance: float = TOLERANCE,
-    mode: ResizeMode = "box",
+    mode: ResizeMode = DEFAULT_RESIZE_MODE,
 ) -> ParityResult:
-    """Compare reference and candidate on every image; raise ParityError listing each image over tolerance."""
+    """Compare reference and candidate on every image, in every resize mode; raise ParityError when the chosen
+    mode exceeds `tolerance` on any image or flips any decision (the other modes are only reported)."""
     ref = reference_scores(ckpt, model, spec, paths)
-    cand = candidate_scores(onnx_path, spec, paths, mode)
+    names = [p.name for p in paths]
+    bar = FidelityBar(max_abs_diff=tolerance, min_agreement=1.0)
+    modes: dict[str, dict[str, Any]] = {}
+    cand = ref
+    for candidate_mode in RESIZE_MODES:
+        scores = candidate_scores(onnx_path, spec, paths, candidate_mode)
+        drift = compare(ref, scores, spec.labels, names)
+        modes[candidate_mode] = {**drift.as_report(), "passes": drift.passes(bar)}
+        if candidate_mode == mode:
+            cand = scores
     diff = np.abs(ref - cand).max(axis=1)
-    agree = ref.argmax(axis=1) == cand.argmax(axis=1)
+    flipped = decisions(ref, spec.labels) != decisions(cand, spec.labels)
     per_image = [
-        {"image": p.name, "max_abs_diff": float(d), "top1_agree": bool(a), "reference_top1": spec.labels.names[r]}
-        for p, d, a, r in zip(paths, diff, agree, ref.argmax(axis=1), strict=True)
+        {"image": p.name, "max_abs_diff": float(d), "decision_agrees": not bool(f), "reference": spec.labels.names[r]}
+        for p, d, f, r in zip(paths, diff, flipped, decisions(ref, spec.labels), strict=True)
     ]
     result = ParityResult(
         max_abs_diff=float(diff.max()),
-        top1_agreement=float(agree.mean()),
+        top1_agreement=float(1.0 - flipped.mean()),
         images=len(paths),
         tolerance=tolerance,
         resize_mode=mode,
+        flips=int(flipped.sum()),
         per_image=per_image,
+        modes=modes,
     )
-    failures = [f"{r['image']} (|Δ|={r['max_abs_diff']:.2e})" for r in per_image if r["max_abs_diff"] > tolerance]
+    failures = [
+        f"{r['image']} (|Δ|={r['max_abs_diff']:.2e}{'' if r['decision_agrees'] else ', decision flipped'})"
+        for r in per_image
+        if r["max_abs_diff"] > tolerance or not r["decision_agrees"]
+    ]
     if failures:
         hint = (
             "" if mode == "exact" else f" (resize mode {mode!r}; --resize-mode exact reproduces the processor's pixels)"

@@ -23,8 +23,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
+from rich.table import Table
 
-from dfserve.config import DEFAULT_MODEL_ID, REPORT_FILENAME, Batching, Limits, ModelSpec
+from dfserve.config import (
+    DEFAULT_MODEL_ID,
+    DEFAULT_RESIZE_MODE,
+    REPORT_FILENAME,
+    Batching,
+    Limits,
+    ModelSpec,
+    ResizeMode,
+)
 from dfserve.export import checkpoint as ckpt_mod
 from dfserve.export.onnx_graph import export_onnx
 from dfserve.export.parity import TOLERANCE, check_parity, write_parity_images
@@ -49,7 +58,7 @@ class BuildOptions:
     precision: Literal["fp16", "fp32"] = "fp16"
     batching: Batching = field(default_factory=Batching)
     limits: Limits = field(default_factory=Limits)
-    resize_mode: Literal["exact", "box", "draft"] = "box"
+    resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
     opset: int = ModelSpec.model_fields["onnx_opset"].default
     parity_photos: int = 8
     tolerance: float = TOLERANCE
@@ -177,8 +186,9 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             )
         console.print(
             f"  max |Δscore| {parity.max_abs_diff:.2e} (bar {parity.tolerance:g}), "
-            f"top-1 agreement {parity.top1_agreement:.1%} on {parity.images} images"
+            f"decision agreement {parity.top1_agreement:.1%} on {parity.images} images"
         )
+        console.print(_modes_table(parity.modes, spec.resize_mode))
 
         engine_report: dict[str, Any] | None = None
         plan_path: Path | None = None
@@ -211,6 +221,22 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         f"(ONNX {onnx_bytes / 2**20:.1f} MiB); report: {out / REPORT_FILENAME}"
     )
     return BuildResult(spec=spec, out_dir=out, onnx_path=out / spec.models.engine / "1" / ONNX_FILENAME, report=report)
+
+
+def _modes_table(modes: dict[str, dict[str, Any]], chosen: str) -> Table:
+    """What each resize mode costs on this checkpoint: the numbers behind choosing `box` or `draft`."""
+    table = Table(title="resize modes against the Transformers pipeline", title_justify="left", box=None)
+    for column in ("mode", "max |Δscore|", "mean |Δscore|", "flips", "FP32 bar"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for mode, m in modes.items():
+        table.add_row(
+            f"{mode}{' (chosen)' if mode == chosen else ''}",
+            f"{m['max_abs_diff']:.2e}",
+            f"{m['mean_abs_diff']:.2e}",
+            str(m["flips"]),
+            "[green]passes[/]" if m["passes"] else "[red]fails[/]",
+        )
+    return table
 
 
 def _tensorrt_stage(

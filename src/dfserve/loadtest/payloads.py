@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dfserve.config import ModelSpec
+from dfserve.config import DEFAULT_RESIZE_MODE, ModelSpec, ResizeMode
 from dfserve.loadtest.errors import PayloadError
-from dfserve.preprocessing import InvalidImageError, ResizeMode, preprocess_bytes
+from dfserve.preprocessing import InvalidImageError, preprocess_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -143,7 +143,9 @@ def load_images(folder: str | Path | None, *, count: int = len(REALISTIC_SIZES),
     return generate_images(count, seed=seed)
 
 
-def to_pixels(images: Sequence[EncodedImage], spec: ModelSpec, mode: ResizeMode = "box") -> list[np.ndarray]:
+def to_pixels(
+    images: Sequence[EncodedImage], spec: ModelSpec, mode: ResizeMode = DEFAULT_RESIZE_MODE
+) -> list[np.ndarray]:
     """The engine's uint8 [3,H,W] input for each image, made by dfserve's own preprocessing (the spec's policy)."""
     out = []
     for image in images:
