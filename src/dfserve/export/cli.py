@@ -114,6 +114,49 @@ def register(sub: Any) -> None:
     )
     add_batching_arguments(p)
     p.set_defaults(func=run)
+    register_verify(sub)
+
+
+def register_verify(sub: Any) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="prove a live server answers like the reference Transformers pipeline (needs the build extra)",
+        description=(
+            "Run the reference Transformers pipeline of CHECKPOINT here on the parity set (and --images), send the "
+            "same files to the server, and compare. Exits 0 only when max |Δscore| is within the bar of the "
+            "precision the server declares and no decision flips; 1 otherwise. Run it after every rollout."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--url", required=True, help="server address, e.g. http://127.0.0.1:8000 or grpc://host:8001")
+    p.add_argument("--model", required=True, help="the checkpoint the server should be serving (folder or hub id)")
+    p.add_argument("--revision", default=None, help="hub revision of --model")
+    p.add_argument("--images", type=Path, default=None, help="a folder of your own images to compare as well")
+    p.add_argument("--protocol", choices=("http", "grpc"), default=None, help="default: from the URL's scheme")
+    p.add_argument("--mode", choices=("file", "pixels"), default="file", help="what the SDK sends the server")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request, retries included")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the full report as JSON")
+    p.set_defaults(func=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from dfserve.export.verify import print_verification, verify, write_json
+
+    result = verify(
+        args.url,
+        args.model,
+        images=args.images,
+        protocol=args.protocol,
+        mode=args.mode,
+        revision=args.revision,
+        timeout=args.timeout,
+    )
+    print_verification(result, Console())
+    if args.json is not None:
+        write_json(result, args.json)
+    return 0 if result.passed else 1
 
 
 def run(args: argparse.Namespace) -> int:
