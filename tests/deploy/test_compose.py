@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from dfserve.names import ADMIN_KEY_HEADER
+from dfserve.names import ADMIN_KEY_HEADER, BUILD_MARKER_FILENAME
 from dfserve.triton.server import RESTRICTED_APIS
 from tests.deploy.compose import (
     COMPOSE_FILE,
@@ -82,7 +82,7 @@ def test_compose_file_is_valid_against_the_compose_schema(compose: dict[str, Any
 
     broken = copy.deepcopy(compose)  # the validator does reject what Compose rejects
     broken["services"]["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["gpu"] = True
-    broken["services"]["triton"]["depends_on"]["build"]["condition"] = "service_finished"
+    broken["services"]["verify"]["depends_on"]["triton"]["condition"] = "service_finished"
     assert len(list(validator.iter_errors(broken))) == 2
 
 
@@ -129,7 +129,8 @@ def test_build_and_triton_reserve_nvidia_gpus(services: dict[str, Any], env: dic
 
 def test_triton_serves_the_built_volume_read_only_after_a_successful_build(services: dict[str, Any]) -> None:
     triton, build = services["triton"], services["build"]
-    assert triton["depends_on"] == {"build": {"condition": "service_completed_successfully"}}
+    assert "depends_on" not in triton  # `docker compose up triton` must not re-run the build ...
+    assert build["profiles"] == ["build"]  # ... nor does a plain `up`: the build runs on its own
     (models,) = [v for v in triton["volumes"] if isinstance(v, dict) and v["target"] == "/models"]
     assert models == {"type": "volume", "source": "models", "target": "/models", "read_only": True}
     assert "models:/models" in build["volumes"]  # the build writes the same named volume
@@ -228,7 +229,7 @@ def test_build_command_is_a_valid_dfserve_build_invocation(services: dict[str, A
 
 
 def _run_start_script(
-    tmp_path: Path, args: list[str], admin_key: str | None, help_text: str = ""
+    tmp_path: Path, args: list[str], admin_key: str | None, help_text: str = "", wait: str = "0"
 ) -> subprocess.CompletedProcess[str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -239,7 +240,7 @@ def _run_start_script(
         'for a in "$@"; do printf "%s\\n" "$a"; done\n',
     )
     _stand_in(bin_dir, "python3", f'exec {shlex.quote(sys.executable)} "$@"\n')
-    run_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    run_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(REPO / "src"), "DFSERVE_BUILD_WAIT_S": wait}
     if admin_key is not None:
         run_env["DFSERVE_ADMIN_KEY"] = admin_key
     return subprocess.run(
@@ -254,6 +255,7 @@ def test_triton_start_restricts_the_admin_apis_as_the_embedded_server_does(
     assert services["triton"]["entrypoint"] == ["/opt/dfserve/start-triton.sh"]
     repo = tmp_path / "models"
     repo.mkdir()
+    (repo / "build_report.json").write_text("{}")
     command = [a.replace("=/models", f"={repo}") for a in services["triton"]["command"]]
 
     result = _run_start_script(tmp_path, command, admin_key="s3cret")
@@ -280,9 +282,50 @@ def test_triton_start_restricts_the_admin_apis_as_the_embedded_server_does(
     assert "s3cret" not in result.stderr
 
 
+def test_triton_start_waits_for_a_finished_build(tmp_path: Path) -> None:
+    """An empty volume, or a stale report beside the in-progress marker of a build rewriting the repository, is
+    never served: the start script waits, then stops with one line."""
+    repo = tmp_path / "models"
+    repo.mkdir()
+    args = [f"--model-repository={repo}"]
+    empty = _run_start_script(tmp_path, args, admin_key="k", wait="1")
+    assert empty.returncode == 1 and empty.stdout == ""
+    assert "holds no finished dfserve build after 1 s" in empty.stderr
+    (repo / "build_report.json").write_text("{}")
+    (repo / BUILD_MARKER_FILENAME).write_text("123")
+    rewriting = _run_start_script(tmp_path, args, admin_key="k", wait="1")
+    assert rewriting.returncode == 1 and rewriting.stdout == ""
+    (repo / BUILD_MARKER_FILENAME).unlink()
+    done = _run_start_script(tmp_path, args, admin_key="k", wait="1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == args[0]
+
+
+def test_triton_start_keeps_nvidias_entrypoint() -> None:
+    text = START_SCRIPT.read_text()
+    assert "/opt/nvidia/nvidia_entrypoint.sh" in text and "exec $entry tritonserver" in text
+
+
+def test_verify_service_checks_the_running_triton(services: dict[str, Any], tmp_path: Path) -> None:
+    verify, build = services["verify"], services["build"]
+    assert verify["profiles"] == ["verify"]
+    assert verify["image"] == build["image"]  # the build image has torch and Transformers
+    assert verify["depends_on"] == {"triton": {"condition": "service_healthy"}}
+    script = verify["command"][-1]
+    assert "dfserve verify --url http://triton:8000" in script
+    from dfserve.cli import build_parser
+
+    argv = shlex.split(script.replace("$$", "$").replace('"$DFSERVE_MODEL"', "ckpt"))
+    argv = [a for a in argv if "$" not in a]  # the optional revision flag
+    assert argv[:2] == ["exec", "dfserve"]
+    args = build_parser().parse_args(argv[2:])
+    assert args.command == "verify" and args.url == "http://triton:8000" and args.model == "ckpt"
+
+
 def test_triton_start_refuses_a_plan_this_host_cannot_load(services: dict[str, Any], tmp_path: Path) -> None:
     plan = tmp_path / "models" / "vit" / "1" / "model.plan"
     write_plan_with_record(plan)
+    (tmp_path / "models" / "build_report.json").write_text("{}")
     result = _run_start_script(tmp_path, [f"--model-repository={tmp_path / 'models'}"], admin_key="k")
     assert result.returncode == 1
     assert result.stdout == ""  # tritonserver never started
@@ -324,4 +367,4 @@ def test_monitoring_services_mount_files_that_exist(services: dict[str, Any]) ->
                 assert (REPO / source).exists(), f"{name} mounts missing {source}"
                 assert volume.endswith(":ro"), f"{name} should mount {source} read-only"
     core = [name for name, service in services.items() if "profiles" not in service]
-    assert sorted(core) == ["build", "triton"]  # `docker compose up` starts the serving path only
+    assert sorted(core) == ["triton"]  # `docker compose up` starts the serving path only, never the build
