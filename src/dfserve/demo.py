@@ -128,8 +128,20 @@ def run(args: argparse.Namespace) -> int:
         if args.loadtest_seconds > 0:
             console.rule(f"[bold]4. load test ({args.loadtest_seconds} s, Locust)")
             _loadtest(server, out, args.loadtest_seconds)
-    console.rule("[bold green]done")
-    return 0
+
+        console.rule("[bold]5. verify: the live server against the reference pipeline")
+        verified = _verify(server, report)
+    console.rule("[bold green]done" if verified else "[bold red]done, NOT verified")
+    return 0 if verified else 1
+
+
+def _verify(server: Any, report: dict[str, Any]) -> bool:
+    """What `dfserve verify` does after a rollout, run on the demo's own server."""
+    from dfserve.export.verify import print_verification, verify
+
+    result = verify(server.http_url, report["source"], random_weights=bool(report["random_weights"]))
+    print_verification(result, console)
+    return result.passed
 
 
 def _throughput(client: Any, photos: list[Path], what: str, rounds: int = 6, concurrency: int = 8) -> None:

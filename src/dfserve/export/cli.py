@@ -136,6 +136,11 @@ def register_verify(sub: Any) -> None:
     p.add_argument("--mode", choices=("file", "pixels"), default="file", help="what the SDK sends the server")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request, retries included")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the full report as JSON")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="the server runs a `dfserve build --random-weights` build: compare with the same seeded weights",
+    )
     p.set_defaults(func=run_verify)
 
 
@@ -152,6 +157,7 @@ def run_verify(args: argparse.Namespace) -> int:
         mode=args.mode,
         revision=args.revision,
         timeout=args.timeout,
+        random_weights=args.random_weights,
     )
     print_verification(result, Console())
     if args.json is not None:

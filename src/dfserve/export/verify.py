@@ -96,9 +96,13 @@ def verify(
     mode: str = "file",
     revision: str | None = None,
     timeout: float = 60.0,
+    random_weights: bool = False,
 ) -> Verification:
     """Compare the server at `url` with the reference pipeline of checkpoint `model`; raises a DfserveError
-    (server unreachable, labels that do not match) when there is nothing to compare."""
+    (server unreachable, labels that do not match) when there is nothing to compare.
+
+    `random_weights` compares with the seeded random-weights model that `dfserve build --random-weights` builds
+    (same seed, same weights): a smoke-test deployment can be verified too."""
     from dfserve.client import Client, DfserveClientError
     from dfserve.export.checkpoint import load_model, resolve
     from dfserve.export.parity import reference_scores, write_parity_images
@@ -106,7 +110,7 @@ def verify(
     with Client(url, protocol, mode=mode, timeout=timeout) as client:
         spec = client.model_spec()
         served_url = client.url
-        ckpt = resolve(model, revision=revision)
+        ckpt = resolve(model, revision=revision, random_weights=random_weights)
         if ckpt.num_logits != spec.labels.num_logits:
             raise VerifyError(
                 f"the server serves {spec.labels.num_logits} logit(s) {list(spec.labels.names)}, the checkpoint "
