@@ -63,10 +63,24 @@ class TooManyPixelsError(InvalidImageError):
     reason = "too_many_pixels"
 
 
+class ExtremeAspectRatioError(InvalidImageError):
+    """Longer side over shorter side above `Limits.max_aspect_ratio` (resizing cost guard)."""
+
+    reason = "extreme_aspect_ratio"
+
+
 class UndecodableImageError(InvalidImageError):
     """Not an image format Pillow knows, or a truncated/corrupt file."""
 
     reason = "undecodable"
+
+
+def use_configured_limits_only() -> None:
+    """Let `Limits.max_pixels` alone guard decoding in this process, instead of Pillow's process-wide default
+    (89.5 M pixels, which would refuse images a larger configured limit allows and quote Pillow's numbers).
+    Only for processes that open images through `open_image` alone, such as the server's `preprocess` stubs:
+    `open_image` checks the header's size against the configured limit before any pixel is decoded."""
+    Image.MAX_IMAGE_PIXELS = None
 
 
 def open_image(data: bytes | bytearray | memoryview, limits: Limits = _DEFAULT_LIMITS) -> Image.Image:
@@ -81,22 +95,34 @@ def open_image(data: bytes | bytearray | memoryview, limits: Limits = _DEFAULT_L
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(bytes(data)))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise TooManyPixelsError(f"image refused before decoding: {exc}") from exc
+        # Pillow's own process-wide guard fired before ours could read the size. The server's `preprocess`
+        # process lifts Pillow's guard (`use_configured_limits_only`), so there only the configured limit applies.
+        raise TooManyPixelsError(
+            f"image refused before decoding: more pixels than Pillow's process-wide limit of "
+            f"{Image.MAX_IMAGE_PIXELS} (the configured limit is {limits.max_pixels})"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise UndecodableImageError(f"not an image: no known image format in {size} bytes") from exc
     except Exception as exc:  # Pillow raises many types for malformed headers
         raise UndecodableImageError(f"truncated or corrupt image file (header): {exc}") from exc
-    _check_pixels(img.width, img.height, limits)
+    check_size(img.width, img.height, limits)
     return img
 
 
-def _check_pixels(width: int, height: int, limits: Limits) -> None:
+def check_size(width: int, height: int, limits: Limits) -> None:
+    """Refuse, from the size alone, an image with no pixels, too many, or an extreme aspect ratio."""
     if width <= 0 or height <= 0:
         raise UndecodableImageError(f"image has no pixels ({width}x{height})")
     if width * height > limits.max_pixels:
         raise TooManyPixelsError(
             f"image is {width}x{height} = {width * height} pixels, above the limit of {limits.max_pixels} "
             "(refused before decoding)"
+        )
+    ratio = max(width, height) / min(width, height)
+    if ratio > limits.max_aspect_ratio:
+        raise ExtremeAspectRatioError(
+            f"image is {width}x{height}, an aspect ratio of {ratio:.0f}:1, above the limit of "
+            f"{limits.max_aspect_ratio:g}:1 (refused before decoding: resizing it would cost far more than its size)"
         )
 
 
@@ -139,7 +165,10 @@ def resize_and_crop(img: Image.Image, pp: Preprocessing, mode: ResizeMode = DEFA
     top, left = (rh - ch) // 2, (rw - cw) // 2
     if mode != "exact" and top >= 0 and left >= 0:
         return _chw(_resize_region(img, (rw, rh), (left, top, left + cw, top + ch), pp.resample))
-    return _center_crop(_chw(img.resize((rw, rh), resample=pp.resample)), ch, cw)
+    resized = img.resize((rw, rh), resample=pp.resample)
+    if top >= 0 and left >= 0:  # the crop only selects pixels: take them before converting, not after
+        return _chw(resized.crop((left, top, left + cw, top + ch)))
+    return _center_crop(_chw(resized), ch, cw)
 
 
 def _vertical_first_rule(w: int, h: int, ow: int, oh: int) -> bool:
@@ -233,7 +262,10 @@ def preprocess_bytes(
 ) -> np.ndarray:
     """Encoded image file to uint8 [3,H,W]. Raises InvalidImageError for bad input."""
     img = open_image(data, limits)
-    draft_to = _draft_target(img, pp) if mode == "draft" else None
+    try:
+        draft_to = _draft_target(img, pp) if mode == "draft" else None
+    except Exception as exc:  # EXIF is read from the file: a corrupt block fails here, before decoding
+        raise UndecodableImageError(f"corrupt {img.format or 'image'} metadata (EXIF): {exc}") from exc
     return resize_and_crop(load_rgb(img, draft_to=draft_to), pp, mode)
 
 
@@ -279,10 +311,10 @@ def preprocess(
     if data is not None:
         return preprocess_bytes(data, pp, limits, mode)
     if isinstance(image, Image.Image):
-        _check_pixels(image.width, image.height, limits)
+        check_size(image.width, image.height, limits)
         return resize_and_crop(load_rgb(image.copy()), pp, mode)
     if isinstance(image, np.ndarray):
-        _check_pixels(image.shape[1] if image.ndim > 1 else 0, image.shape[0], limits)
+        check_size(image.shape[1] if image.ndim > 1 else 0, image.shape[0], limits)
         return resize_and_crop(array_to_image(image), pp, mode)
     raise InvalidImageError(
         f"unsupported image input {type(image).__name__}: pass a path, bytes, a binary file object, "

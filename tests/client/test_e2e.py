@@ -456,3 +456,28 @@ def test_overhead_benchmark_runs_and_prints(
     result = measure_sdk_overhead(url_of(triton_server, protocol), list(sample_images.values()), 4, 32, rounds=2)
     assert result.bare_ips > 0 and result.sdk_ips > 0 and result.sdk_cpu_us > 0
     assert "SDK overhead" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("mode", MODES)
+def test_odd_decoded_inputs_fail_alone_in_bulk_calls(
+    triton_server: Any, sample_images: dict[str, Path], protocol: str, mode: str
+) -> None:
+    """A 0x0 image, an empty or 1-D array, a float array or an extreme strip is its own InvalidInputError; the
+    good images around it are answered (issue 11: one odd input once aborted the whole call)."""
+    good = list(sample_images.values())[:2]
+    odd: list[Any] = [
+        Image.new("RGB", (0, 0)),
+        np.zeros((0, 0, 3), np.uint8),
+        np.zeros((5,), np.uint8),
+        np.zeros((8, 8, 3), np.float32),
+        np.zeros((1, 5000, 3), np.uint8),
+    ]
+    items = [good[0], *odd, good[1]]
+    with Client(url_of(triton_server, protocol), mode=mode) as client:  # type: ignore[arg-type]
+        results = client.classify_many(items, concurrency=3)
+    assert isinstance(results[0], Prediction) and isinstance(results[-1], Prediction)
+    for result in results[1:-1]:
+        assert isinstance(result, InvalidInputError), result
+    messages = " | ".join(str(r) for r in results[1:-1])
+    assert "no pixels" in messages and "aspect ratio" in messages and "uint8" in messages

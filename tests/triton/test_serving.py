@@ -44,7 +44,10 @@ def _bad_inputs() -> dict[str, tuple[bytes, str]]:
     bomb = io.BytesIO()
     Image.new("1", (10_000, 6_000)).save(bomb, "PNG")  # 60 Mpx in ~8 KB: above the 50 Mpx limit
     big = jpeg + b"\x00" * (32 * 1024 * 1024)
+    strip = io.BytesIO()
+    Image.new("L", (1, 5_000_000), 128).save(strip, "PNG", optimize=True)  # ~20 KB that once cost 7.7 GB
     return {
+        "extreme_aspect": (strip.getvalue(), "aspect ratio of 5000000:1"),
         "empty": (b"", "empty image"),
         "truncated": (jpeg[: len(jpeg) // 2], "truncated or corrupt"),
         "corrupt": (jpeg[:200] + b"\x13" * 300 + jpeg[500:], "corrupt"),

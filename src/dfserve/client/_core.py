@@ -42,6 +42,7 @@ from dfserve.preprocessing import (
     ImageTooLargeError,
     InvalidImageError,
     array_to_image,
+    check_size,
     load_rgb,
     preprocess,
     read_image_bytes,
@@ -288,9 +289,15 @@ def prepare(item: ImageInput, mode: Mode, spec: ModelSpec, resize_mode: ResizeMo
             )
         data = read_image_bytes(item)
         if data is None:
+            # the same checks the server applies to a file (no pixels, too many, extreme aspect), here, so that a
+            # decoded input fails alone with a clear error instead of an encoder's ValueError
             if isinstance(item, Image.Image):
+                check_size(item.width, item.height, spec.limits)
                 data = encode_png(load_rgb(item.copy()))
             elif isinstance(item, np.ndarray):
+                if item.ndim < 2:
+                    raise InvalidImageError(f"image array must be HxWx3 (RGB) or HxW (grey), got shape {item.shape}")
+                check_size(item.shape[1], item.shape[0], spec.limits)
                 data = encode_png(array_to_image(item))
             else:
                 raise InvalidImageError(
@@ -308,6 +315,8 @@ def prepare(item: ImageInput, mode: Mode, spec: ModelSpec, resize_mode: ResizeMo
         raise InvalidInputError(f"{describe(item)}: {exc}") from exc
     except OSError as exc:  # unreadable file: permissions, I/O error
         raise InvalidInputError(f"{describe(item)}: cannot read: {exc.strerror or exc}") from exc
+    except (ValueError, TypeError) as exc:  # an encoder's refusal of an odd array or image: still this item's
+        raise InvalidInputError(f"{describe(item)}: cannot encode this image: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------ request/response

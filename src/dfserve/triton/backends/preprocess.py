@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from dfserve.preprocessing import InvalidImageError, preprocess_bytes
+from dfserve.preprocessing import InvalidImageError, preprocess_bytes, use_configured_limits_only
 from dfserve.triton.backends.common import invalid_argument, spec_from_args
 
 
@@ -19,6 +19,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         self.spec = spec_from_args(args)
         self.logger = pb_utils.Logger
+        use_configured_limits_only()  # this process opens images through `open_image` only
 
     def _pixels(self, request: Any) -> np.ndarray:
         tensor = pb_utils.get_input_tensor_by_name(request, self.spec.tensors.image)
