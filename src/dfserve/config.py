@@ -222,6 +222,11 @@ class Labels(_Frozen):
             raise ValueError("softmax labels need one name per logit")
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"label names must be unique: {self.names}")
+        for name in self.names:
+            # labels.txt holds one name per line: a newline would shift every later class (Triton's
+            # classification output would then name the wrong class)
+            if not name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
+                raise ValueError(f"label name {name!r} is empty or contains a control character (e.g. a newline)")
         return self
 
     @property

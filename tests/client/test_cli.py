@@ -113,3 +113,18 @@ def test_eval_refuses_folders_that_are_not_labels(
     (tmp_path / "dogs").mkdir()
     code, _, err = run(capsys, "eval", str(tmp_path), "--url", triton_server.http_url)
     assert code == 1 and "dogs" in err and "not labels of the served model" in err
+
+
+def test_classify_prints_paths_with_markup_verbatim(
+    triton_server: Any, sample_images: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file name is data, never console markup: `a[/bold]b.jpg` once crashed the table (issue 11)."""
+    good = tmp_path / "a[" / "bold]b[red].jpg"  # the path reads .../a[/bold]b[red].jpg
+    good.parent.mkdir()
+    good.write_bytes(next(iter(sample_images.values())).read_bytes())
+    bad = tmp_path / "x[" / "]y.jpg"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not an image [/red]")
+    code, out, _ = run(capsys, "classify", "--url", triton_server.http_url, str(good), str(bad))
+    assert code == 1
+    assert "a[/bold]b[red].jpg" in out.replace("\n", "") and "x[/]y.jpg" in out.replace("\n", "")

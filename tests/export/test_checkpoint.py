@@ -112,3 +112,17 @@ def test_offline_default_model_with_random_weights_uses_the_published_shape() ->
     pp = preprocessing_for(ckpt)
     assert (pp.size, pp.crop, pp.resample_name) == (440, (384, 384), "bicubic")
     assert labels_for(ckpt).names == ("real", "fake")
+
+
+@pytest.mark.parametrize("bad", ["real\nfake", "tab\there", "", "   "])
+def test_labels_that_would_break_labels_txt_are_refused(tmp_path: Path, bad: str) -> None:
+    """labels.txt holds one name per line: a newline in a label once shifted Triton's class names."""
+    import json
+
+    folder = make_checkpoint(tmp_path / "ckpt", labels="two")
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {"0": "ok", "1": bad}
+    config["label2id"] = {"ok": 0, bad: 1}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="unusable labels: .*control character"):
+        labels_for(resolve(str(folder)))

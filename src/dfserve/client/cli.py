@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_PORTS, DEFAULT_TIMEOUT, ProgressCallback
 from dfserve.client._types import Prediction, Result
@@ -174,9 +175,9 @@ def _print_table(paths: Sequence[str], results: Sequence[Result]) -> None:
     table.add_column("error", overflow="fold", style="red")
     for path, result in zip(paths, results, strict=True):
         if isinstance(result, Prediction):
-            table.add_row(path, result.label, f"{result.score:.4f}", "")
+            table.add_row(Text(path), Text(result.label), f"{result.score:.4f}", "")
         else:
-            table.add_row(path, "", "", str(result))
+            table.add_row(Text(path), "", "", Text(str(result)))  # Text: paths and errors are never markup
     Console(soft_wrap=False).print(table, highlight=False)
 
 
@@ -224,6 +225,6 @@ def run_eval(args: argparse.Namespace) -> int:
     for note in report.notes:
         console.print(f"note: {note}", highlight=False)
     for failure in report.failed:
-        console.print(f"[red]failed:[/] {failure['path']}: {failure['error']}", highlight=False)
+        console.print(Text.assemble(("failed: ", "red"), f"{failure['path']}: {failure['error']}"), highlight=False)
     console.print(f"wrote {json_path} and {png_path}", highlight=False)
     return 1 if report.failed else 0

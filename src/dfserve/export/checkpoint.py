@@ -181,6 +181,18 @@ def _safetensors_data_end(path: Path) -> int | None:
 
 def labels_for(ckpt: Checkpoint, *, negative: str | None = None, positive: str | None = None) -> Labels:
     """Labels from `config.json`. One logit is sigmoid, served as [negative, positive] = [1-p, p]."""
+    try:
+        return _labels_for(ckpt, negative=negative, positive=positive)
+    except ValueError as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        where = ckpt.folder / CONFIG_FILE if ckpt.folder else "the preset"
+        reasons = [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()] if hasattr(exc, "errors") else []
+        raise CheckpointError(f"{where}: unusable labels: {'; '.join(reasons) or exc}") from exc
+
+
+def _labels_for(ckpt: Checkpoint, *, negative: str | None = None, positive: str | None = None) -> Labels:
+    """Labels from `config.json`. One logit is sigmoid, served as [negative, positive] = [1-p, p]."""
     id2label = {int(k): str(v) for k, v in (ckpt.config.get("id2label") or {}).items()}
     n = ckpt.num_logits
     names = [id2label.get(i, f"{PLACEHOLDER_PREFIX}{i}") for i in range(n)]
