@@ -124,5 +124,5 @@ def test_labels_that_would_break_labels_txt_are_refused(tmp_path: Path, bad: str
     config["id2label"] = {"0": "ok", "1": bad}
     config["label2id"] = {"ok": 0, bad: 1}
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="unusable labels: .*control character"):
+    with pytest.raises(CheckpointError, match=r"unusable labels: .*control character"):
         labels_for(resolve(str(folder)))
