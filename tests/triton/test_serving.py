@@ -4,6 +4,7 @@ per-request errors inside shared dynamic batches, batching statistics and metric
 from __future__ import annotations
 
 import io
+import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -134,7 +135,12 @@ def test_requests_are_batched_and_metrics_answer(triton_server: Any, sample_imag
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(call, range(64)))
-    after = client.get_inference_statistics("vit")["model_stats"][0]
+    deadline = time.monotonic() + 10
+    while True:  # Triton updates the statistics just after it answers: the last response may be ahead of them
+        after = client.get_inference_statistics("vit")["model_stats"][0]
+        if after["inference_count"] - before["inference_count"] >= 64 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     inferences = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert inferences == 64 and executions < inferences, (inferences, executions)

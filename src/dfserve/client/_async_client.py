@@ -27,9 +27,10 @@ from dfserve.client._core import (
     BaseClient,
     InferRequest,
     grpc_channel_args,
+    log_retry,
     triton_module,
 )
-from dfserve.client._exceptions import DfserveClientError
+from dfserve.client._exceptions import DfserveClientError, ModelNotReadyError
 from dfserve.client._shm import ShmPool, ShmSlot
 from dfserve.client._types import Health, Prediction, Result
 from dfserve.config import ModelSpec
@@ -52,7 +53,7 @@ class AsyncClient(BaseClient):
         protocol: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
         mode: str = "file",
         model: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -97,11 +98,20 @@ class AsyncClient(BaseClient):
                 return await fn()
             except Exception as exc:
                 error = self._error(exc, model)
-                wait = self._retry.next_delay(error, attempt, deadline - time.monotonic())
+                transient = isinstance(error, ModelNotReadyError) and not await self._server_ready()
+                wait = self._retry.next_delay(error, attempt, deadline - time.monotonic(), transient=transient)
                 if wait is None:
                     raise error from exc
+                log_retry(error, attempt, wait)
             await asyncio.sleep(wait)
             attempt += 1
+
+    async def _server_ready(self) -> bool:
+        """Whether the server says it is ready; False when it cannot be asked (stopping, starting, gone)."""
+        try:
+            return bool(await self._triton().is_server_ready())
+        except Exception:
+            return False
 
     # ------------------------------------------------------------------------------------------ model
 

@@ -25,9 +25,10 @@ from dfserve.client._constants import (
 from dfserve.client._core import (
     BaseClient,
     grpc_channel_args,
+    log_retry,
     triton_module,
 )
-from dfserve.client._exceptions import DfserveClientError
+from dfserve.client._exceptions import DfserveClientError, ModelNotReadyError
 from dfserve.client._shm import ShmPool, ShmSlot
 from dfserve.client._types import Health, Prediction, Result
 from dfserve.config import ModelSpec
@@ -60,7 +61,7 @@ class Client(BaseClient):
         protocol: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
         mode: str = "file",
         model: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -115,11 +116,20 @@ class Client(BaseClient):
                 return fn()
             except Exception as exc:
                 error = self._error(exc, model)
-                wait = self._retry.next_delay(error, attempt, deadline - time.monotonic())
+                transient = isinstance(error, ModelNotReadyError) and not self._server_ready()
+                wait = self._retry.next_delay(error, attempt, deadline - time.monotonic(), transient=transient)
                 if wait is None:
                     raise error from exc
+                log_retry(error, attempt, wait)
             time.sleep(wait)
             attempt += 1
+
+    def _server_ready(self) -> bool:
+        """Whether the server says it is ready; False when it cannot be asked (stopping, starting, gone)."""
+        try:
+            return bool(self._triton().is_server_ready())
+        except Exception:
+            return False
 
     # ------------------------------------------------------------------------------------------ model
 

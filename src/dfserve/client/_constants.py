@@ -18,7 +18,8 @@ MODES: tuple[Mode, ...] = ("file", "pixels")
 DEFAULT_URL = "localhost:8000"
 DEFAULT_PORTS: dict[ProtocolName, int] = {"http": 8000, "grpc": 8001}
 DEFAULT_TIMEOUT = 30.0
-DEFAULT_MAX_RETRIES = 2
+DEFAULT_MAX_RETRIES: int | None = None
+"""None: transient failures are retried, with backoff, until the call's timeout runs out."""
 DEFAULT_CONCURRENCY = 8
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0

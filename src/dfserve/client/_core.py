@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import logging
 import math
 import random
 import socket
@@ -133,7 +134,7 @@ class ClientSettings:
     address: str
     protocol: ProtocolName
     timeout: float
-    max_retries: int
+    max_retries: int | None
     mode: Mode
     model: str
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -153,7 +154,7 @@ def make_settings(
     protocol: str | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT,
-    max_retries: int = DEFAULT_MAX_RETRIES,
+    max_retries: int | None = DEFAULT_MAX_RETRIES,
     mode: str = "file",
     model: str | None = None,
     headers: Mapping[str, str] | None = None,
@@ -164,8 +165,10 @@ def make_settings(
     address, proto = resolve_endpoint(url, protocol)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
         raise ClientConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ClientConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    if max_retries is not None and (
+        isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+    ):
+        raise ClientConfigError(f"max_retries must be None (until the timeout) or an integer >= 0, got {max_retries!r}")
     if mode not in MODES:
         raise ClientConfigError(
             f"mode must be 'file' (send the encoded image) or 'pixels' (preprocess here), got {mode!r}"
@@ -404,13 +407,14 @@ def parse_result(result: Any, request: InferRequest, spec: ModelSpec, protocol: 
 class RetryPolicy:
     """Which errors are retried, and after how long.
 
-    Only transient errors are retried (`DfserveClientError.retryable`: connection failures and UNAVAILABLE),
-    never a refused input or a timeout. Delays grow 0.5 s, 1 s, 2 s ... up to 8 s, each shortened by up to
-    25% at random, and a retry is only made if it can start before the call's deadline: a call never takes
-    much longer than its `timeout`, even against a server that is down.
+    Only transient errors are retried (`DfserveClientError.retryable`: connection failures, UNAVAILABLE, HTTP
+    429/502/503; and a model not found while the server says it is not ready, i.e. restarting), never a refused
+    input or a timeout. Delays grow 0.5 s, 1 s, 2 s ... up to 8 s, each shortened by up to 25% at random, until
+    the call's deadline (or `max_retries`, when set): a call rides out a restart that fits in its `timeout`, and
+    never takes much longer than that `timeout` against a server that is down.
     """
 
-    max_retries: int = DEFAULT_MAX_RETRIES
+    max_retries: int | None = DEFAULT_MAX_RETRIES
     initial_delay: float = INITIAL_RETRY_DELAY
     max_delay: float = MAX_RETRY_DELAY
     jitter: float = MAX_JITTER
@@ -420,13 +424,32 @@ class RetryPolicy:
         return base * (1 - self.jitter * rand())
 
     def next_delay(
-        self, error: DfserveClientError, attempt: int, remaining: float, rand: Callable[[], float] = random.random
+        self,
+        error: DfserveClientError,
+        attempt: int,
+        remaining: float,
+        rand: Callable[[], float] = random.random,
+        *,
+        transient: bool = False,
     ) -> float | None:
-        """Seconds to wait before retry number `attempt + 1`, or None to give up and raise `error`."""
-        if not error.retryable or attempt >= self.max_retries:
+        """Seconds to wait before retry number `attempt + 1`, or None to give up and raise `error`.
+
+        `transient` retries an error that is final on a healthy server (the model not found) because the server
+        said it is not ready: it is starting, stopping or reloading, and will answer again."""
+        if not (error.retryable or transient):
+            return None
+        if self.max_retries is not None and attempt >= self.max_retries:
             return None
         wait = self.delay(attempt, rand)
         return wait if wait < remaining else None
+
+
+LOG = logging.getLogger("dfserve.client")
+
+
+def log_retry(error: DfserveClientError, attempt: int, wait: float) -> None:
+    """Every retry is logged (logger `dfserve.client`), so a service sees a restart it rode out."""
+    LOG.warning("retry %d in %.2f s after %s: %s", attempt + 1, wait, type(error).__name__, error)
 
 
 # ----------------------------------------------------------------------------------------------- error mapping
@@ -543,7 +566,7 @@ class BaseClient:
         protocol: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
         mode: str = "file",
         model: str | None = None,
         headers: Mapping[str, str] | None = None,
