@@ -86,7 +86,13 @@ def register(sub: Any) -> None:
         default="onnx",
         help="tensorrt: compile a TensorRT engine (GPU host with TensorRT only)",
     )
-    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT precision")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default=None,
+        help="the served engine's arithmetic (default: fp32 for ONNX Runtime, fp16 for TensorRT). fp16 and int8 "
+        "graphs are built here and pass their fidelity gate against the Transformers pipeline at every build",
+    )
     p.add_argument(
         "--resize-mode",
         choices=RESIZE_MODES,

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 HF_INPUT = "pixel_values"
 HF_OUTPUT = "logits"
 BATCH_DIM = "batch"
+PRE = "dfserve_pre_"
+"""Name prefix of the nodes dfserve adds before the classifier (uint8 → normalised): reduced precision and
+quantization leave them alone, so the input is the checkpoint's processor to the last bit."""
+POST = "dfserve_post_"
+"""Name prefix of the scoring nodes after the classifier (sigmoid served as [1 − p, p], or softmax): kept FP32."""
 
 
 def export_classifier(model: Any, opset: int, workdir: Path) -> onnx.ModelProto:
@@ -45,20 +50,20 @@ def export_classifier(model: Any, opset: int, workdir: Path) -> onnx.ModelProto:
 def _pre_graph(spec: ModelSpec, opset_imports: list[Any], ir_version: int) -> onnx.ModelProto:
     pp = spec.preprocessing
     h, w = spec.input_hw
-    nodes = [helper.make_node("Cast", [spec.tensors.pixels], ["_f"], to=TensorProto.FLOAT)]
+    nodes = [helper.make_node("Cast", [spec.tensors.pixels], ["_f"], to=TensorProto.FLOAT, name=f"{PRE}cast")]
     inits = []
     current = "_f"
     if pp.do_rescale:
         inits.append(numpy_helper.from_array(np.array(pp.rescale_factor, dtype=np.float32), "_scale"))
-        nodes.append(helper.make_node("Mul", [current, "_scale"], ["_rescaled"]))
+        nodes.append(helper.make_node("Mul", [current, "_scale"], ["_rescaled"], name=f"{PRE}rescale"))
         current = "_rescaled"
     if pp.do_normalize:
         inits.append(numpy_helper.from_array(np.array(pp.mean, dtype=np.float32).reshape(1, 3, 1, 1), "_mean"))
         inits.append(numpy_helper.from_array(np.array(pp.std, dtype=np.float32).reshape(1, 3, 1, 1), "_std"))
-        nodes.append(helper.make_node("Sub", [current, "_mean"], ["_centred"]))
-        nodes.append(helper.make_node("Div", ["_centred", "_std"], [HF_INPUT]))
+        nodes.append(helper.make_node("Sub", [current, "_mean"], ["_centred"], name=f"{PRE}centre"))
+        nodes.append(helper.make_node("Div", ["_centred", "_std"], [HF_INPUT], name=f"{PRE}scale"))
     else:
-        nodes.append(helper.make_node("Identity", [current], [HF_INPUT]))
+        nodes.append(helper.make_node("Identity", [current], [HF_INPUT], name=f"{PRE}out"))
     graph = helper.make_graph(
         nodes,
         "dfserve_preprocess",
@@ -74,13 +79,13 @@ def _post_graph(spec: ModelSpec, opset_imports: list[Any], ir_version: int) -> o
     out = spec.tensors.scores
     if labels.activation == "sigmoid":
         nodes = [
-            helper.make_node("Sigmoid", [HF_OUTPUT], ["_p"]),
-            helper.make_node("Sub", ["_one", "_p"], ["_q"]),
-            helper.make_node("Concat", ["_q", "_p"], [out], axis=1),
+            helper.make_node("Sigmoid", [HF_OUTPUT], ["_p"], name=f"{POST}sigmoid"),
+            helper.make_node("Sub", ["_one", "_p"], ["_q"], name=f"{POST}complement"),
+            helper.make_node("Concat", ["_q", "_p"], [out], axis=1, name=f"{POST}pair"),
         ]
         inits = [numpy_helper.from_array(np.array(1.0, dtype=np.float32), "_one")]
     else:
-        nodes = [helper.make_node("Softmax", [HF_OUTPUT], [out], axis=-1)]
+        nodes = [helper.make_node("Softmax", [HF_OUTPUT], [out], axis=-1, name=f"{POST}softmax")]
         inits = []
     graph = helper.make_graph(
         nodes,
@@ -90,6 +95,25 @@ def _post_graph(spec: ModelSpec, opset_imports: list[Any], ir_version: int) -> o
         initializer=inits,
     )
     return helper.make_model(graph, opset_imports=opset_imports, ir_version=ir_version)
+
+
+def clean_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """One opset import per domain and no dead weight: `onnx.compose` repeats the default domain's import for
+    each merged graph (which stops ONNX Runtime's quantizer: "Failed to find proper ai.onnx domain") and leaves
+    the exporter's Identity and Constant nodes; onnxslim (a maintained simplifier) folds them away."""
+    import onnxslim
+
+    opsets: dict[str, int] = {}
+    for imp in model.opset_import:
+        opsets[imp.domain] = max(opsets.get(imp.domain, 0), imp.version)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in sorted(opsets.items()))
+    slim = onnxslim.slim(model)
+    assert isinstance(slim, onnx.ModelProto)
+    del slim.opset_import[:]
+    slim.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in sorted(opsets.items()))
+    slim.graph.name, slim.doc_string = model.graph.name, model.doc_string
+    return slim
 
 
 def compose_served_graph(core: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
@@ -110,6 +134,7 @@ def compose_served_graph(core: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelPr
             f"{spec.tensors.pixels} uint8 [N,3,{spec.input_hw[0]},{spec.input_hw[1]}] -> {spec.tensors.scores} "
             f"[N,{len(spec.labels.names)}] = {list(spec.labels.names)}"
         )
+        merged = clean_graph(merged)
         onnx.checker.check_model(merged, full_check=True)
     except ExportError:
         raise
@@ -118,10 +143,13 @@ def compose_served_graph(core: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelPr
     return merged
 
 
-def export_onnx(model: Any, spec: ModelSpec, path: Path) -> Path:
-    """Export, compose, check and save the served graph to `path`."""
+def export_onnx(model: Any, spec: ModelSpec, path: Path, *, core_path: Path | None = None) -> Path:
+    """Export, compose, check and save the served graph to `path` (and the bare classifier to `core_path`: a
+    reduced-precision graph converts the classifier alone, so the graphs around it stay FP32 by construction)."""
     with tempfile.TemporaryDirectory(prefix="dfserve-export-") as tmp:
         core = export_classifier(model, spec.onnx_opset, Path(tmp))
+        if core_path is not None:
+            onnx.save(core, str(core_path))
         served = compose_served_graph(core, spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(served, str(path))

@@ -89,11 +89,15 @@ class ParityResult:
     flips: int = 0
     per_image: list[dict[str, Any]] = field(default_factory=list)
     modes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: Any = field(default=None, repr=False)
+    """The reference pipeline's scores [N,K] (not in the report): reduced-precision gates compare with them."""
     """Every resize mode measured on this checkpoint against the reference (`fidelity.Drift` figures and
     whether it would pass the FP32 bar), so a user sees what `box` or `draft` costs before choosing them."""
 
     def as_report(self) -> dict[str, Any]:
-        return asdict(self)
+        report = asdict(self)
+        report.pop("reference")
+        return report
 
 
 def reference_scores(ckpt: Checkpoint, model: Any, spec: ModelSpec, paths: list[Path]) -> np.ndarray:
@@ -182,6 +186,7 @@ def check_parity(
         flips=int(flipped.sum()),
         per_image=per_image,
         modes=modes,
+        reference=ref,
     )
     failures = [
         f"{r['image']} (|Δ|={r['max_abs_diff']:.2e}{'' if r['decision_agrees'] else ', decision flipped'})"

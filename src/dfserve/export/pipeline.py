@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -32,9 +33,11 @@ from dfserve.config import (
     Batching,
     Limits,
     ModelSpec,
+    Precision,
     ResizeMode,
 )
 from dfserve.export import checkpoint as ckpt_mod
+from dfserve.export.errors import BuildError, ParityError
 from dfserve.export.onnx_graph import export_onnx
 from dfserve.export.parity import TOLERANCE, check_parity, write_parity_images
 from dfserve.names import BUILD_MARKER_FILENAME
@@ -55,7 +58,8 @@ class BuildOptions:
     negative_label: str | None = None
     positive_label: str | None = None
     target: Target = "python"
-    precision: Literal["fp16", "fp32"] = "fp16"
+    precision: Precision | None = None
+    """None: the engine's natural precision (FP16 for TensorRT, FP32 for ONNX Runtime)."""
     batching: Batching = field(default_factory=Batching)
     limits: Limits = field(default_factory=Limits)
     resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
@@ -158,6 +162,8 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             limits=options.limits,
             onnx_opset=options.opset,
             resize_mode=options.resize_mode,
+            engine="tensorrt" if options.target == "tensorrt" else "onnx",
+            precision=_precision(options),
         )
     if spec.random_weights:
         console.print(
@@ -176,7 +182,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             model = ckpt_mod.load_model(ckpt, seed=options.seed)
         onnx_tmp = tmp / ONNX_FILENAME
         with stages.stage("export", f"ONNX exported and composed (opset {spec.onnx_opset})"):
-            export_onnx(model, spec, onnx_tmp)
+            export_onnx(model, spec, onnx_tmp, core_path=tmp / "classifier.onnx")
         onnx_bytes = onnx_tmp.stat().st_size
 
         with stages.stage("parity", "parity with the Transformers pipeline proven"):
@@ -190,6 +196,21 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         )
         console.print(_modes_table(parity.modes, spec.resize_mode))
 
+        served_onnx, precision_report = onnx_tmp, None
+        if spec.precision != "fp32" and options.target != "tensorrt":
+            served_onnx = tmp / f"model.{spec.precision}.onnx"
+            with stages.stage(spec.precision, f"{spec.precision.upper()} graph built and its fidelity proven"):
+                precision_report = _reduced_precision(
+                    spec, onnx_tmp, tmp / "classifier.onnx", served_onnx, images, parity.reference
+                )
+            vs_ref = precision_report["vs_reference"]
+            console.print(
+                f"  {spec.precision.upper()} against the pipeline: max |Δscore| {vs_ref['max_abs_diff']:.2e} (bar "
+                f"{precision_report['bar']['max_abs_diff']:g}), {vs_ref['flips']} flip(s) of {vs_ref['images']}; "
+                f"against FP32: {precision_report['vs_fp32']['max_abs_diff']:.2e}"
+            )
+            onnx_bytes = served_onnx.stat().st_size
+
         engine_report: dict[str, Any] | None = None
         plan_path: Path | None = None
         if options.target == "tensorrt":
@@ -197,7 +218,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
 
         with stages.stage("write", "model repository written"):
             (out / REPORT_FILENAME).unlink(missing_ok=True)
-            write_repository(spec, out, target=options.target, onnx_path=onnx_tmp, plan_path=plan_path)
+            write_repository(spec, out, target=options.target, onnx_path=served_onnx, plan_path=plan_path)
 
     report: dict[str, Any] = {
         "source": spec.source,
@@ -211,6 +232,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         "input_hw": list(spec.input_hw),
         "onnx_bytes": onnx_bytes,
         "parity": parity.as_report(),
+        "precision": {"served": spec.precision, **(precision_report or {})},
         "engine": engine_report,
         "versions": _versions(),
         "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
@@ -221,6 +243,45 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         f"(ONNX {onnx_bytes / 2**20:.1f} MiB); report: {out / REPORT_FILENAME}"
     )
     return BuildResult(spec=spec, out_dir=out, onnx_path=out / spec.models.engine / "1" / ONNX_FILENAME, report=report)
+
+
+def _precision(options: BuildOptions) -> Precision:
+    if options.precision is None:
+        return "fp16" if options.target == "tensorrt" else "fp32"
+    if options.precision == "int8" and options.target == "tensorrt":
+        raise BuildError("--precision int8 is for the ONNX Runtime targets (python, container), not TensorRT")
+    return options.precision
+
+
+def _reduced_precision(
+    spec: ModelSpec, fp32_path: Path, core_path: Path, out: Path, images: list[Path], reference: np.ndarray
+) -> dict[str, Any]:
+    """Convert the FP32 graph and hold the result to its precision's bar against the reference pipeline, on the
+    parity set; the drift against the FP32 graph is reported beside it. Fails closed."""
+    from dfserve.export.fidelity import bar_for, compare
+    from dfserve.export.parity import onnx_scores, parity_pixels
+    from dfserve.export.precision import convert
+
+    convert(fp32_path, core_path, spec, out)
+    pixels = parity_pixels(spec, images, spec.resize_mode)
+    names = [p.name for p in images]
+    fp32 = onnx_scores(fp32_path, spec, pixels)
+    reduced = onnx_scores(out, spec, pixels)
+    vs_ref = compare(reference, reduced, spec.labels, names)
+    vs_fp32 = compare(fp32, reduced, spec.labels, names)
+    bar = bar_for(spec.precision)
+    problems = vs_ref.problems(bar)
+    if problems:
+        raise ParityError(
+            f"the {spec.precision.upper()} graph is too far from the Transformers pipeline: {'; '.join(problems)} "
+            "(build FP32 instead, or report the checkpoint)"
+        )
+    return {
+        "bar": {"max_abs_diff": bar.max_abs_diff, "min_agreement": bar.min_agreement},
+        "vs_reference": vs_ref.as_report(),
+        "vs_fp32": vs_fp32.as_report(),
+        "onnx_bytes": out.stat().st_size,
+    }
 
 
 def _modes_table(modes: dict[str, dict[str, Any]], chosen: str) -> Table:

@@ -1,0 +1,88 @@
+"""Reduced-precision graphs for the ONNX Runtime targets, each proven on the checkpoint being built.
+
+`fp16`: the exported classifier converted with ONNX Runtime's float16 converter (a maintained converter, not
+hand-written graph surgery), LayerNormalization and Softmax kept in FP32 by explicit casts, then composed between
+dfserve's uint8 → normalised input graph and the sigmoid/softmax scoring graph, which are never converted: they
+stay FP32 by construction; the classifier's FP32 boundary (pixel_values in, logits out) is explicit casts. The
+types are in the graph, so the
+engine that runs it (ONNX Runtime here and in NVIDIA's container; TensorRT on a GPU host) uses the precision that
+was proven. ONNX Runtime's CPU provider runs FP16 graphs (it casts where it lacks an FP16 kernel), so the
+rounding of every FP16 tensor is measured here, on the CPU, at every build.
+
+`int8`: ONNX Runtime's dynamic quantization (`quantize_dynamic`): MatMul and Gemm weights in INT8, activations
+quantized per call, so no calibration set can be unrepresentative. Chosen over static QDQ because it needs no
+calibration data from the user, and on this CPU (AVX-512 VNNI) its integer MatMuls are where the time goes.
+The input and scoring nodes are excluded by name (`onnx_graph.PRE`/`POST`).
+
+Dynamic INT8 quantizes MatMul/Gemm only: the normalisation (Mul/Sub/Div) and the scoring nodes, also excluded by
+name, are left as they are.
+
+Each graph then passes the fidelity gate of its precision (`dfserve.config.FIDELITY_BARS`) against the
+reference Transformers pipeline, and is compared with the FP32 graph; both figures go in the build report.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from dfserve.config import ModelSpec
+from dfserve.export.errors import ExportError
+from dfserve.export.onnx_graph import POST, PRE, compose_served_graph
+
+FP16_KEEP_FP32_OPS = ("LayerNormalization", "Softmax")
+"""Operator types kept in FP32 inside the classifier (the graphs around it are FP32 anyway)."""
+
+
+def _ours(model: onnx.ModelProto) -> list[str]:
+    return [n.name for n in model.graph.node if n.name.startswith((PRE, POST))]
+
+
+def to_fp16(core: onnx.ModelProto, spec: ModelSpec) -> onnx.ModelProto:
+    """The served FP16 graph: the classifier `core` in FP16 (FP32 at its boundary), composed like the FP32 one."""
+    import onnxslim
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        # the converter appends its boundary casts at the end of the node list: onnxslim puts it back in order
+        converted = onnxslim.slim(
+            convert_float_to_float16(core, keep_io_types=True, op_block_list=list(FP16_KEEP_FP32_OPS))
+        )
+    except Exception as exc:
+        raise ExportError(f"FP16 conversion failed: {exc}") from exc
+    return compose_served_graph(converted, spec)
+
+
+def to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="dfserve-int8-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(src))
+        try:
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Gemm"],
+                nodes_to_exclude=_ours(model),
+            )
+            quantized = onnx.load(str(dst))
+            onnx.checker.check_model(quantized)
+        except Exception as exc:
+            raise ExportError(f"INT8 quantization failed: {exc}") from exc
+    return quantized
+
+
+def convert(served: Path, core: Path, spec: ModelSpec, out: Path) -> Path:
+    """Write the `spec.precision` version of the FP32 served graph (`served`, whose classifier alone is `core`)."""
+    if spec.precision == "fp16":
+        converted = to_fp16(onnx.load(str(core)), spec)
+    elif spec.precision == "int8":
+        converted = to_int8(onnx.load(str(served)))
+    else:
+        raise ValueError(f"no conversion to {spec.precision!r}")
+    onnx.save(converted, str(out))
+    return out
