@@ -239,7 +239,9 @@ class Batching(_Frozen):
     """Dynamic batching and instance counts for the models Triton serves."""
 
     max_batch_size: int = Field(default=32, ge=1, le=1024)
-    preferred_batch_sizes: tuple[int, ...] = (4, 8, 16, 32)
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """Empty by default: with preferred sizes Triton sends a batch as soon as one is reached and the queue delay
+    never applies (Triton's docs reserve them for engines with several optimisation profiles)."""
     max_queue_delay_us: int = Field(default=2000, ge=0)
     engine_instances: int = Field(default=1, ge=1)
     preprocess_instances: int = Field(default=2, ge=1)
@@ -258,7 +260,7 @@ class Batching(_Frozen):
         return self
 
     def preferred_for(self, max_batch: int) -> tuple[int, ...]:
-        return tuple(b for b in self.preferred_batch_sizes if b <= max_batch) or (max_batch,)
+        return tuple(b for b in self.preferred_batch_sizes if b <= max_batch)
 
 
 class Limits(_Frozen):

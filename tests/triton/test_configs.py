@@ -79,3 +79,16 @@ def test_repository_layout(tmp_path: Path) -> None:
     assert int.from_bytes(warm[:4], "little") == len(warm) - 4 and warm[4:6] == b"\xff\xd8"  # length + JPEG
     container = write_repository(SPEC, tmp_path / "c", target="container", onnx_path=onnx_path)
     assert not (container / "vit/1/model.py").exists()
+
+
+def test_default_batching_has_no_preferred_sizes_so_the_queue_delay_applies(tmp_path: Path) -> None:
+    spec = ModelSpec(
+        source="x",
+        labels=Labels(names=("real", "fake"), activation="sigmoid", num_logits=1),
+        preprocessing=Preprocessing(resize="fixed", size=(32, 32)),
+    )
+    for cfg in (configs.engine_config(spec, "python"), configs.preprocess_config(spec)):
+        path = configs.write_config(cfg, tmp_path / cfg.name)
+        parsed = configs.read_config(path)
+        assert list(parsed.dynamic_batching.preferred_batch_size) == []
+        assert parsed.dynamic_batching.max_queue_delay_microseconds == spec.batching.max_queue_delay_us

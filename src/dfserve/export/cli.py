@@ -20,7 +20,8 @@ def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
         "--preferred-batch-sizes",
         type=positive_ints,
         default=d.preferred_batch_sizes,
-        help="batch sizes the dynamic batcher aims for, comma-separated (default %(default)s)",
+        help="batch sizes the dynamic batcher sends at once, comma-separated (default: none, so the queue delay "
+        "gathers batches; preferred sizes suit engines with several optimisation profiles)",
     )
     g.add_argument(
         "--max-queue-delay-us",
@@ -41,7 +42,7 @@ def batching_from_args(args: argparse.Namespace) -> Batching:
     max_batch = args.max_batch_size
     return Batching(
         max_batch_size=max_batch,
-        preferred_batch_sizes=tuple(b for b in args.preferred_batch_sizes if b <= max_batch) or (max_batch,),
+        preferred_batch_sizes=tuple(b for b in args.preferred_batch_sizes if b <= max_batch),
         max_queue_delay_us=args.max_queue_delay_us,
         engine_instances=args.engine_instances,
         preprocess_instances=args.preprocess_instances,

@@ -34,10 +34,10 @@ TARGETS: tuple[Target, ...] = ("python", "container", "tensorrt")
 
 def _dynamic_batching(spec: ModelSpec, max_batch: int) -> dict[str, Any]:
     b = spec.batching
-    return {
-        "preferred_batch_size": list(b.preferred_for(max_batch)),
-        "max_queue_delay_microseconds": b.max_queue_delay_us,
-    }
+    batching: dict[str, Any] = {"max_queue_delay_microseconds": b.max_queue_delay_us}
+    if preferred := b.preferred_for(max_batch):
+        batching["preferred_batch_size"] = list(preferred)
+    return batching
 
 
 def _common(spec: ModelSpec, name: str, max_batch: int) -> dict[str, Any]:
