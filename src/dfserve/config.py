@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -384,6 +385,17 @@ class ModelSpec(_Frozen):
     @classmethod
     def load(cls, directory: Path) -> ModelSpec:
         return cls.from_json((Path(directory) / SPEC_FILENAME).read_text())
+
+
+def spec_from_model_config(config: Mapping[str, Any]) -> ModelSpec | None:
+    """The spec a build embedded in a model's config (parameter `dfserve_spec`), however it was fetched: Triton's
+    JSON over HTTP, gRPC's `{"config": ...}` wrapper, or the backend's own config. None when there is none; a
+    ValueError (IncompatibleSpecError, pydantic's) when it cannot be read. The SDK, the load tests and the
+    backends all read the spec here."""
+    cfg = config.get("config", config)
+    entry = (cfg.get("parameters") or {}).get(SPEC_PARAMETER)
+    text = (entry.get("string_value") or entry.get("stringValue")) if isinstance(entry, Mapping) else None
+    return ModelSpec.from_json(text) if text else None
 
 
 _warned_formats: set[str] = set()

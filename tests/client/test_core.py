@@ -85,8 +85,9 @@ def test_resolve_endpoint(url: str, protocol: str | None, expected: tuple[str, s
 @pytest.mark.parametrize(
     ("url", "protocol", "message"),
     [
-        ("grpc://h:8001", "http", "says grpc but protocol='http'"),
-        ("https://h:8000", None, "unsupported URL scheme 'https'"),
+        ("grpc://h:8001", "http", "is a grpc address but protocol='http'"),
+        ("https://h:8000", None, "asks for TLS, which this SDK does not speak yet"),
+        ("ftp://h:8000", None, "unsupported URL scheme 'ftp'"),
         ("h:8000/v2", None, "without a path"),
         ("h:99999", None, "invalid port"),
         ("h:abc", None, "invalid port"),

@@ -20,6 +20,8 @@ from dfserve.loadtest.target import spec_from_config, split_host
         ("https://h:443", None, ("h:443", "http", True)),
         ("grpc://h:8001", None, ("h:8001", "grpc", False)),
         ("grpcs://h:8001", "grpc", ("h:8001", "grpc", True)),
+        ("h", "http", ("h:8000", "http", False)),  # the SDK's rules: a missing port is the protocol's default
+        ("h:8001", None, ("h:8001", "grpc", False)),
     ],
 )
 def test_split_host(host: str, protocol: str | None, expected: tuple) -> None:
@@ -30,12 +32,10 @@ def test_split_host(host: str, protocol: str | None, expected: tuple) -> None:
     ("host", "protocol", "message"),
     [
         ("", "http", "no server address"),
-        ("ftp://h:1", None, "unknown scheme"),
+        ("ftp://h:1", None, "unsupported URL scheme"),
         ("grpc://h:1", "http", "is a grpc address"),
-        ("h", "http", "not host:port"),
-        ("h:99999", "http", "not host:port"),
+        ("h:99999", "http", "invalid port"),
         ("h:1/v2", "http", "without a path"),
-        ("h:1", None, "say the protocol"),
     ],
 )
 def test_split_host_refuses(host: str, protocol: str | None, message: str) -> None:

@@ -6,17 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
-ProtocolName: TypeAlias = Literal["http", "grpc"]
+from dfserve.endpoints import DEFAULT_PORTS, PROTOCOLS
+from dfserve.endpoints import Protocol as ProtocolName
+
+__all__ = ["DEFAULT_PORTS", "PROTOCOLS", "ProtocolName"]
+
 Mode: TypeAlias = Literal["file", "pixels"]
 ProgressCallback: TypeAlias = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each item of `classify_many` finishes, success or not."""
 
-PROTOCOLS: tuple[ProtocolName, ...] = ("http", "grpc")
 MODES: tuple[Mode, ...] = ("file", "pixels")
 
 # Every default in one place (openai-python's `_constants.py`).
 DEFAULT_URL = "localhost:8000"
-DEFAULT_PORTS: dict[ProtocolName, int] = {"http": 8000, "grpc": 8001}
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES: int | None = None
 """None: transient failures are retried, with backoff, until the call's timeout runs out."""

@@ -36,7 +36,8 @@ from dfserve.client._exceptions import (
     SharedMemoryError,
 )
 from dfserve.client._types import Prediction
-from dfserve.config import RESIZE_MODES, SPEC_PARAMETER, ModelNames, ModelSpec, ResizeMode
+from dfserve.config import RESIZE_MODES, SPEC_PARAMETER, ModelNames, ModelSpec, ResizeMode, spec_from_model_config
+from dfserve.endpoints import EndpointError, parse_endpoint
 from dfserve.preprocessing import (
     EmptyImageError,
     ImageInput,
@@ -54,13 +55,11 @@ if TYPE_CHECKING:
 
 from dfserve.client._constants import (
     DEFAULT_MAX_RETRIES,
-    DEFAULT_PORTS,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
     INITIAL_RETRY_DELAY,
     MAX_RETRY_DELAY,
     MODES,
-    PROTOCOLS,
     Mode,
     ProtocolName,
 )
@@ -77,54 +76,18 @@ is back; our own retry policy already spaces attempts."""
 
 
 def resolve_endpoint(url: str, protocol: str | None) -> tuple[str, ProtocolName]:
-    """Split a user's URL into the ``host:port`` tritonclient wants and the protocol to speak.
-
-    The protocol comes from, in order: the URL's scheme (``grpc://``, ``http://``), the `protocol` argument,
-    the port (8001 is Triton's gRPC port), else HTTP. A scheme that contradicts `protocol` is refused rather
-    than guessed.
-    """
-    if protocol is not None and protocol not in PROTOCOLS:
-        raise ClientConfigError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
-    if not isinstance(url, str) or not url.strip():
-        raise ClientConfigError(f"url must be 'host:port', got {url!r}")
-    scheme, sep, address = url.strip().partition("://")
-    chosen: ProtocolName | None = protocol
-    if sep:
-        scheme = scheme.lower()
-        if scheme not in PROTOCOLS:
-            raise ClientConfigError(f"unsupported URL scheme {scheme!r} in {url!r}: use http://, grpc:// or host:port")
-        if protocol is not None and protocol != scheme:
-            raise ClientConfigError(f"url {url!r} says {scheme} but protocol={protocol!r}; pass one or make them agree")
-        chosen = scheme
-    else:
-        address = scheme
-    address = address.rstrip("/")
-    host, port = _split_host_port(address, url)
-    if chosen is None:
-        chosen = "grpc" if port == DEFAULT_PORTS["grpc"] else "http"
-    if port is None:
-        port = DEFAULT_PORTS[chosen]
-    return f"{host}:{port}", chosen
-
-
-def _split_host_port(address: str, url: str) -> tuple[str, int | None]:
-    if not address or "/" in address or "?" in address:
-        raise ClientConfigError(f"url must be [scheme://]host[:port] without a path, got {url!r}")
-    if address.startswith("["):  # [ipv6]:port
-        host, _, rest = address.partition("]")
-        host += "]"
-        port_text = rest.removeprefix(":") if rest else ""
-    elif address.count(":") == 1:
-        host, _, port_text = address.partition(":")
-    else:
-        host, port_text = address, ""
-    if not host.strip("[]"):
-        raise ClientConfigError(f"url {url!r} has no host")
-    if not port_text:
-        return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ClientConfigError(f"url {url!r} has an invalid port {port_text!r}")
-    return host, int(port_text)
+    """Split a user's URL into the ``host:port`` tritonclient wants and the protocol to speak
+    (`dfserve.endpoints.parse_endpoint`: the one parser the SDK, the load tests and verify share)."""
+    try:
+        endpoint = parse_endpoint(url, protocol)
+    except EndpointError as exc:
+        raise ClientConfigError(str(exc)) from exc
+    if endpoint.tls:
+        raise ClientConfigError(
+            f"{url!r} asks for TLS, which this SDK does not speak yet: reach the server over http:// or grpc:// "
+            "(e.g. on the same network, or through a TLS-terminating proxy's plain side)"
+        )
+    return endpoint.address, endpoint.protocol
 
 
 @dataclass(frozen=True)
@@ -231,20 +194,17 @@ def spec_from_config(config: Mapping[str, Any], model: str) -> ModelSpec:
     This is how the client learns labels, input size, preprocessing and the other models' names from the
     server instead of from constants of its own.
     """
-    cfg = config.get("config", config)  # gRPC wraps the config in {"config": ...}
-    params = cfg.get("parameters") or {}
-    entry = params.get(SPEC_PARAMETER)
-    if not entry:
-        raise IncompatibleModelError(
-            f"model {model!r} has no parameter {SPEC_PARAMETER!r} in its config: it was not built by `dfserve build`"
-        )
-    text = entry.get("string_value") or entry.get("stringValue") or ""
     try:
-        return ModelSpec.from_json(text)
-    except ValueError as exc:  # json and pydantic errors are ValueErrors
+        spec = spec_from_model_config(config)
+    except ValueError as exc:  # json, pydantic and format-version errors are ValueErrors
         raise IncompatibleModelError(
             f"model {model!r}: parameter {SPEC_PARAMETER!r} is not a spec this SDK reads: {exc}"
         ) from exc
+    if spec is None:
+        raise IncompatibleModelError(
+            f"model {model!r} has no parameter {SPEC_PARAMETER!r} in its config: it was not built by `dfserve build`"
+        )
+    return spec
 
 
 # --------------------------------------------------------------------------------------------------- inputs

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from dfserve.cli import positive_ints
+from dfserve.endpoints import PROTOCOLS
 from dfserve.loadtest.options import SHAPES, LoadSettings
-from dfserve.loadtest.target import MODES, PROTOCOLS
+from dfserve.loadtest.target import MODES
 
 
 def register(subparsers: Any) -> None:

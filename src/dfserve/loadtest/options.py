@@ -11,8 +11,9 @@ import argparse
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from dfserve.endpoints import PROTOCOLS, Protocol
 from dfserve.loadtest.errors import LoadtestError
-from dfserve.loadtest.target import MODES, PROTOCOLS, Mode, Protocol
+from dfserve.loadtest.target import MODES, Mode
 
 Shape = Literal["constant", "step"]
 SHAPES: tuple[Shape, ...] = ("constant", "step")

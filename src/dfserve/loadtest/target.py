@@ -8,63 +8,31 @@ tried, then the repository index (when the server lets anonymous callers read it
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
-from dfserve.config import SPEC_PARAMETER, ModelNames, ModelSpec
+from dfserve.config import SPEC_PARAMETER, ModelNames, ModelSpec, spec_from_model_config
+from dfserve.endpoints import EndpointError, Protocol, parse_endpoint
 from dfserve.loadtest.errors import TargetError
 
-Protocol = Literal["http", "grpc"]
-PROTOCOLS: tuple[Protocol, ...] = ("http", "grpc")
 Mode = Literal["file", "pixels"]
 MODES: tuple[Mode, ...] = ("file", "pixels")
 
 
 def split_host(host: str, protocol: Protocol | None = None) -> tuple[str, Protocol, bool]:
-    """``[scheme://]host:port`` to (``host:port``, protocol, ssl).
-
-    Accepted schemes: http, https (HTTP), grpc, grpcs (gRPC). Without a scheme the protocol must be given.
-    """
-    if not host or not host.strip():
-        raise TargetError("no server address: pass --host HOST:PORT")
-    text = host.strip().rstrip("/")
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "", text
-    schemes: dict[str, tuple[Protocol, bool]] = {
-        "http": ("http", False),
-        "https": ("http", True),
-        "grpc": ("grpc", False),
-        "grpcs": ("grpc", True),
-    }
-    if scheme and scheme not in schemes:
-        raise TargetError(f"unknown scheme {scheme!r} in {host!r}; use http://, https://, grpc:// or grpcs://")
-    implied, ssl = schemes.get(scheme, (protocol, False)) if scheme else (protocol, False)
-    if protocol is not None and implied is not None and implied != protocol:
-        raise TargetError(f"{host!r} is a {implied} address but the protocol asked for is {protocol}")
-    chosen = protocol or implied
-    if chosen is None:
-        raise TargetError(f"{host!r} has no scheme: say the protocol (http or grpc)")
-    if "/" in rest:
-        raise TargetError(f"{host!r}: give host:port only, without a path")
-    name, colon, port = rest.rpartition(":")
-    if not colon or not name or not port.isdigit() or not 0 < int(port) < 65536:
-        raise TargetError(f"{host!r} is not host:port")
-    return rest, chosen, ssl
+    """``[scheme://]host[:port]`` to (``host:port``, protocol, tls), with the SDK's rules
+    (`dfserve.endpoints.parse_endpoint`)."""
+    try:
+        endpoint = parse_endpoint(host, protocol)
+    except EndpointError as exc:
+        raise TargetError(str(exc)) from exc
+    return endpoint.address, endpoint.protocol, endpoint.tls
 
 
 def spec_from_config(config: dict[str, Any]) -> ModelSpec | None:
-    """The `ModelSpec` embedded in a model config (Triton's JSON form), or None when it carries none."""
-    params = config.get("parameters") or {}
-    entry = params.get(SPEC_PARAMETER)
-    if not entry:
-        return None
-    text = entry.get("string_value") if isinstance(entry, dict) else None
-    if not text:
-        return None
+    """The `ModelSpec` embedded in a model config (`dfserve.config.spec_from_model_config`), or None."""
     try:
-        return ModelSpec.from_json(text)
-    except (ValueError, json.JSONDecodeError) as exc:
+        return spec_from_model_config(config)
+    except ValueError as exc:
         raise TargetError(
             f"model {config.get('name', '?')}: parameter {SPEC_PARAMETER} is not a valid spec: {exc}"
         ) from exc

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dfserve.config import SPEC_PARAMETER, ModelSpec
+from dfserve.config import SPEC_PARAMETER, IncompatibleSpecError, ModelSpec, spec_from_model_config
 
 
 def spec_from_args(args: dict[str, Any]) -> ModelSpec:
     """The `ModelSpec` embedded in this model's config.pbtxt (parameter `dfserve_spec`)."""
     config = json.loads(args["model_config"])
-    spec = ModelSpec.from_json(config["parameters"][SPEC_PARAMETER]["string_value"])
+    spec = spec_from_model_config(config)
+    if spec is None:
+        raise IncompatibleSpecError(f"model {config.get('name', '?')!r} has no {SPEC_PARAMETER} parameter")
     # The repository holds only shims: the code that runs is the installed dfserve's, so it must be the one
     # that built the repository. Refusing here fails the model's load with a message naming both versions.
     spec.require_same_dfserve(f"model {config.get('name', '?')!r}")
