@@ -128,3 +128,21 @@ def test_classify_prints_paths_with_markup_verbatim(
     code, out, _ = run(capsys, "classify", "--url", triton_server.http_url, str(good), str(bad))
     assert code == 1
     assert "a[/bold]b[red].jpg" in out.replace("\n", "") and "x[/]y.jpg" in out.replace("\n", "")
+
+
+def test_classify_into_a_closed_pipe_exits_quietly(triton_server: Any, sample_images: dict[str, Path]) -> None:
+    """`dfserve classify ... --json | head -1`: no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    paths = [str(p) for p in sample_images.values()] * 10
+    command = [sys.executable, "-m", "dfserve.cli", "classify", "--url", triton_server.http_url, "--json", *paths]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # what `head -1` does after its line
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    assert first.startswith(b"{")
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert code == 0

@@ -119,7 +119,7 @@ def test_distributed_mode_with_two_worker_processes(triton_server: Any, tmp_path
 def test_failures_are_counted_and_the_cli_exits_non_zero(triton_server: Any, tmp_path: Path) -> None:
     out = tmp_path / "bad"
     args = ["--users", "1", "--run-time", "2s", "--model", "no-such-model", "--image-count", "1", "--quiet"]
-    code = main(["loadtest", "--host", triton_server.http_url, *args, "--out", str(out)])
+    code = main(["loadtest", "--url", triton_server.http_url, *args, "--out", str(out)])
     assert code == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failures"] >= 1

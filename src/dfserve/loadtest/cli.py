@@ -28,7 +28,13 @@ def _register_loadtest(subparsers: Any) -> None:
             "--shape step adds --step-users every --step-time seconds up to --users and reports the knee."
         ),
     )
-    p.add_argument("--host", required=True, help="server address host:port (http:// or grpc:// scheme optional)")
+    p.add_argument(
+        "--url",
+        "--host",
+        dest="host",
+        required=True,
+        help="server address [scheme://]host[:port], as for every dfserve command (--host: Locust's name for it)",
+    )
     p.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: from the scheme, else http")
     p.add_argument("--users", "-u", type=int, default=4, help="concurrent users (the ceiling of a step ramp)")
     p.add_argument("--spawn-rate", "-r", type=float, default=2.0, help="users started per second")
