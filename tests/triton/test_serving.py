@@ -20,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from dfserve.config import ModelSpec
 from dfserve.export.checkpoint import load_model, resolve
+from dfserve.export.fidelity import bar_for, compare
 from dfserve.export.parity import reference_scores, write_parity_images
 from dfserve.export.pipeline import BuildOptions, build
 from tests.checkpoints import make_checkpoint
@@ -151,32 +152,54 @@ def test_requests_are_batched_and_metrics_answer(triton_server: Any, sample_imag
     assert 'nv_inference_exec_count{model="vit"' in text
 
 
-@pytest.fixture(scope="module", params=[("one", "shortest_edge"), ("two", "fixed"), ("five", "shortest_edge")])
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("one", "shortest_edge", 1.0),
+        ("two", "fixed", 1.0),
+        ("five", "shortest_edge", 1.0),
+        ("one", "shortest_edge", 30.0),  # a head 30x more sensitive: scores spread over (0, 1)
+        ("five", "fixed", 10.0),
+    ],
+    ids=lambda p: f"{p[0]}-{p[1]}-x{p[2]:g}",
+)
 def served_checkpoint(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Path, Any]]:
+) -> Iterator[tuple[Path, Any, float]]:
     from dfserve.triton.server import TritonServer
 
-    labels, policy = request.param
+    labels, policy, head_scale = request.param
     root = tmp_path_factory.mktemp(f"{labels}-{policy}")
-    folder = make_checkpoint(root / "ck", labels=labels, policy=policy)
+    folder = make_checkpoint(root / "ck", labels=labels, policy=policy, head_scale=head_scale)
     build(BuildOptions(out=root / "repo", model=str(folder), batching=TEST_BATCHING, parity_photos=1))
     with TritonServer(root / "repo", http_port=0, grpc_port=0, metrics_port=0) as server:
-        yield folder, server
+        yield folder, server, head_scale
+
+
+def _detect_grpc(client: grpcclient.InferenceServerClient, data: bytes) -> np.ndarray:
+    return client.infer("detector", [_image_input(grpcclient, data)]).as_numpy("scores")[0]
 
 
 def test_detector_matches_the_transformers_pipeline(
-    served_checkpoint: tuple[Path, Any], tmp_path: Path, sample_images: dict[str, Path]
+    served_checkpoint: tuple[Path, Any, float], tmp_path: Path, sample_images: dict[str, Path]
 ) -> None:
     """Real photographs and the awkward cases (grey, CMYK, 16-bit, palette, RGBA, EXIF-rotated) through the
-    served ensemble equal the Transformers pipeline on the original checkpoint."""
-    folder, server = served_checkpoint
+    served ensemble of a default (exact) build equal the Transformers pipeline on the original checkpoint, over
+    HTTP and gRPC, also for heads sensitive enough that a pixel of resize drift would show."""
+    folder, server, head_scale = served_checkpoint
     spec = ModelSpec.load(server.repository)
+    assert spec.resize_mode == "exact"
     paths = [*sample_images.values(), *write_parity_images(tmp_path, photos=0)]
     ckpt = resolve(str(folder))
     reference = reference_scores(ckpt, load_model(ckpt), spec, paths)
-    client = httpclient.InferenceServerClient(server.http_url)
-    served = np.stack([_detect(client, p.read_bytes()) for p in paths])
-    assert served.shape == reference.shape == (len(paths), len(spec.labels.names))
-    assert float(np.abs(served - reference).max()) <= 1e-4
-    assert (served.argmax(axis=1) == reference.argmax(axis=1)).all()
+    http = httpclient.InferenceServerClient(server.http_url)
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    for served in (
+        np.stack([_detect(http, p.read_bytes()) for p in paths]),
+        np.stack([_detect_grpc(grpc, p.read_bytes()) for p in paths]),
+    ):
+        assert served.shape == reference.shape == (len(paths), len(spec.labels.names))
+        drift = compare(reference, served, spec.labels, [p.name for p in paths])
+        assert drift.passes(bar_for("fp32")), drift
+    if head_scale > 1:  # the sensitive heads really spread the scores
+        assert float(np.ptp(reference, axis=0).max()) > 0.2, reference
