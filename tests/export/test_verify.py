@@ -78,3 +78,15 @@ def test_stopped_server_is_one_line(tiny_checkpoint: Path) -> None:
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "unavailable" in lines[0], result.stderr
+
+
+def test_pixels_mode_over_grpc_with_json_on_stdout(triton_server: Any, tiny_checkpoint: Path) -> None:
+    """`--mode pixels` preprocesses here (the served spec's resize mode) and sends pixels to `vit`; `--json` alone
+    replaces the table with the report on stdout, for scripts."""
+    result = run_verify(
+        "--url", f"grpc://{triton_server.grpc_url}", "--model", str(tiny_checkpoint), "--mode", "pixels", "--json"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert data["passed"] and data["url"].startswith("grpc://")
+    assert data["drift"]["max_abs_diff"] <= 1e-4 and data["drift"]["flips"] == 0 and data["drift"]["images"] >= 20

@@ -142,7 +142,14 @@ def register_verify(sub: Any) -> None:
     p.add_argument("--protocol", choices=("http", "grpc"), default=None, help="default: from the URL's scheme")
     p.add_argument("--mode", choices=("file", "pixels"), default="file", help="what the SDK sends the server")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request, retries included")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the full report as JSON")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="the full report as JSON: alone, on stdout instead of the table; with FILE, written there as well",
+    )
     p.add_argument(
         "--random-weights",
         action="store_true",
@@ -166,9 +173,12 @@ def run_verify(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         random_weights=args.random_weights,
     )
-    print_verification(result, Console())
-    if args.json is not None:
-        write_json(result, args.json)
+    if args.json == "-":
+        print(write_json(result, None))
+    else:
+        print_verification(result, Console())
+        if args.json is not None:
+            write_json(result, Path(args.json))
     return 0 if result.passed else 1
 
 
