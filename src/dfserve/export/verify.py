@@ -107,6 +107,10 @@ def verify(
     from dfserve.export.checkpoint import load_model, resolve
     from dfserve.export.parity import reference_scores, write_parity_images
 
+    # One try first: a stopped server (or a URL that is no dfserve server) is one error at once, not a string of
+    # logged retries; the comparison itself then runs with the SDK's retries.
+    with Client(url, protocol, mode=mode, timeout=timeout, max_retries=0) as probe:
+        probe.model_spec()
     with Client(url, protocol, mode=mode, timeout=timeout) as client:
         spec = client.model_spec()
         served_url = client.url
