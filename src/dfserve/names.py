@@ -36,6 +36,8 @@ ADMIN_KEY_ENV = "DFSERVE_ADMIN_KEY"
 """The admin key for the restricted APIs; read from the environment so it never appears on a command line."""
 ORT_THREADS_ENV = "DFSERVE_ORT_THREADS"
 """ONNX Runtime intra-op threads inside the `vit` Python backend."""
+TORCH_COMPILE_ENV = "DFSERVE_TORCH_COMPILE"
+"""torch.compile mode for the torch engine inside the `vit` Python backend (unset: eager)."""
 TIMING_CACHE_ENV = "DFSERVE_TRT_TIMING_CACHE"
 
 # --- headers ---------------------------------------------------------------------------------------------

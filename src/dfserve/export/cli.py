@@ -83,9 +83,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--engine",
-        choices=("onnx", "tensorrt"),
+        choices=("onnx", "tensorrt", "torch"),
         default="onnx",
-        help="tensorrt: compile a TensorRT engine (GPU host with TensorRT only)",
+        help="tensorrt: compile a TensorRT engine (GPU host with TensorRT only); torch: PyTorch in the Python "
+        "backend, on CUDA where there is a GPU (a plain GPU host, no containers), else the CPU",
     )
     p.add_argument(
         "--precision",
@@ -197,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
             positive_label=args.positive_label,
             target=target,
             precision=args.precision,
+            engine="torch" if args.engine == "torch" else "onnx",
             batching=batching_from_args(args),
             resize_mode=args.resize_mode,
             opset=args.opset,

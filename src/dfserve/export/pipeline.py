@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from rich.console import Console
@@ -38,7 +38,6 @@ from dfserve.config import (
 )
 from dfserve.export import checkpoint as ckpt_mod
 from dfserve.export.errors import BuildError, ParityError
-from dfserve.export.onnx_graph import export_onnx
 from dfserve.export.parity import TOLERANCE, check_parity, write_parity_images
 from dfserve.names import BUILD_MARKER_FILENAME
 from dfserve.triton.configs import ONNX_FILENAME, Target
@@ -59,7 +58,9 @@ class BuildOptions:
     positive_label: str | None = None
     target: Target = "python"
     precision: Precision | None = None
-    """None: the engine's natural precision (FP16 for TensorRT, FP32 for ONNX Runtime)."""
+    """None: the engine's natural precision (FP16 for TensorRT, FP32 for ONNX Runtime and torch)."""
+    engine: Literal["onnx", "torch"] = "onnx"
+    """torch: PyTorch runs `vit` in the Python backend (in `precision`), instead of an ONNX graph."""
     batching: Batching = field(default_factory=Batching)
     limits: Limits = field(default_factory=Limits)
     resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
@@ -165,6 +166,10 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             engine="tensorrt" if options.target == "tensorrt" else "onnx",
             precision=_precision(options),
         )
+        if options.engine == "torch":
+            if spec.precision == "int8":
+                raise BuildError("--precision int8 is for the ONNX Runtime targets; the torch engine runs fp32 or fp16")
+            spec = spec.model_copy(update={"engine": "torch"})
     if spec.random_weights:
         console.print(
             "[bold yellow]RANDOM WEIGHTS[/]: this build has the architecture but not the trained weights; "
@@ -180,6 +185,10 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         tmp = Path(tmp_name)
         with stages.stage("load", "model loaded"):
             model = ckpt_mod.load_model(ckpt, seed=options.seed)
+        if options.engine == "torch":
+            return _torch_build(stages, ckpt, model, spec, tmp, options, out, started)
+        from dfserve.export.onnx_graph import export_onnx  # onnx and optimum: not needed by the torch engine
+
         onnx_tmp = tmp / ONNX_FILENAME
         with stages.stage("export", f"ONNX exported and composed (opset {spec.onnx_opset})"):
             export_onnx(model, spec, onnx_tmp, core_path=tmp / "classifier.onnx")
@@ -318,3 +327,56 @@ def _tensorrt_stage(
         reference = onnx_scores(onnx_path, spec, pixels)
         figures = trt_mod.fp16_parity(reference, trt_mod.run_engine(plan, pixels, spec))
     return plan, {**info.to_dict(), "parity": figures.to_dict()}
+
+
+def _torch_build(
+    stages: _Stages,
+    ckpt: ckpt_mod.Checkpoint,
+    model: Any,
+    spec: ModelSpec,
+    tmp: Path,
+    options: BuildOptions,
+    out: Path,
+    started: float,
+) -> BuildResult:
+    """The torch engine: the same parity gate (the pipeline against the served classifier, here on the CPU, through
+    the precision's bar), then the classifier's config and weights into the repository."""
+    from dfserve.export import torch_engine
+    from dfserve.export.fidelity import bar_for, compare
+    from dfserve.export.parity import parity_pixels, reference_scores
+
+    with stages.stage("parity", f"parity of the torch engine ({spec.precision}) with the Transformers pipeline"):
+        images = write_parity_images(tmp / "parity", photos=options.parity_photos, seed=options.seed)
+        reference = reference_scores(ckpt, model, spec, images)
+        import copy
+
+        engine = torch_engine.engine_for(copy.deepcopy(model), spec, precision=spec.precision)
+        candidate = torch_engine.scores(engine, parity_pixels(spec, images, spec.resize_mode))
+        drift = compare(reference, candidate, spec.labels, [p.name for p in images])
+        problems = drift.problems(bar_for(spec.precision))
+        if problems:
+            raise ParityError(f"torch engine ({spec.precision}) fails its bar: {'; '.join(problems)}")
+    with stages.stage("write", "model repository written"):
+        saved = tmp / "torch"
+        model.save_pretrained(saved, safe_serialization=True)
+        (out / REPORT_FILENAME).unlink(missing_ok=True)
+        write_repository(spec, out, target="python", torch_dir=saved)
+    report: dict[str, Any] = {
+        "source": spec.source,
+        "random_weights": spec.random_weights,
+        "from_preset": ckpt.from_preset,
+        "target": "python",
+        "engine": "torch",
+        "precision": spec.precision,
+        "labels": list(spec.labels.names),
+        "input_hw": list(spec.input_hw),
+        "parity": {**drift.as_report(), "bar": bar_for(spec.precision).model_dump(), "resize_mode": spec.resize_mode},
+        "versions": _versions(),
+        "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
+    }
+    (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
+    stages.console.print(
+        f"[bold green]built[/] {out} (torch engine, {spec.precision}) in {report['timings_s']['total']:.1f} s; "
+        f"max |Δscore| {drift.max_abs_diff:.2e} on {drift.images} images"
+    )
+    return BuildResult(spec=spec, out_dir=out, onnx_path=out / spec.models.engine / "1" / ONNX_FILENAME, report=report)

@@ -65,3 +65,39 @@ def use_sdpa(config: Any) -> Any:
     with contextlib.suppress(AttributeError, ValueError):  # a Transformers that decides on its own
         config._attn_implementation = "sdpa"
     return config
+
+
+def load_classifier(folder: Any) -> Any:
+    """The Transformers classifier saved in `folder` (config.json + safetensors) with SDPA attention, in eval
+    mode: what the served torch engine loads from its repository."""
+    from transformers import ViTForImageClassification
+
+    return ViTForImageClassification.from_pretrained(
+        str(folder), use_safetensors=True, attn_implementation="sdpa"
+    ).eval()
+
+
+def engine_for(classifier: Any, spec: Any, *, device: str = "cpu", precision: str = "fp32") -> ScoringModule:
+    """`classifier` as the served engine of `spec` on `device`, in eval mode without gradients."""
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"the torch engine runs fp32 or fp16, not {precision!r}")
+    if precision == "fp32":
+        # FP32 means FP32: cuDNN runs the patch-embedding convolution in TF32 by default on Ampere and later,
+        # which alone can move scores past the FP32 bar. The flags are process-wide, as the engine's process is.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    module = ScoringModule(classifier, spec.preprocessing, spec.labels, half=precision == "fp16").to(device).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+@torch.inference_mode()
+def scores(engine: torch.nn.Module, pixels: Any, *, batch: int = 32) -> Any:
+    """Scores [N,K] as float64 numpy for uint8 pixels [N,3,H,W] (numpy), in batches of `batch`."""
+    import numpy as np
+
+    device = next(engine.parameters()).device
+    x = torch.as_tensor(np.ascontiguousarray(pixels))
+    out = [engine(x[i : i + batch].to(device)).float().cpu().numpy() for i in range(0, x.shape[0], batch)]
+    return np.concatenate(out).astype(np.float64)

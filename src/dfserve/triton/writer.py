@@ -86,6 +86,7 @@ def write_repository(
     target: Target = "python",
     onnx_path: Path | None = None,
     plan_path: Path | None = None,
+    torch_dir: Path | None = None,
 ) -> Path:
     """Write (or overwrite) the three models and the spec into `out`; returns `out`."""
     check_writable(out)
@@ -110,12 +111,19 @@ def write_repository(
         shutil.copy2(plan_path, engine_dir / "1" / configs.PLAN_FILENAME)
         # the record of the TensorRT version and GPU the plan was built for: serving checks it
         shutil.copy2(record_path(plan_path), record_path(engine_dir / "1" / configs.PLAN_FILENAME))
+    elif spec.engine == "torch":
+        # the classifier's config.json and weights: the served model must not depend on the checkpoint folder
+        if torch_dir is None or target != "python":
+            raise OutputError("a torch-engine repository needs the saved classifier and the python target")
+        for item in torch_dir.iterdir():
+            shutil.copy2(item, engine_dir / "1" / item.name)
     else:
         if onnx_path is None:
             raise OutputError(f"a {target} repository needs the ONNX graph")
         shutil.copy2(onnx_path, engine_dir / "1" / configs.ONNX_FILENAME)
     if target == "python":
-        (engine_dir / "1" / configs.PYTHON_FILENAME).write_text(_shim("dfserve.triton.backends.onnx_engine"))
+        backend = "torch_engine" if spec.engine == "torch" else "onnx_engine"
+        (engine_dir / "1" / configs.PYTHON_FILENAME).write_text(_shim(f"dfserve.triton.backends.{backend}"))
 
     configs.write_config(configs.preprocess_config(spec), pre_dir)
     (pre_dir / "1" / configs.PYTHON_FILENAME).write_text(_shim("dfserve.triton.backends.preprocess"))

@@ -1,0 +1,66 @@
+"""`vit` run by PyTorch inside the Python backend: the plain-GPU-host engine (no TensorRT, no containers).
+
+The repository's `vit/1/` holds the classifier's own `config.json` and `model.safetensors` (the build copies
+them, so serving does not depend on the checkpoint folder). `dfserve.export.torch_engine.ScoringModule` wraps
+it with the ONNX graph's normalisation and scoring, in the spec's precision, on CUDA when torch sees a GPU and
+on the CPU otherwise. All requests of a dynamic batch run as one call; Triton has already checked each
+request's dtype and shape against config.pbtxt. Warm-up at load runs batch 1 and the largest batch, so the
+first request is not slow; `DFSERVE_TORCH_COMPILE=<mode>` compiles the classifier with torch.compile (off by
+default: on the CPU it does not help this model, and compilation adds minutes to the load).
+The CUDA path cannot run on the project's CPU machines; `python -m dfserve.bench.gpu` measures it on a GPU host.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from dfserve.names import TORCH_COMPILE_ENV
+from dfserve.triton.backends.common import spec_from_args
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict[str, Any]) -> None:
+        import torch
+
+        from dfserve.export import torch_engine
+
+        self.torch = torch
+        self.spec = spec_from_args(args)
+        folder = Path(args["model_repository"]) / args["model_version"]
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        classifier = torch_engine.load_classifier(folder)
+        self.engine: Any = torch_engine.engine_for(
+            classifier, self.spec, device=self.device, precision=self.spec.precision
+        )
+        mode = os.environ.get(TORCH_COMPILE_ENV, "")
+        if mode:
+            self.engine = torch.compile(self.engine, mode=mode, dynamic=False)
+        h, w = self.spec.input_hw
+        with torch.inference_mode():
+            for batch in sorted({1, self.spec.batching.max_batch_size}):
+                self.engine(torch.zeros((batch, 3, h, w), dtype=torch.uint8, device=self.device))
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        t = self.spec.tensors
+        arrays = [pb_utils.get_input_tensor_by_name(r, t.pixels).as_numpy() for r in requests]
+        sizes = [a.shape[0] for a in arrays]
+        batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        try:
+            with self.torch.inference_mode():
+                x = self.torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+                scores = self.engine(x).to("cpu").numpy().astype(np.float32, copy=False)
+        except Exception as exc:
+            error = pb_utils.TritonError(f"PyTorch engine failed: {exc}", pb_utils.TritonError.INTERNAL)
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        responses = []
+        start = 0
+        for n in sizes:
+            out = pb_utils.Tensor(t.scores, np.ascontiguousarray(scores[start : start + n]))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+            start += n
+        return responses
