@@ -146,3 +146,28 @@ def test_classify_into_a_closed_pipe_exits_quietly(triton_server: Any, sample_im
     assert first.startswith(b"{")
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert code == 0
+
+
+def test_classify_json_into_a_closed_pipe_exits_quietly(triton_server: Any, photo_tree: Path) -> None:
+    """`dfserve classify ... --json | head -3`: three lines, no BrokenPipeError traceback. The folder is named 30
+    times (720 lines, well over a pipe's 64 KiB buffer), so the writes after `head` exits do meet a closed pipe."""
+    import os
+    import subprocess
+    import sys
+
+    folders = " ".join([str(photo_tree)] * 30)
+    script = (
+        f"{sys.executable} -m dfserve.cli classify --url {triton_server.http_url} --json {folders} | head -3; "
+        "echo status=${PIPESTATUS[0]} >&2"
+    )
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert len(result.stdout.splitlines()) == 3
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+    assert "status=0" in result.stderr
+
+
+def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["classify", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 8)" in out and "(default: file)" in out

@@ -1,8 +1,14 @@
 """The asyncio client: `tritonclient.http.aio` or `tritonclient.grpc.aio` behind the shared core.
 
 One tritonclient serves every concurrent request (aiohttp and grpc.aio multiplex); it is made on first use,
-inside the running event loop. Local preprocessing and file reads run in a worker thread so that they do not
-stall the loop.
+inside the running event loop. Everything that is not network I/O (reading a file, PNG-encoding an array or a
+PIL image, preprocessing pixels) runs in a worker thread (`asyncio.to_thread`), so it never stalls the loop.
+
+The event-loop rule: an `AsyncClient` belongs to one event loop at a time, the one its first call ran in.
+Used under a later loop after that one has closed (a second `asyncio.run`), it rebinds: it opens a new
+connection in the new loop and abandons the old one (its loop is gone; nothing can close it there). Used
+from a second loop while the first still runs (two threads, each with its own loop), it raises
+`ClientConfigError` naming this rule: make one client per loop.
 """
 
 from __future__ import annotations
@@ -11,8 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -21,19 +26,24 @@ from dfserve.client._constants import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
+    Mode,
     ProgressCallback,
+    ProtocolName,
 )
 from dfserve.client._core import (
+    UNSET,
     BaseClient,
     InferRequest,
+    RetryPolicy,
+    Unset,
     grpc_channel_args,
     log_retry,
     triton_module,
 )
-from dfserve.client._exceptions import DfserveClientError, ModelNotReadyError
+from dfserve.client._exceptions import ClientConfigError, DfserveClientError, ModelNotReadyError
 from dfserve.client._shm import ShmPool, ShmSlot
 from dfserve.client._types import Health, Prediction, Result
-from dfserve.config import ModelSpec
+from dfserve.config import ModelSpec, ResizeMode
 from dfserve.preprocessing import ImageInput
 
 T = TypeVar("T")
@@ -50,15 +60,15 @@ class AsyncClient(BaseClient):
     def __init__(
         self,
         url: str = DEFAULT_URL,
-        protocol: str | None = None,
+        protocol: ProtocolName | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int | None = DEFAULT_MAX_RETRIES,
-        mode: str = "file",
+        mode: Mode = "file",
         model: str | None = None,
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
-        resize_mode: str | None = None,
+        resize_mode: ResizeMode | None = None,
         admin_key: str | None = None,
     ) -> None:
         super().__init__(
@@ -74,6 +84,7 @@ class AsyncClient(BaseClient):
             admin_key=admin_key,
         )
         self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._spec_lock: asyncio.Lock | None = None
         self._pool: ShmPool | None = None
 
@@ -81,6 +92,15 @@ class AsyncClient(BaseClient):
 
     def _triton(self) -> Any:
         self._check_open()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None and not self._loop.is_closed() and self._loop.is_running():
+                raise ClientConfigError(
+                    f"this AsyncClient for {self.url} is in use by another running event loop; an AsyncClient "
+                    "belongs to one loop at a time (it rebinds only once that loop has closed): make one per loop"
+                )
+            # a new loop (e.g. a second asyncio.run): the old connection died with its loop
+            self._client, self._spec_lock, self._loop = None, None, loop
         if self._client is None:
             tc = triton_module(self.protocol, aio=True)
             if self.protocol == "http":
@@ -89,9 +109,17 @@ class AsyncClient(BaseClient):
                 self._client = tc.InferenceServerClient(self._settings.address, channel_args=grpc_channel_args())
         return self._client
 
-    async def _call(self, fn: Callable[[], Awaitable[T]], model: str | None = None) -> T:
+    async def _call(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        model: str | None = None,
+        *,
+        timeout: float | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> T:
         """Await one tritonclient call under the retry policy; raise our error naming the cause."""
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + (timeout or self.timeout)
+        policy = policy or self._retry
         attempt = 0
         while True:
             try:
@@ -99,7 +127,7 @@ class AsyncClient(BaseClient):
             except Exception as exc:
                 error = self._error(exc, model)
                 transient = isinstance(error, ModelNotReadyError) and not await self._server_ready()
-                wait = self._retry.next_delay(error, attempt, deadline - time.monotonic(), transient=transient)
+                wait = policy.next_delay(error, attempt, deadline - time.monotonic(), transient=transient)
                 if wait is None:
                     raise error from exc
                 log_retry(error, attempt, wait)
@@ -151,28 +179,97 @@ class AsyncClient(BaseClient):
 
     # ------------------------------------------------------------------------------------------ inference
 
-    async def classify(self, image: ImageInput) -> Prediction:
-        """Classify one image: a path, bytes, a binary file object, a PIL image or an HxWx3 uint8 array."""
-        return await self._classify_one(await self.model_spec(), image)
+    async def classify(
+        self, image: ImageInput, *, timeout: float | None = None, max_retries: int | Unset | None = UNSET
+    ) -> Prediction:
+        """Classify one image: a path, bytes, a binary file object, a PIL image or an HxWx3 uint8 array.
 
-    async def _classify_one(self, spec: ModelSpec, image: ImageInput) -> Prediction:
+        `timeout` and `max_retries` override the client's for this call only."""
+        limit, policy = self._overrides(timeout, max_retries)
+        return await self._classify_one(await self.model_spec(), image, limit, policy)
+
+    async def _classify_one(
+        self, spec: ModelSpec, image: ImageInput, timeout: float, policy: RetryPolicy
+    ) -> Prediction:
         triton = self._triton()
         slot = await self._take_slot(triton, spec) if self._settings.shared_memory else None
         try:
-            request: InferRequest
-            if self.mode == "pixels" or isinstance(image, str | Path) or hasattr(image, "read"):
-                request = await asyncio.to_thread(self._request_for, image, spec, slot)  # disk or CPU work
-            else:
-                request = self._request_for(image, spec, slot)
-            kwargs = self._call_kwargs()
+            # disk and CPU work (reading, PNG encoding, preprocessing) in a worker thread, never on the loop
+            request: InferRequest = await asyncio.to_thread(self._request_for, image, spec, slot)
+            kwargs = self._call_kwargs(timeout)
             result = await self._call(
                 lambda: triton.infer(request.model_name, request.inputs, outputs=request.outputs, **kwargs),
                 request.model_name,
+                timeout=timeout,
+                policy=policy,
             )
             return self._parse(result, request, spec)
         finally:
             if slot is not None and self._pool is not None:
                 self._pool.give(slot)
+
+    async def classify_iter(
+        self,
+        images: Iterable[ImageInput] | AsyncIterable[ImageInput],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+        max_retries: int | Unset | None = UNSET,
+    ) -> AsyncIterator[tuple[int, Result]]:
+        """Classify a stream of images (an iterable or an async iterable), yielding ``(input index, result)`` as
+        each finishes (not in order).
+
+        `images` is consumed lazily, at most `concurrency` items at a time, so memory stays bounded on an endless
+        source. A failed item yields its `DfserveClientError` in place. Leaving the loop early cancels the
+        requests in flight. If the server cannot be reached at all, the first iteration raises.
+        """
+        self._check_concurrency(concurrency)
+        limit, policy = self._overrides(timeout, max_retries)
+        spec = await self.model_spec()
+        counter = itertools.count()
+        if isinstance(images, AsyncIterable):
+            aiter_ = aiter(images)
+
+            async def next_item() -> tuple[bool, ImageInput | None]:
+                try:
+                    return True, await anext(aiter_)
+                except StopAsyncIteration:
+                    return False, None
+        else:
+            iter_ = iter(images)
+
+            async def next_item() -> tuple[bool, ImageInput | None]:
+                try:
+                    return True, next(iter_)
+                except StopIteration:
+                    return False, None
+
+        async def one(index: int, item: ImageInput) -> tuple[int, Result]:
+            try:
+                return index, await self._classify_one(spec, item, limit, policy)
+            except DfserveClientError as exc:
+                return index, exc
+
+        pending: set[asyncio.Task[tuple[int, Result]]] = set()
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < concurrency:
+                    more, item = await next_item()
+                    if not more:
+                        exhausted = True
+                        break
+                    pending.add(asyncio.ensure_future(one(next(counter), item)))  # type: ignore[arg-type]
+                if not pending:
+                    return
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    yield task.result()
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
 
     async def classify_many(
         self,
@@ -181,48 +278,33 @@ class AsyncClient(BaseClient):
         concurrency: int = DEFAULT_CONCURRENCY,
         raise_on_error: bool = False,
         progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+        max_retries: int | Unset | None = UNSET,
     ) -> list[Result]:
-        """Classify many images with at most `concurrency` requests in flight.
+        """Classify many images with at most `concurrency` requests in flight: `classify_iter`, in input order.
 
-        Results come back in input order. An item that fails holds its `DfserveClientError` in place of a
-        `Prediction`; with ``raise_on_error=True`` the first failure cancels the batch and is raised.
-        `progress(done, total)` is called after each item. If the server cannot be reached at all, this
-        raises at once.
+        An item that fails holds its `DfserveClientError` in place of a `Prediction`; with
+        ``raise_on_error=True`` the first failure cancels the batch and is raised. `progress(done, total)` is
+        called after each item. If the server cannot be reached at all, this raises at once.
         """
         self._check_concurrency(concurrency)
         items = list(images)
         total = len(items)
         if total == 0:
             return []
-        spec = await self.model_spec()
         results: list[Result | None] = [None] * total
-        indices = itertools.count()
-        done = 0
-
-        async def worker() -> None:
-            nonlocal done
-            for index in indices:
-                if index >= total:
-                    return
-                try:
-                    outcome: Result = await self._classify_one(spec, items[index])
-                except DfserveClientError as exc:
-                    if raise_on_error:
-                        raise
-                    outcome = exc
+        stream = self.classify_iter(items, concurrency=concurrency, timeout=timeout, max_retries=max_retries)
+        try:
+            done = 0
+            async for index, outcome in stream:
+                if raise_on_error and isinstance(outcome, DfserveClientError):
+                    raise outcome
                 results[index] = outcome
                 done += 1
                 if progress is not None:
                     progress(done, total)
-
-        tasks = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, total))]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
         return [r for r in results if r is not None]
 
     # ------------------------------------------------------------------------------------------ shared memory

@@ -1,17 +1,21 @@
 """The synchronous client: `tritonclient.http` or `tritonclient.grpc` behind the shared core.
 
 tritonclient's clients are not thread-safe (the HTTP one is bound to the gevent hub of the thread that made
-it), so this client keeps one tritonclient per calling thread, and `classify_many` runs worker threads that
-each own a tritonclient for the duration of the batch and close it themselves.
+it), so the calls go to the connections: a `ConnectionPool` of `pool_size` threads, each owning one
+tritonclient, runs them. However many threads use one `Client`, at most `pool_size` connections exist, reused
+by every call; a thread that ends holds none. `classify_iter` and `classify_many` prepare inputs (read, encode,
+preprocess) in their own worker threads and borrow the pool only for the network calls.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import functools
+import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,18 +24,24 @@ from dfserve.client._constants import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
+    Mode,
     ProgressCallback,
+    ProtocolName,
 )
 from dfserve.client._core import (
+    UNSET,
     BaseClient,
+    RetryPolicy,
+    Unset,
     grpc_channel_args,
     log_retry,
     triton_module,
 )
 from dfserve.client._exceptions import DfserveClientError, ModelNotReadyError
+from dfserve.client._pool import ConnectionPool
 from dfserve.client._shm import ShmPool, ShmSlot
 from dfserve.client._types import Health, Prediction, Result
-from dfserve.config import ModelSpec
+from dfserve.config import ModelSpec, ResizeMode
 from dfserve.preprocessing import ImageInput
 
 T = TypeVar("T")
@@ -52,22 +62,25 @@ class Client(BaseClient):
     request (e.g. for a proxy). `model` is the entry model whose config carries the spec; every other name,
     the labels, the input size and the preprocessing come from that spec.
 
-    One instance may be shared by threads: each thread gets its own connection.
+    One instance may be shared by any number of threads: its calls use at most `pool_size` connections
+    (default: `classify_many`'s default concurrency), reused across calls and threads; give a larger pool
+    when running `classify_many` with a larger `concurrency`, or the extra workers wait for a connection.
     """
 
     def __init__(
         self,
         url: str = DEFAULT_URL,
-        protocol: str | None = None,
+        protocol: ProtocolName | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int | None = DEFAULT_MAX_RETRIES,
-        mode: str = "file",
+        mode: Mode = "file",
         model: str | None = None,
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
-        resize_mode: str | None = None,
+        resize_mode: ResizeMode | None = None,
         admin_key: str | None = None,
+        pool_size: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
             url,
@@ -81,9 +94,8 @@ class Client(BaseClient):
             resize_mode=resize_mode,
             admin_key=admin_key,
         )
-        self._local = threading.local()
+        self._connections = ConnectionPool(self._check_concurrency(pool_size, "pool_size"), self._new_triton)
         self._lock = threading.Lock()
-        self._tritons: list[Any] = []
         self._pool: ShmPool | None = None
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -96,28 +108,30 @@ class Client(BaseClient):
             )
         return tc.InferenceServerClient(self._settings.address, channel_args=grpc_channel_args())
 
-    def _triton(self) -> Any:
-        """This thread's tritonclient, made on first use."""
+    def _run(self, fn: Callable[[Any], T]) -> T:
+        """`fn(tritonclient)` once, on one of the pool's connections."""
         self._check_open()
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._new_triton()
-            self._local.client = client
-            with self._lock:
-                self._tritons.append(client)
-        return client
+        return self._connections.run(fn)
 
-    def _call(self, fn: Callable[[], T], model: str | None = None) -> T:
+    def _call(
+        self,
+        fn: Callable[[Any], T],
+        model: str | None = None,
+        *,
+        timeout: float | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> T:
         """Run one tritonclient call under the retry policy; raise our error naming the cause."""
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + (timeout or self.timeout)
+        policy = policy or self._retry
         attempt = 0
         while True:
             try:
-                return fn()
+                return self._run(fn)
             except Exception as exc:
                 error = self._error(exc, model)
                 transient = isinstance(error, ModelNotReadyError) and not self._server_ready()
-                wait = self._retry.next_delay(error, attempt, deadline - time.monotonic(), transient=transient)
+                wait = policy.next_delay(error, attempt, deadline - time.monotonic(), transient=transient)
                 if wait is None:
                     raise error from exc
                 log_retry(error, attempt, wait)
@@ -127,7 +141,7 @@ class Client(BaseClient):
     def _server_ready(self) -> bool:
         """Whether the server says it is ready; False when it cannot be asked (stopping, starting, gone)."""
         try:
-            return bool(self._triton().is_server_ready())
+            return bool(self._run(lambda triton: triton.is_server_ready()))
         except Exception:
             return False
 
@@ -137,21 +151,25 @@ class Client(BaseClient):
         """The served model's `ModelSpec`, read from the entry model's config (cached after the first call)."""
         if self._spec is not None and not refresh:
             return self._spec
-        triton = self._triton()
         kwargs = self._call_kwargs()
         if self.protocol == "grpc":
             kwargs["as_json"] = True
-        config = self._call(lambda: triton.get_model_config(self.model, **kwargs), self.model)
+        config = self._call(lambda triton: triton.get_model_config(self.model, **kwargs), self.model)
         return self._spec_from(config)
 
     def health(self) -> Health:
         """Liveness and readiness of the server and the entry model. Never raises for an unreachable server."""
-        triton = self._triton()
         kwargs = self._call_kwargs()
+
+        def ask(triton: Any) -> tuple[bool, bool, bool]:
+            return (
+                bool(triton.is_server_live(**kwargs)),
+                bool(triton.is_server_ready(**kwargs)),
+                bool(triton.is_model_ready(self.model, **kwargs)),
+            )
+
         try:
-            live = bool(triton.is_server_live(**kwargs))
-            ready = bool(triton.is_server_ready(**kwargs))
-            model_ready = bool(triton.is_model_ready(self.model, **kwargs))
+            live, ready, model_ready = self._run(ask)
         except Exception as exc:
             return Health(url=self.url, live=False, ready=False, model_ready=False, error=str(self._error(exc)))
         error = None if model_ready else f"model {self.model!r} is not ready"
@@ -164,23 +182,100 @@ class Client(BaseClient):
 
     # ------------------------------------------------------------------------------------------ inference
 
-    def classify(self, image: ImageInput) -> Prediction:
-        """Classify one image: a path, bytes, a binary file object, a PIL image or an HxWx3 uint8 array."""
-        return self._classify_with(self._triton(), self.model_spec(), image)
+    def classify(
+        self, image: ImageInput, *, timeout: float | None = None, max_retries: int | Unset | None = UNSET
+    ) -> Prediction:
+        """Classify one image: a path, bytes, a binary file object, a PIL image or an HxWx3 uint8 array.
 
-    def _classify_with(self, triton: Any, spec: ModelSpec, image: ImageInput) -> Prediction:
-        slot = self._take_slot(triton, spec) if self._settings.shared_memory else None
+        `timeout` and `max_retries` override the client's for this call only."""
+        limit, policy = self._overrides(timeout, max_retries)
+        return self._classify_with(self.model_spec(), image, limit, policy)
+
+    def _classify_with(self, spec: ModelSpec, image: ImageInput, timeout: float, policy: RetryPolicy) -> Prediction:
+        slot = self._take_slot(spec) if self._settings.shared_memory else None
         try:
             request = self._request_for(image, spec, slot)
-            kwargs = self._call_kwargs()
+            kwargs = self._call_kwargs(timeout)
             result = self._call(
-                lambda: triton.infer(request.model_name, request.inputs, outputs=request.outputs, **kwargs),
+                lambda triton: triton.infer(request.model_name, request.inputs, outputs=request.outputs, **kwargs),
                 request.model_name,
+                timeout=timeout,
+                policy=policy,
             )
             return self._parse(result, request, spec)
         finally:
             if slot is not None and self._pool is not None:
                 self._pool.give(slot)
+
+    def classify_iter(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float | None = None,
+        max_retries: int | Unset | None = UNSET,
+    ) -> Generator[tuple[int, Result], None, None]:
+        """Classify a stream of images, yielding ``(input index, result)`` as each finishes (not in order).
+
+        `images` is consumed lazily: at most `concurrency` items are being classified and at most `concurrency`
+        finished results wait for the caller, so memory stays bounded on an endless generator. A failed item
+        yields its `DfserveClientError` in place. Stopping early (``break``, closing the generator) stops the
+        workers after their current item. If the server cannot be reached at all, the first ``next()`` raises.
+        """
+        self._check_concurrency(concurrency)
+        limit, policy = self._overrides(timeout, max_retries)
+        spec = self.model_spec()
+        source = enumerate(images)
+        source_lock = threading.Lock()
+        out: queue.Queue[tuple[int, Result] | _WorkerEnd] = queue.Queue(maxsize=concurrency)
+        stop = threading.Event()
+
+        def put(entry: tuple[int, Result] | _WorkerEnd) -> None:
+            while not stop.is_set():
+                try:
+                    out.put(entry, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def worker() -> None:
+            error: BaseException | None = None
+            try:
+                while not stop.is_set():
+                    with source_lock:
+                        entry = next(source, None)
+                    if entry is None:
+                        return
+                    index, item = entry
+                    try:
+                        outcome: Result = self._classify_with(spec, item, limit, policy)
+                    except DfserveClientError as exc:
+                        outcome = exc
+                    put((index, outcome))
+            except BaseException as exc:  # a bug, or the caller's iterable raised: hand it to the caller's thread
+                error = exc
+            finally:
+                put(_WorkerEnd(error))
+
+        threads = [
+            threading.Thread(target=worker, name=f"dfserve-classify-{i}", daemon=True) for i in range(concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        running = len(threads)
+        try:
+            while running:
+                entry = out.get()
+                if isinstance(entry, _WorkerEnd):
+                    running -= 1
+                    if entry.error is not None:
+                        raise entry.error
+                    continue
+                yield entry
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
 
     def classify_many(
         self,
@@ -189,74 +284,37 @@ class Client(BaseClient):
         concurrency: int = DEFAULT_CONCURRENCY,
         raise_on_error: bool = False,
         progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+        max_retries: int | Unset | None = UNSET,
     ) -> list[Result]:
-        """Classify many images with at most `concurrency` requests in flight.
+        """Classify many images with at most `concurrency` requests in flight: `classify_iter`, in input order.
 
-        Results come back in input order. An item that fails holds its `DfserveClientError` in place of a
-        `Prediction`, so one bad file does not sink the batch; with ``raise_on_error=True`` the first failure
-        stops the batch and is raised instead. `progress(done, total)` is called after each item, from a
-        worker thread, never concurrently. If the server cannot be reached at all, this raises at once.
+        An item that fails holds its `DfserveClientError` in place of a `Prediction`, so one bad file does not
+        sink the batch; with ``raise_on_error=True`` the first failure stops the batch and is raised instead.
+        `progress(done, total)` is called after each item, from the calling thread. If the server cannot be
+        reached at all, this raises at once. For an input too large to hold, use `classify_iter`.
         """
         self._check_concurrency(concurrency)
         items = list(images)
         total = len(items)
         if total == 0:
             return []
-        spec = self.model_spec()
         results: list[Result | None] = [None] * total
-        indices = itertools.count()
-        lock = threading.Lock()
-        stop = threading.Event()
-        done = 0
-        failures: list[BaseException] = []
-
-        def worker() -> None:
-            nonlocal done
-            triton = self._new_triton()
-            try:
-                while not stop.is_set():
-                    index = next(indices)
-                    if index >= total:
-                        return
-                    try:
-                        outcome: Result = self._classify_with(triton, spec, items[index])
-                    except DfserveClientError as exc:
-                        outcome = exc
-                        if raise_on_error:
-                            with lock:
-                                failures.append(exc)
-                            stop.set()
-                    results[index] = outcome
-                    with lock:
-                        done += 1
-                        if progress is not None:
-                            progress(done, total)
-            except BaseException as exc:  # a bug or a failing callback: hand it to the caller's thread
-                with lock:
-                    failures.insert(0, exc)
-                stop.set()
-            finally:
-                _close_quietly(triton)
-
-        threads = [
-            threading.Thread(target=worker, name=f"dfserve-classify-{i}", daemon=True)
-            for i in range(min(concurrency, total))
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            for thread in threads:
-                thread.join()
-        except BaseException:
-            stop.set()
-            raise
-        if failures:
-            raise failures[0]
+        stream = self.classify_iter(
+            items, concurrency=min(concurrency, total), timeout=timeout, max_retries=max_retries
+        )
+        with contextlib.closing(stream):
+            for done, (index, outcome) in enumerate(stream, start=1):
+                if raise_on_error and isinstance(outcome, DfserveClientError):
+                    raise outcome
+                results[index] = outcome
+                if progress is not None:
+                    progress(done, total)
         return [r for r in results if r is not None]
 
     # ------------------------------------------------------------------------------------------ shared memory
 
-    def _take_slot(self, triton: Any, spec: ModelSpec) -> ShmSlot:
+    def _take_slot(self, spec: ModelSpec) -> ShmSlot:
         with self._lock:
             if self._pool is None:
                 self._pool = ShmPool(*self._shm_sizes(spec))
@@ -265,7 +323,9 @@ class Client(BaseClient):
         if not slot.registered:
             kwargs = self._admin_kwargs()
             try:
-                self._call(lambda: triton.register_system_shared_memory(slot.name, slot.key, slot.byte_size, **kwargs))
+                self._call(
+                    lambda triton: triton.register_system_shared_memory(slot.name, slot.key, slot.byte_size, **kwargs)
+                )
             except DfserveClientError:
                 pool.discard(slot)
                 raise
@@ -279,18 +339,15 @@ class Client(BaseClient):
     def _release_shared_memory(self) -> None:
         if self._pool is None:
             return
-        triton = getattr(self._local, "client", None) or self._new_triton()
         kwargs = self._admin_kwargs()
         try:
             for slot in self._pool.slots:
                 if slot.registered:
                     try:
-                        triton.unregister_system_shared_memory(slot.name, **kwargs)
+                        self._connections.run(functools.partial(_unregister, name=slot.name, kwargs=kwargs))
                     except Exception:  # the server may be gone; the local region still goes
                         continue
         finally:
-            if triton is not getattr(self._local, "client", None):
-                _close_quietly(triton)
             self._pool.destroy()
             self._pool = None
 
@@ -304,10 +361,7 @@ class Client(BaseClient):
             self._release_shared_memory()
         finally:
             self._closed = True
-            with self._lock:
-                tritons, self._tritons = self._tritons, []
-            for triton in tritons:
-                _close_quietly(triton)
+            self._connections.close()
 
     def __enter__(self) -> Client:
         self._check_open()
@@ -319,6 +373,12 @@ class Client(BaseClient):
         self.close()
 
 
-def _close_quietly(triton: Any) -> None:
-    with contextlib.suppress(Exception):  # a connection that cannot close cleanly is gone anyway
-        triton.close()
+def _unregister(triton: Any, *, name: str, kwargs: dict[str, Any]) -> None:
+    triton.unregister_system_shared_memory(name, **kwargs)
+
+
+@dataclass(frozen=True)
+class _WorkerEnd:
+    """A `classify_iter` worker finished; `error` is what stopped it, if anything did."""
+
+    error: BaseException | None = None

@@ -357,10 +357,21 @@ def parse_result(result: Any, request: InferRequest, spec: ModelSpec, protocol: 
         model_version=version,
         random_weights=spec.random_weights,
         path=request.path,
+        positive_label=spec.labels.positive,
     )
 
 
 # ----------------------------------------------------------------------------------------------- retry policy
+
+
+class Unset:
+    """The type of `UNSET`: a per-call argument not given (None already means "retry until the timeout")."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
 
 
 @dataclass(frozen=True)
@@ -523,15 +534,15 @@ class BaseClient:
     def __init__(
         self,
         url: str = DEFAULT_URL,
-        protocol: str | None = None,
+        protocol: ProtocolName | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int | None = DEFAULT_MAX_RETRIES,
-        mode: str = "file",
+        mode: Mode = "file",
         model: str | None = None,
         headers: Mapping[str, str] | None = None,
         shared_memory: bool = False,
-        resize_mode: str | None = None,
+        resize_mode: ResizeMode | None = None,
         admin_key: str | None = None,
     ) -> None:
         self._settings = make_settings(
@@ -586,12 +597,21 @@ class BaseClient:
     def _error(self, exc: BaseException, model: str | None = None) -> DfserveClientError:
         return map_error(exc, url=self.url, model=model)
 
-    def _call_kwargs(self) -> dict[str, Any]:
+    def _call_kwargs(self, timeout: float | None = None) -> dict[str, Any]:
         """Keyword arguments every tritonclient call takes: our headers, and gRPC's per-call deadline."""
         kwargs: dict[str, Any] = {"headers": dict(self._settings.headers) or None}
         if self.protocol == "grpc":
-            kwargs["client_timeout"] = self.timeout
+            kwargs["client_timeout"] = timeout or self.timeout
         return kwargs
+
+    def _overrides(self, timeout: float | None, max_retries: int | Unset | None) -> tuple[float, RetryPolicy]:
+        """A call's own timeout and retry policy, where it sets them; the client's otherwise."""
+        if timeout is not None:
+            timeout = make_settings(self._settings.url, timeout=timeout).timeout  # the same checks as the client's
+        policy = self._retry
+        if not isinstance(max_retries, Unset):
+            policy = RetryPolicy(max_retries=make_settings(self._settings.url, max_retries=max_retries).max_retries)
+        return timeout or self.timeout, policy
 
     def _admin_kwargs(self) -> dict[str, Any]:
         """`_call_kwargs` plus the server's key for its restricted APIs (shared memory), in the form each
@@ -622,7 +642,7 @@ class BaseClient:
         return 3 * height * width, 4 * len(spec.labels.names)
 
     @staticmethod
-    def _check_concurrency(concurrency: int) -> int:
+    def _check_concurrency(concurrency: int, name: str = "concurrency") -> int:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ClientConfigError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+            raise ClientConfigError(f"{name} must be an integer >= 1, got {concurrency!r}")
         return concurrency

@@ -118,7 +118,7 @@ def measure_sdk_overhead(
     if not raw:
         raise ValueError("measure_sdk_overhead needs at least one image")
     blobs = [raw[i % len(raw)] for i in range(n)]
-    with Client(url, protocol, mode="file") as client:
+    with Client(url, proto, mode="file") as client:
         spec = client.model_spec()
         tensors = (spec.tensors.image, spec.tensors.scores)
         bare_s: list[float] = []

@@ -12,7 +12,7 @@ from dfserve.client._exceptions import DfserveClientError
 class Prediction(BaseModel):
     """One image's classification, as the server computed it."""
 
-    model_config = ConfigDict(frozen=True, protected_namespaces=())
+    model_config = ConfigDict(frozen=True, protected_namespaces=(), use_attribute_docstrings=True)
 
     label: str
     """The label with the highest score."""
@@ -30,12 +30,19 @@ class Prediction(BaseModel):
     """True when the served model was built with random weights (a smoke-test build): its scores mean nothing."""
     path: str | None = None
     """The file the image came from, when the input was a path; None for bytes, file objects and arrays."""
+    positive_label: str | None = None
+    """The positive class of a single-logit detector (e.g. `fake`), from the served spec; None otherwise."""
+
+    @property
+    def positive_score(self) -> float | None:
+        """P(positive class) for a detector (e.g. P(fake)), whichever label won; None without a positive class."""
+        return None if self.positive_label is None else self.scores[self.positive_label]
 
 
 class Health(BaseModel):
     """What `Client.health()` found. Reading it never raises for an unreachable server: `live` is False."""
 
-    model_config = ConfigDict(frozen=True, protected_namespaces=())
+    model_config = ConfigDict(frozen=True, protected_namespaces=(), use_attribute_docstrings=True)
 
     url: str
     """The server asked."""

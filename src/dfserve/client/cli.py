@@ -31,6 +31,7 @@ def register(subparsers: Any) -> None:
         help="classify image files and folders with a running server",
         description="Classify images (files, or folders searched recursively) with a running dfserve server. "
         "Exits with status 1 if any image failed.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     classify.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
     _connection_args(classify)
@@ -45,6 +46,7 @@ def register(subparsers: Any) -> None:
         description="Classify DIR/<label>/* with a running server and print scikit-learn's accuracy, precision, "
         "recall, F1, ROC-AUC, average precision, the confusion matrix and a threshold sweep; write them as "
         "JSON and a PNG (ROC curve, score histograms per label).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     evaluate.add_argument("directory", metavar="DIR", type=Path, help="folder with one sub-folder per label")
     evaluate.add_argument("--out", type=Path, default=Path("eval-out"), help="where eval.json and eval.png go")
@@ -127,7 +129,7 @@ def run_classify(args: argparse.Namespace) -> int:
         with _progress(len(paths), "classifying") as progress:
             results = client.classify_many(paths, concurrency=args.concurrency, progress=progress)
     labels = list(spec.labels.names)
-    if args.json:
+    if args.json:  # into a closed pipe (`| head`): dfserve.cli.main ends quietly
         _print_json(paths, results)
     elif args.csv:
         _print_csv(paths, results, labels)
