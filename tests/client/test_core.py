@@ -25,6 +25,7 @@ from dfserve.client import (
     ModelNotReadyError,
     RequestTimeoutError,
     ServerUnavailableError,
+    TLSError,
 )
 from dfserve.client._core import (
     DEFAULT_MAX_RETRIES,
@@ -381,12 +382,19 @@ def test_silent_servers_map_to_timeouts(flavour: str, silent_port: int) -> None:
     [
         ("StatusCode.INVALID_ARGUMENT", "not an image: no known image format in 4 bytes", InvalidInputError),
         ("400", "in ensemble 'detector', image is 0 bytes", InvalidInputError),
-        ("400", "Request for unknown model: 'nope' is not found", ModelNotReadyError),
+        ("404", "Request for unknown model: 'nope' is not found", ModelNotReadyError),  # Triton 2.51, measured
+        ("400", "Request for unknown model: 'nope' is not found", InvalidInputError),  # by status, not by text
         ("StatusCode.UNAVAILABLE", "Request for unknown model: 'vit' is not ready", ServerUnavailableError),
         ("StatusCode.NOT_FOUND", "Request for unknown model: 'nope' is not found", ModelNotReadyError),
         ("403", "This API is restricted, expecting header 'dfserve-admin-key'", AccessDeniedError),
         ("StatusCode.UNAVAILABLE", "This API is restricted, expecting header 'x'", AccessDeniedError),
         ("503", "server is shutting down", ServerUnavailableError),
+        (
+            "StatusCode.UNAVAILABLE",
+            "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: Ssl handshake failed: "
+            "SSL_ERROR_SSL: error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED",
+            TLSError,
+        ),
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", RequestTimeoutError),
         ("500", "onnxruntime blew up", InferenceError),
     ],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import dfserve
 import dfserve.client
 from dfserve.client import DfserveClientError
@@ -52,3 +54,26 @@ def test_import_dfserve_is_light() -> None:
         "dfserve.Client; assert 'dfserve.client' in sys.modules; assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_prediction_documents_its_fields_and_names_the_positive_score() -> None:
+    """help() and the JSON schema show each field's docstring; positive_score is P(positive) whichever label won."""
+    import pydoc
+
+    from dfserve.client import Prediction
+
+    schema = Prediction.model_json_schema()["properties"]
+    assert "highest score" in schema["label"]["description"]
+    assert "positive class" in schema["positive_label"]["description"]
+    assert "P(positive class)" in pydoc.render_doc(Prediction, renderer=pydoc.plaintext)
+    pred = Prediction(
+        label="real",
+        score=0.7,
+        scores={"real": 0.7, "fake": 0.3},
+        model_name="detector",
+        model_version="1",
+        random_weights=False,
+        positive_label="fake",
+    )
+    assert pred.positive_score == pytest.approx(0.3)
+    assert pred.model_copy(update={"positive_label": None}).positive_score is None

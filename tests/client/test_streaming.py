@@ -49,8 +49,10 @@ def test_classify_iter_holds_memory_flat_over_10000_items(triton_server: Any) ->
         finally:
             tracemalloc.stop()
     growth = marks[10_000] - marks[2_000]
-    print(f"classify_iter over 10,000 generated items: heap at 2,000 {marks[2_000] / 1e6:.2f} MB, "
-          f"at 10,000 {marks[10_000] / 1e6:.2f} MB, growth {growth / 1e6:+.2f} MB")
+    print(
+        f"classify_iter over 10,000 generated items: heap at 2,000 {marks[2_000] / 1e6:.2f} MB, "
+        f"at 10,000 {marks[10_000] / 1e6:.2f} MB, growth {growth / 1e6:+.2f} MB"
+    )
     assert seen == set(range(10_000)) and failures == 0
     # the set of seen indices grows by ~0.3 MB over 8,000 ints; anything per-item kept would be far more
     assert growth < 2_000_000

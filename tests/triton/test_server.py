@@ -370,7 +370,7 @@ def start_cli(*args: str, cwd: Path | None = None) -> tuple[subprocess.Popen[str
             out = "\n".join(lines)
             info = {
                 "http": re.search(r"HTTP\s*│\s*http://(\S+)", out).group(1),  # type: ignore[union-attr]
-                "grpc": re.search(r"gRPC\s*│\s*(\S+)", out).group(1),  # type: ignore[union-attr]
+                "grpc": re.search(r"gRPC\s*│\s*grpc://(\S+)", out).group(1),  # type: ignore[union-attr]
                 "metrics": re.search(r"metrics\s*│\s*http://(\S+)/metrics", out).group(1),  # type: ignore[union-attr]
                 "pid": re.search(r"tritonserver ready \(pid (\d+)\)", out).group(1),  # type: ignore[union-attr]
                 "key": re.search(r"admin key: (\S+)", out).group(1),  # type: ignore[union-attr]

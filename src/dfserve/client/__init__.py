@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         RequestTimeoutError,
         ServerUnavailableError,
         SharedMemoryError,
+        TLSError,
     )
     from dfserve.client._types import Health, Prediction, Result
 
@@ -51,6 +52,7 @@ _WHERE = {
             "RequestTimeoutError",
             "ServerUnavailableError",
             "SharedMemoryError",
+            "TLSError",
         ),
         "_exceptions",
     ),
@@ -71,6 +73,7 @@ __all__ = [
     "Result",
     "ServerUnavailableError",
     "SharedMemoryError",
+    "TLSError",
 ]
 
 

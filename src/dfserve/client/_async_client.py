@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -70,6 +71,10 @@ class AsyncClient(BaseClient):
         shared_memory: bool = False,
         resize_mode: ResizeMode | None = None,
         admin_key: str | None = None,
+        tls: bool | None = None,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
     ) -> None:
         super().__init__(
             url,
@@ -82,6 +87,10 @@ class AsyncClient(BaseClient):
             shared_memory=shared_memory,
             resize_mode=resize_mode,
             admin_key=admin_key,
+            tls=tls,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
         )
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -104,9 +113,13 @@ class AsyncClient(BaseClient):
         if self._client is None:
             tc = triton_module(self.protocol, aio=True)
             if self.protocol == "http":
-                self._client = tc.InferenceServerClient(self._settings.address, conn_timeout=self.timeout)
+                self._client = tc.InferenceServerClient(
+                    self._settings.address, conn_timeout=self.timeout, **self._tls_kwargs(aio=True)
+                )
             else:
-                self._client = tc.InferenceServerClient(self._settings.address, channel_args=grpc_channel_args())
+                self._client = tc.InferenceServerClient(
+                    self._settings.address, channel_args=grpc_channel_args(), **self._tls_kwargs(aio=True)
+                )
         return self._client
 
     async def _call(

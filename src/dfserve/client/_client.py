@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -80,6 +81,10 @@ class Client(BaseClient):
         shared_memory: bool = False,
         resize_mode: ResizeMode | None = None,
         admin_key: str | None = None,
+        tls: bool | None = None,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
         pool_size: int = DEFAULT_CONCURRENCY,
     ) -> None:
         super().__init__(
@@ -93,6 +98,10 @@ class Client(BaseClient):
             shared_memory=shared_memory,
             resize_mode=resize_mode,
             admin_key=admin_key,
+            tls=tls,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
         )
         self._connections = ConnectionPool(self._check_concurrency(pool_size, "pool_size"), self._new_triton)
         self._lock = threading.Lock()
@@ -104,9 +113,14 @@ class Client(BaseClient):
         tc = triton_module(self.protocol)
         if self.protocol == "http":
             return tc.InferenceServerClient(
-                self._settings.address, connection_timeout=self.timeout, network_timeout=self.timeout
+                self._settings.address,
+                connection_timeout=self.timeout,
+                network_timeout=self.timeout,
+                **self._tls_kwargs(aio=False),
             )
-        return tc.InferenceServerClient(self._settings.address, channel_args=grpc_channel_args())
+        return tc.InferenceServerClient(
+            self._settings.address, channel_args=grpc_channel_args(), **self._tls_kwargs(aio=False)
+        )
 
     def _run(self, fn: Callable[[Any], T]) -> T:
         """`fn(tritonclient)` once, on one of the pool's connections."""

@@ -34,10 +34,11 @@ from dfserve.client._exceptions import (
     RequestTimeoutError,
     ServerUnavailableError,
     SharedMemoryError,
+    TLSError,
 )
 from dfserve.client._types import Prediction
 from dfserve.config import RESIZE_MODES, SPEC_PARAMETER, ModelNames, ModelSpec, ResizeMode, spec_from_model_config
-from dfserve.endpoints import EndpointError, parse_endpoint
+from dfserve.endpoints import Endpoint, EndpointError, parse_endpoint
 from dfserve.preprocessing import (
     EmptyImageError,
     ImageInput,
@@ -76,18 +77,21 @@ is back; our own retry policy already spaces attempts."""
 
 
 def resolve_endpoint(url: str, protocol: str | None) -> tuple[str, ProtocolName]:
-    """Split a user's URL into the ``host:port`` tritonclient wants and the protocol to speak
-    (`dfserve.endpoints.parse_endpoint`: the one parser the SDK, the load tests and verify share)."""
+    """Split a user's URL into the ``host:port`` tritonclient wants and the protocol to speak, for a caller that
+    speaks plain text only (the bare-tritonclient comparison of `_overhead`); the clients use `endpoint`."""
+    parsed = endpoint(url, protocol)
+    if parsed.tls:
+        raise ClientConfigError(f"{url!r} asks for TLS; this tool speaks plain http:// or grpc:// only")
+    return parsed.address, parsed.protocol
+
+
+def endpoint(url: str, protocol: str | None) -> Endpoint:
+    """`dfserve.endpoints.parse_endpoint` (the one parser the SDK, the load tests and verify share), its
+    refusal as our `ClientConfigError`. ``https://`` and ``grpcs://`` mean TLS."""
     try:
-        endpoint = parse_endpoint(url, protocol)
+        return parse_endpoint(url, protocol)
     except EndpointError as exc:
         raise ClientConfigError(str(exc)) from exc
-    if endpoint.tls:
-        raise ClientConfigError(
-            f"{url!r} asks for TLS, which this SDK does not speak yet: reach the server over http:// or grpc:// "
-            "(e.g. on the same network, or through a TLS-terminating proxy's plain side)"
-        )
-    return endpoint.address, endpoint.protocol
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,18 @@ class ClientSettings:
     resize_mode: ResizeMode | None = None
     """None: the served spec's own mode, so pixels mode computes what the server would."""
     admin_key: str | None = None
+    tls: bool = False
+    """TLS (``https://``, ``grpcs://``): the server's certificate is checked against `ca_file`, else the
+    system's trust store."""
+    ca_file: str | None = None
+    cert_file: str | None = None
+    """A client certificate (PEM) for servers that ask for one (mutual TLS), with its `key_file`."""
+    key_file: str | None = None
 
     @property
     def url(self) -> str:
-        """The server as a person reads it in an error message: ``grpc://host:port``."""
-        return f"{self.protocol}://{self.address}"
+        """The server as a person reads it in an error message: ``grpcs://host:port``."""
+        return f"{self.protocol}{'s' if self.tls else ''}://{self.address}"
 
 
 def make_settings(
@@ -124,8 +135,23 @@ def make_settings(
     shared_memory: bool = False,
     resize_mode: str | None = None,
     admin_key: str | None = None,
+    tls: bool | None = None,
+    ca_file: str | Path | None = None,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
 ) -> ClientSettings:
-    address, proto = resolve_endpoint(url, protocol)
+    parsed = endpoint(url, protocol)
+    address, proto, scheme_tls = parsed.address, parsed.protocol, parsed.tls
+    if tls is False and scheme_tls:
+        raise ClientConfigError(f"url {url!r} asks for TLS but tls=False; pass one or make them agree")
+    use_tls = bool(tls or scheme_tls or ca_file or cert_file)
+    files: dict[str, str | None] = {}
+    for name, value in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
+        if value is not None and not Path(value).is_file():
+            raise ClientConfigError(f"{name} {str(value)!r} is not a file")
+        files[name] = str(value) if value is not None else None
+    if (cert_file is None) != (key_file is None):
+        raise ClientConfigError("cert_file and key_file go together: a client certificate needs its private key")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
         raise ClientConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if max_retries is not None and (
@@ -157,6 +183,8 @@ def make_settings(
         shared_memory=bool(shared_memory),
         resize_mode=resize_mode,
         admin_key=admin_key or None,
+        tls=use_tls,
+        **files,
     )
 
 
@@ -445,9 +473,15 @@ _HTTP_TO_ERROR: dict[str, type[DfserveClientError]] = {
     "503": ServerUnavailableError,
     "504": RequestTimeoutError,
 }
-# Triton answers INVALID_ARGUMENT / 400 for some model-state problems; the message tells them apart.
-_MODEL_STATE_PHRASES = ("unknown model", "is not ready", "is not found", "no version is available", "not loaded")
-_ACCESS_PHRASES = ("restricted", "expecting header")
+# Errors are mapped by status. Triton (2.51, measured) answers an unknown model, or one with no loaded version
+# while the server starts or stops, with 404 / NOT_FOUND, a bad image with 400 / INVALID_ARGUMENT and the
+# restricted HTTP APIs without the key with 403; those statuses suffice. Two cases carry no status of their
+# own, so only there the message decides:
+# - a restricted gRPC protocol called without the key answers UNAVAILABLE ("This protocol is restricted"),
+#   which would otherwise be retried as a server that is down;
+# - gRPC reports a failed TLS handshake only as UNAVAILABLE ("Ssl handshake failed", "certificate ...").
+_GRPC_RESTRICTED_PHRASES = ("restricted", "expecting header")
+_TLS_PHRASES = ("ssl", "handshake", "certificate")
 
 
 def map_error(exc: BaseException, *, url: str, model: str | None = None) -> DfserveClientError:
@@ -471,20 +505,29 @@ def map_error(exc: BaseException, *, url: str, model: str | None = None) -> Dfse
         code = status.removeprefix("StatusCode.")
         cls = _GRPC_TO_ERROR.get(code) or _HTTP_TO_ERROR.get(code) or InferenceError
         lowered = message.lower()
-        if any(p in lowered for p in _ACCESS_PHRASES):
-            cls = AccessDeniedError
-        elif cls in (InvalidInputError, InferenceError) and any(p in lowered for p in _MODEL_STATE_PHRASES):
-            cls = ModelNotReadyError
         if not status and _looks_like_connection_failure(lowered):
-            cls = ServerUnavailableError
+            cls = ServerUnavailableError  # tritonclient's own wrapper of a socket error, without a status
+        if code == "UNAVAILABLE" and any(p in lowered for p in _GRPC_RESTRICTED_PHRASES):
+            cls = AccessDeniedError
+        elif cls is ServerUnavailableError and any(p in lowered for p in _TLS_PHRASES):
+            cls = TLSError
         prefix = {
             ServerUnavailableError: "server unavailable",
             RequestTimeoutError: "timed out",
             AccessDeniedError: "access denied",
             ModelNotReadyError: "model not ready",
             InvalidInputError: "input refused by the server",
+            TLSError: "TLS handshake failed",
         }.get(cls, "server error")
         return cls(f"{prefix} ({where}, status {code or 'none'}): {message}", url=url, status=code or None)
+    if _is_tls_failure(exc):
+        return TLSError(f"TLS handshake with {where} failed: {_exc_text(exc)}", url=url)
+    if isinstance(exc, http.client.HTTPException) and "parse" in type(exc).__name__.lower():
+        return InferenceError(
+            f"{where} did not answer in HTTP ({_exc_text(exc)}): is this Triton's gRPC port? "
+            "Use grpc://host:port (Triton's default gRPC port is 8001)",
+            url=url,
+        )
     if _is_timeout(exc):
         return RequestTimeoutError(f"timed out waiting for {where}: {_exc_text(exc)}", url=url)
     if _is_connection_error(exc):
@@ -502,6 +545,19 @@ def _exc_text(exc: BaseException) -> str:
 
 def _looks_like_connection_failure(message: str) -> bool:
     return any(p in message for p in ("connection refused", "failed to connect", "connection reset", "broken pipe"))
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    import ssl
+
+    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+        return True
+    try:
+        import aiohttp
+
+        return isinstance(exc, aiohttp.ClientSSLError)
+    except ImportError:  # pragma: no cover - aiohttp comes with tritonclient[http]
+        return False
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -544,6 +600,10 @@ class BaseClient:
         shared_memory: bool = False,
         resize_mode: ResizeMode | None = None,
         admin_key: str | None = None,
+        tls: bool | None = None,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
     ) -> None:
         self._settings = make_settings(
             url,
@@ -556,6 +616,10 @@ class BaseClient:
             shared_memory=shared_memory,
             resize_mode=resize_mode,
             admin_key=admin_key,
+            tls=tls,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
         )
         self._retry = RetryPolicy(max_retries=self._settings.max_retries)
         self._spec: ModelSpec | None = None
@@ -596,6 +660,32 @@ class BaseClient:
 
     def _error(self, exc: BaseException, model: str | None = None) -> DfserveClientError:
         return map_error(exc, url=self.url, model=model)
+
+    def _tls_kwargs(self, *, aio: bool) -> dict[str, Any]:
+        """The TLS arguments of each tritonclient constructor (they differ by protocol and by sync/async)."""
+        s = self._settings
+        if not s.tls:
+            return {}
+        if self.protocol == "grpc":
+            return {
+                "ssl": True,
+                "root_certificates": s.ca_file,
+                "private_key": s.key_file,
+                "certificate_chain": s.cert_file,
+            }
+        if aio:
+            import ssl
+
+            context = ssl.create_default_context(cafile=s.ca_file)
+            if s.cert_file and s.key_file:
+                context.load_cert_chain(s.cert_file, s.key_file)
+            return {"ssl": True, "ssl_context": context}
+        options: dict[str, str] = {}
+        if s.ca_file:
+            options["ca_certs"] = s.ca_file
+        if s.cert_file and s.key_file:
+            options.update(certfile=s.cert_file, keyfile=s.key_file)
+        return {"ssl": True, "ssl_options": options}
 
     def _call_kwargs(self, timeout: float | None = None) -> dict[str, Any]:
         """Keyword arguments every tritonclient call takes: our headers, and gRPC's per-call deadline."""

@@ -4,6 +4,7 @@
     └── DfserveClientError                  everything the SDK raises on purpose
         ├── ClientConfigError               bad constructor or call arguments (also a ValueError)
         ├── ServerUnavailableError          connection refused/reset, DNS failure, UNAVAILABLE / HTTP 503
+        ├── TLSError                        the TLS handshake failed (untrusted certificate, wrong host, no TLS)
         ├── RequestTimeoutError             no answer within the timeout (also a builtin TimeoutError)
         ├── InvalidInputError               the image was refused, locally or by the server (also a ValueError)
         ├── ModelNotReadyError              the model is unknown to the server or not loaded
@@ -54,6 +55,11 @@ class ServerUnavailableError(DfserveClientError):
     """The server could not be reached, or it said it cannot serve now. Retried with backoff."""
 
     retryable = True
+
+
+class TLSError(DfserveClientError):
+    """The TLS handshake failed: the server's certificate is not trusted by the CA given (or the system's), its
+    name does not match, it asked for a client certificate, or one side does not speak TLS. Not retried."""
 
 
 class RequestTimeoutError(DfserveClientError, TimeoutError):

@@ -219,7 +219,8 @@ def _print_ready(server: TritonServer, repository: Path) -> None:
     if server.repository != repository:
         table.add_row("served overlay", str(server.repository))
     table.add_row("HTTP", f"http://{server.http_url}")
-    table.add_row("gRPC", server.grpc_url)
+    grpc_scheme = "grpcs" if "--grpc-use-ssl=true" in server.extra_args else "grpc"
+    table.add_row("gRPC", f"{grpc_scheme}://{server.grpc_url}")  # pasted into Client(...) as is, it speaks gRPC
     table.add_row("metrics", f"http://{server.metrics_url}/metrics")
     try:
         index = server.model_index()
