@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from rich.console import Console
@@ -230,7 +230,7 @@ def _sweep(
 def _client(url: str, mode: str) -> Any:
     from dfserve.client import Client
 
-    return Client(url, "http", mode=mode, timeout=600.0)
+    return Client(url, "http", mode=cast(Any, mode), timeout=600.0)  # checked by Client
 
 
 def _server(repo: Path) -> Any:

@@ -17,7 +17,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from rich.console import Console
@@ -109,9 +109,9 @@ def verify(
 
     # One try first: a stopped server (or a URL that is no dfserve server) is one error at once, not a string of
     # logged retries; the comparison itself then runs with the SDK's retries.
-    with Client(url, protocol, mode=mode, timeout=timeout, max_retries=0) as probe:
+    with Client(url, cast(Any, protocol), mode=cast(Any, mode), timeout=timeout, max_retries=0) as probe:
         probe.model_spec()
-    with Client(url, protocol, mode=mode, timeout=timeout) as client:
+    with Client(url, cast(Any, protocol), mode=cast(Any, mode), timeout=timeout) as client:  # checked by Client
         spec = client.model_spec()
         served_url = client.url
         ckpt = resolve(model, revision=revision, random_weights=random_weights)
