@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def test_bad_metric_inputs_are_refused(y: list[str], scores: np.ndarray, message
 def test_report_files(tmp_path: Path) -> None:
     report = compute_metrics(Y, SCORES, ["real", "fake"], positive="fake")
     json_path, png_path = write_report(report, Y, SCORES, tmp_path / "out")
-    assert json_path.read_text().count('"threshold"') == 19
+    assert json_path.read_text().count('"threshold"') == 19 + 1  # the sweep and the operating point
     with Image.open(png_path) as img:
         assert img.format == "PNG" and img.width > 500
         assert len(set(np.asarray(img.convert("L")).ravel().tolist())) > 10  # something was drawn
@@ -100,3 +101,60 @@ def test_collect_labelled(tmp_path: Path) -> None:
     (tmp_path / "cats").mkdir()
     with pytest.raises(EvalError, match=r"cats .* not labels of the served model"):
         collect_labelled(tmp_path, ["real", "fake"])
+
+
+def test_target_fpr_picks_the_lowest_threshold_within_it_and_marks_the_operating_point() -> None:
+    y = ["real"] * 4 + ["fake"] * 4
+    p = np.array([0.1, 0.2, 0.3, 0.7, 0.4, 0.6, 0.8, 0.9])
+    scores = np.stack([1 - p, p], axis=1)
+    r = compute_metrics(y, scores, ["real", "fake"], positive="fake", target_fpr=0.25)
+    op = r.operating_point
+    assert op is not None and r.threshold_rule == "target FPR <= 0.25"
+    # one of four negatives (0.7) may pass: the threshold sits just above the next negative (0.3)
+    assert 0.3 < op.threshold <= 0.4
+    assert (op.false_positive_rate, op.recall, op.precision) == (0.25, 1.0, pytest.approx(0.8))
+    assert r.confusion_matrix_at_threshold == [[3, 1], [0, 4]]
+    strict = compute_metrics(y, scores, ["real", "fake"], positive="fake", target_fpr=0.0).operating_point
+    assert strict is not None and strict.false_positive_rate == 0.0 and strict.recall == 0.5
+    fixed = compute_metrics(y, scores, ["real", "fake"], positive="fake", threshold=0.65)
+    assert fixed.threshold_rule == "fixed" and fixed.confusion_matrix_at_threshold == [[3, 1], [2, 2]]
+
+
+def test_folders_match_labels_in_any_case_and_through_aliases(tmp_path: Path) -> None:
+    for folder in ("REAL", "Generated"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / folder / "a.png")
+    items = collect_labelled(tmp_path, ["real", "fake"], {"generated": "fake"})
+    assert sorted(label for _, label in items) == ["fake", "real"]
+    with pytest.raises(EvalError, match="Generated"):
+        collect_labelled(tmp_path, ["real", "fake"])
+
+
+def test_the_png_has_five_panels(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    y = ["real"] * 60 + ["fake"] * 60
+    p = np.clip(np.concatenate([rng.normal(0.3, 0.12, 60), rng.normal(0.7, 0.12, 60)]), 0, 1)
+    scores = np.stack([1 - p, p], axis=1)
+    report = compute_metrics(y, scores, ["real", "fake"], positive="fake", target_fpr=0.05)
+    drawn: list[Any] = []
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig: Any, *args: Any, **kwargs: Any) -> None:
+        drawn.append([ax.get_title() for ax in fig.axes if ax.axison or ax.get_title() == "summary"])
+        real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy  # type: ignore[method-assign]
+    try:
+        path = plot_report(report, y, scores, tmp_path / "eval.png")
+    finally:
+        plt.Figure.savefig = real_savefig  # type: ignore[method-assign]
+    titles = drawn[0]
+    for expected in ("ROC", "precision-recall", "confusion matrix at", "threshold sweep", "score histograms"):
+        assert any(t.startswith(expected) for t in titles), (expected, titles)
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.width > 1000

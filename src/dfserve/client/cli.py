@@ -50,6 +50,23 @@ def register(subparsers: Any) -> None:
     )
     evaluate.add_argument("directory", metavar="DIR", type=Path, help="folder with one sub-folder per label")
     evaluate.add_argument("--out", type=Path, default=Path("eval-out"), help="where eval.json and eval.png go")
+    evaluate.add_argument(
+        "--positive",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=[],
+        metavar="LABEL[,FOLDER...]",
+        help="the positive class (a model label), then other folder names that mean it, e.g. fake,FAKE,generated "
+        "(default: the spec's positive class; folder names match labels in any case)",
+    )
+    operating = evaluate.add_mutually_exclusive_group()
+    operating.add_argument("--threshold", type=float, default=0.5, help="P(positive) at or above which it is positive")
+    operating.add_argument(
+        "--target-fpr",
+        type=float,
+        default=None,
+        metavar="FPR",
+        help="choose the lowest threshold whose false positive rate is at most FPR (e.g. 0.01)",
+    )
     _connection_args(evaluate)
     evaluate.set_defaults(func=run_eval)
 
@@ -188,11 +205,20 @@ def run_eval(args: argparse.Namespace) -> int:
 
     console = Console()
     with _client(args) as client:
-        labels = list(client.model_spec().labels.names)
-        total = len(collect_labelled(args.directory, labels))
+        spec = client.model_spec()
+        labels = list(spec.labels.names)
+        positive = args.positive[0] if args.positive else spec.labels.positive
+        aliases = dict.fromkeys(args.positive[1:], positive) if positive else {}
+        total = len(collect_labelled(args.directory, labels, aliases))
         with _progress(total, "evaluating") as progress:
             report, y_true, scores = evaluate_folder(
-                client, args.directory, concurrency=args.concurrency, progress=progress
+                client,
+                args.directory,
+                concurrency=args.concurrency,
+                progress=progress,
+                positive=args.positive,
+                threshold=args.threshold,
+                target_fpr=args.target_fpr,
             )
     json_path, png_path = write_report(report, y_true, scores, args.out)
 
@@ -224,6 +250,14 @@ def run_eval(args: argparse.Namespace) -> int:
                 f"{p.false_positive_rate:.2f}",
             )
         console.print(sweep)
+    op = report.operating_point
+    if op is not None:
+        console.print(
+            f"operating point ({report.threshold_rule}): threshold {op.threshold:.4g}, precision "
+            f"{op.precision:.4f}, recall {op.recall:.4f}, F1 {op.f1:.4f}, FPR {op.false_positive_rate:.4f}",
+            highlight=False,
+            markup=False,
+        )
     for note in report.notes:
         console.print(f"note: {note}", highlight=False)
     for failure in report.failed:
