@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = sorted(p for p in args.folder.iterdir() if p.is_file())
 
     with dfserve.Client(args.url) as client:
-        results = client.classify_many(paths, concurrency=4)
+        results: list[dfserve.Result] = client.classify_many(paths, concurrency=4)
 
     bad = 0
     for path, result in zip(paths, results, strict=True):

@@ -24,9 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         spec = client.model_spec()
         print(f"serving {spec.architecture} from {spec.source} with labels {list(spec.labels.names)}")
         for path in args.images:
-            prediction = client.classify(path)
+            prediction: dfserve.Prediction = client.classify(path)
             scores = ", ".join(f"{name}={score:.4f}" for name, score in prediction.scores.items())
-            print(f"{path.name}: {prediction.label} ({scores})")
+            positive = prediction.positive_score  # P(positive class), e.g. P(fake); None without one
+            extra = f" P({prediction.positive_label})={positive:.4f}" if positive is not None else ""
+            print(f"{path.name}: {prediction.label} ({scores}){extra}")
     return 0
 
 

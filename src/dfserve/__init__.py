@@ -28,8 +28,10 @@ if TYPE_CHECKING:
         ModelNotReadyError,
         Prediction,
         RequestTimeoutError,
+        Result,
         ServerUnavailableError,
         SharedMemoryError,
+        TLSError,
     )
 
 __all__ = [
@@ -45,8 +47,10 @@ __all__ = [
     "ModelNotReadyError",
     "Prediction",
     "RequestTimeoutError",
+    "Result",
     "ServerUnavailableError",
     "SharedMemoryError",
+    "TLSError",
     "__version__",
 ]
 

@@ -92,3 +92,30 @@ def test_examples_pass_mypy_strict() -> None:
         cwd=REPO,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_checker_sees_the_sdks_types(tmp_path: Path) -> None:
+    """py.typed and Literal parameters: mypy --strict flags a misspelt mode and protocol in a caller's code, and
+    knows `positive_score` is optional and `classify_iter` yields (index, result) pairs."""
+    caller = tmp_path / "caller.py"
+    caller.write_text(
+        "import dfserve\n"
+        "client = dfserve.Client('localhost:8000', 'grcp', mode='pixel')\n"
+        "p = client.classify('x.jpg')\n"
+        "reveal_type(p.positive_score)\n"
+        "for index, result in client.classify_iter(['x.jpg']):\n"
+        "    reveal_type(result)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(caller)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    out = result.stdout
+    assert result.returncode == 1, out
+    assert 'Argument 2 to "Client" has incompatible type "Literal[\'grcp\']"' in out, out
+    assert 'Argument "mode" to "Client" has incompatible type "Literal[\'pixel\']"' in out, out
+    assert 'Revealed type is "float | None"' in out or 'Revealed type is "builtins.float | None"' in out, out
+    assert "Prediction | dfserve.client._exceptions.DfserveClientError" in out, out
