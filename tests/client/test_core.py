@@ -87,7 +87,7 @@ def test_resolve_endpoint(url: str, protocol: str | None, expected: tuple[str, s
     ("url", "protocol", "message"),
     [
         ("grpc://h:8001", "http", "is a grpc address but protocol='http'"),
-        ("https://h:8000", None, "asks for TLS, which this SDK does not speak yet"),
+        ("https://h:8000", None, "asks for TLS; this tool speaks plain"),  # the bare-tritonclient comparison
         ("ftp://h:8000", None, "unsupported URL scheme 'ftp'"),
         ("h:8000/v2", None, "without a path"),
         ("h:99999", None, "invalid port"),
@@ -100,6 +100,25 @@ def test_resolve_endpoint(url: str, protocol: str | None, expected: tuple[str, s
 def test_resolve_endpoint_refuses_ambiguous_or_bad_urls(url: str, protocol: str | None, message: str) -> None:
     with pytest.raises(ClientConfigError, match=message):
         resolve_endpoint(url, protocol)
+
+
+def test_tls_settings(tmp_path: Path) -> None:
+    """https:// and grpcs:// mean TLS; a CA or client certificate implies it; the URL says so in errors."""
+    from dfserve.client._core import make_settings
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-")
+    assert make_settings("https://h:8443").tls and make_settings("https://h:8443").url == "https://h:8443"
+    grpcs = make_settings("grpcs://h", ca_file=ca)
+    assert (grpcs.protocol, grpcs.tls, grpcs.address, grpcs.ca_file) == ("grpc", True, "h:8001", str(ca))
+    assert make_settings("h:8000", ca_file=ca).url == "https://h:8000"
+    assert not make_settings("http://h:8000").tls
+    with pytest.raises(ClientConfigError, match="tls=False"):
+        make_settings("https://h", tls=False)
+    with pytest.raises(ClientConfigError, match="go together"):
+        make_settings("https://h", cert_file=ca)
+    with pytest.raises(ClientConfigError, match="is not a file"):
+        make_settings("https://h", ca_file=tmp_path / "missing.pem")
 
 
 @pytest.mark.parametrize(
