@@ -25,13 +25,23 @@ PROGRESS_MIN_ITEMS = 20
 """Runs with fewer images finish before a progress bar would tell anyone anything."""
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default in --help, except where the help already says it or there is none (None, a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, []) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
 def register(subparsers: Any) -> None:
     classify = subparsers.add_parser(
         "classify",
         help="classify image files and folders with a running server",
         description="Classify images (files, or folders searched recursively) with a running dfserve server. "
         "Exits with status 1 if any image failed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     classify.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
     _connection_args(classify)
@@ -46,7 +56,7 @@ def register(subparsers: Any) -> None:
         description="Classify DIR/<label>/* with a running server and print scikit-learn's accuracy, precision, "
         "recall, F1, ROC-AUC, average precision, the confusion matrix and a threshold sweep; write them as "
         "JSON and a PNG (ROC curve, score histograms per label).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     evaluate.add_argument("directory", metavar="DIR", type=Path, help="folder with one sub-folder per label")
     evaluate.add_argument("--out", type=Path, default=Path("eval-out"), help="where eval.json and eval.png go")
@@ -76,7 +86,7 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
         "--url",
         default=None,
         help=f"server host:port (default localhost:{DEFAULT_PORTS['http']}, or :{DEFAULT_PORTS['grpc']} with "
-        "--protocol grpc); a grpc:// or http:// scheme picks the protocol",
+        "--protocol grpc); a scheme picks the protocol: http://, https:// (TLS), grpc://, grpcs:// (TLS)",
     )
     parser.add_argument("--protocol", choices=("http", "grpc"), default=None, help="default: from the URL, else http")
     parser.add_argument(
@@ -88,6 +98,9 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per image, retries included")
     parser.add_argument("--model", default=None, help="entry model (default: the ensemble name from the spec)")
+    parser.add_argument("--ca-file", type=Path, default=None, help="TLS: CA bundle (PEM) to trust (https://, grpcs://)")
+    parser.add_argument("--cert-file", type=Path, default=None, help="TLS: client certificate (PEM), with --key-file")
+    parser.add_argument("--key-file", type=Path, default=None, help="TLS: the client certificate's private key (PEM)")
     parser.add_argument(
         "--shared-memory",
         action="store_true",
@@ -107,6 +120,10 @@ def _client(args: argparse.Namespace) -> Any:
         model=args.model,
         shared_memory=args.shared_memory,
         admin_key=os.environ.get(ADMIN_KEY_ENV),
+        pool_size=args.concurrency,  # one connection per request in flight
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
     )
 
 
