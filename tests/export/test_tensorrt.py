@@ -500,3 +500,18 @@ def test_nvidia_smi_output_is_parsed_per_gpu() -> None:
 )
 def test_libnvinfer_version_numbers_decode(value: int, version: str) -> None:
     assert decode_infer_lib_version(value) == version
+
+
+def test_timing_cache_write_is_atomic(tmp_path: Path) -> None:
+    """A failed write keeps the old cache whole and leaves no temporary file; a good one replaces it."""
+    from dfserve.export.tensorrt import write_atomic
+
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"old")
+    with pytest.raises(TypeError):
+        write_atomic(cache, "not bytes")  # type: ignore[arg-type]
+    assert cache.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["timing.cache"]
+    write_atomic(cache, b"new")
+    assert cache.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["timing.cache"]

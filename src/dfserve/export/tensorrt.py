@@ -36,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -78,6 +79,19 @@ class EngineBuildError(BuildError):
 
 class EngineCompatibilityError(BuildError):
     """A plan was built for another TensorRT version or GPU than this host has."""
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder and os.replace it: two builds sharing the timing-cache
+    volume, or a build killed mid-write, never leave a truncated cache for the next build to load."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
 
 def require_tensorrt() -> ModuleType:
@@ -578,7 +592,7 @@ def build_engine(
     plan_path.write_bytes(bytes(serialized))
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_bytes(bytes(config.get_timing_cache().serialize()))
+        write_atomic(cache_file, bytes(config.get_timing_cache().serialize()))
 
     h, w = spec.input_hw
     info = EngineInfo(
