@@ -19,6 +19,20 @@ Safe defaults: HTTP, gRPC and metrics bind to 127.0.0.1; the model repository is
 repository, shared memory, logging, trace) need a key header, generated per run unless given. The server
 dies with its parent (``PR_SET_PDEATHSIG``), so a killed launcher leaves no orphan.
 
+The admin key and the command line. Triton 2.51 takes the restricted-API key only as an option value
+(``--http-restricted-api=<apis>:<header>=<key>``); it has no option file and no environment variable for it.
+Every local user can read a process's arguments (``/proc/PID/cmdline``, ``ps -eo args``), so the launcher
+keeps Triton's own check (it answers 403 / PERMISSION_DENIED, which clients do not retry) but erases the key
+from the child's argument area once Triton has parsed its options: it writes over the key's bytes through
+``/proc/PID/mem`` (allowed to the parent of a same-user child under the default Yama ptrace scope), which is
+the very memory the kernel shows as ``cmdline``. Triton copies option values into its own strings while
+parsing, before it starts any thread, so the launcher waits for the second thread (or the first log line)
+before erasing; `start` verifies the key is gone and refuses to go on if it is not. What stays is a window
+of a few milliseconds between ``exec`` and the erase; the alternatives were worse (a wrapper binary or
+LD_PRELOAD shim to build here, or dropping Triton's check for a proxy that every deployment would need).
+The key itself comes from the environment or a 0600 file, never from the launcher's own command line, and is
+never printed (see `dfserve.triton.cli`); weak keys are refused (`check_admin_key`).
+
 Only the standard library is imported here; the CLI part lives in ``dfserve.triton.cli``.
 """
 
@@ -194,6 +208,60 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+MIN_KEY_CHARS = 16
+MIN_KEY_DISTINCT = 8
+
+
+def check_admin_key(key: str) -> None:
+    """Refuse keys an attacker could guess: short ones and ones with few distinct characters (``aaaa...``,
+    ``12121212...``); and characters that Triton's ``<apis>:<header>=<value>`` syntax would misread."""
+    if not re.fullmatch(r"[A-Za-z0-9._~+/-]+", key):
+        raise ServerError("the admin key must be letters, digits and ._~+/- only (Triton misreads ':', '=' and ',')")
+    if len(key) < MIN_KEY_CHARS:
+        raise ServerError(
+            f"the admin key is too short ({len(key)} characters; at least {MIN_KEY_CHARS}): a weak key lets any "
+            "client map host memory and reload models; leave it unset to have a strong one generated"
+        )
+    if len(set(key)) < MIN_KEY_DISTINCT:
+        raise ServerError(
+            f"the admin key has too little entropy ({len(set(key))} distinct characters; at least "
+            f"{MIN_KEY_DISTINCT}); leave it unset to have a strong one generated"
+        )
+
+
+def _thread_count(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def scrub_argument(pid: int, secret: str) -> int:
+    """Overwrite every occurrence of `secret` in process `pid`'s argument area with '*'; the number erased.
+
+    ``/proc/PID/stat`` fields 48 and 49 (arg_start, arg_end) say where the arguments lie in the process's
+    memory; ``/proc/PID/cmdline`` is read from there, so writing the same bytes through ``/proc/PID/mem`` is
+    what ``ps`` shows afterwards."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    arg_start, arg_end = int(fields[45]), int(fields[46])  # fields 48, 49 counted from pid = 1
+    needle = secret.encode()
+    with open(f"/proc/{pid}/mem", "r+b", buffering=0) as mem:
+        mem.seek(arg_start)
+        area = mem.read(arg_end - arg_start)
+        count = 0
+        start = area.find(needle)
+        while start >= 0:
+            mem.seek(arg_start + start)
+            mem.write(b"*" * len(needle))
+            count += 1
+            start = area.find(needle, start + len(needle))
+    return count
+
+
 def explain_log(text: str, *, max_lines: int = 30, max_chars: int = 4000) -> str:
     """The lines of a Triton log that say why it failed: error lines with their continuation lines (a
     Python traceback from a model spans many), without the rest of the log. Empty when nothing matches."""
@@ -274,9 +342,8 @@ class TritonServer:
                 raise ServerError(f"{name} must be 0 (pick a free port) or 1..65535, got {port}")
         if max_request_bytes is not None and max_request_bytes < 1:
             raise ServerError(f"max_request_bytes must be positive, got {max_request_bytes}")
-        if restricted_api_key is not None and not re.fullmatch(r"[A-Za-z0-9._~+/-]{8,}", restricted_api_key):
-            # Triton parses "<apis>:<header>=<value>": separators in the value would be misread
-            raise ServerError("the admin key must be at least 8 characters of letters, digits and ._~+/-")
+        if restricted_api_key is not None:
+            check_admin_key(restricted_api_key)
         self._repository = Path(repository).expanduser().resolve()
         self.host = host
         self._ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
@@ -397,12 +464,45 @@ class TritonServer:
         finally:
             log_file.close()  # the child holds its own descriptor
         try:
+            self._hide_key(dist.binary)
             self._wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
         LOG.info("tritonserver ready (pid %s): http %s, grpc %s", self.pid, self.http_url, self.grpc_url)
         return self
+
+    def _hide_key(self, binary: Path, timeout: float = 30.0) -> None:
+        """Erase the key from the server's command line once Triton has parsed its options (module docstring)."""
+        assert self._process is not None
+        pid = self._process.pid
+        deadline = time.monotonic() + timeout
+        target = str(binary.resolve())
+        while True:
+            if self._process.poll() is not None:
+                return  # it failed to start; _wait_ready reports why
+            try:
+                execed = os.readlink(f"/proc/{pid}/exe") == target
+            except OSError:
+                execed = False
+            log_started = self._log_path is not None and self._log_path.is_file() and self._log_path.stat().st_size
+            if execed and (_thread_count(pid) > 1 or log_started):
+                break
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"tritonserver (pid {pid}) did not get past option parsing in {timeout:.0f}s")
+            time.sleep(0.002)
+        try:
+            scrub_argument(pid, self.restricted_api_key)
+            left = self.restricted_api_key.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError as exc:
+            if self._process.poll() is not None:
+                return
+            raise ServerStartError(
+                f"cannot erase the admin key from tritonserver's command line ({exc}); the key would be readable "
+                "by every local user (ps). Is ptrace restricted (kernel.yama.ptrace_scope > 1)?"
+            ) from exc
+        if left:
+            raise ServerStartError("the admin key is still on tritonserver's command line after erasing it")
 
     def _check_repository(self) -> None:
         repo = self._repository
