@@ -268,7 +268,30 @@ def test_repository_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match="http_port"):
         TritonServer(tmp_path, http_port=70000)
     with pytest.raises(ServerError, match="admin key"):
-        TritonServer(tmp_path, restricted_api_key="a:b=c,d-long")
+        TritonServer(tmp_path, restricted_api_key="a:b=c,d-long-enough-key")
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [("short-Key-123", "too short"), ("a" * 40, "too little entropy"), ("12121212121212121212", "too little entropy")],
+)
+def test_weak_admin_keys_are_refused(tmp_path: Path, key: str, reason: str) -> None:
+    with pytest.raises(ServerError, match=reason):
+        TritonServer(tmp_path, restricted_api_key=key)
+
+
+def test_cli_refuses_a_key_file_others_can_read(add_repo: Path, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(GIVEN_KEY)
+    key_file.chmod(0o644)
+    out = subprocess.run(
+        [sys.executable, "-m", "dfserve.cli", "serve", f"--repository={add_repo}", f"--admin-key-file={key_file}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1 and "chmod 600" in out.stderr and GIVEN_KEY not in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr
 
 
 def test_find_tritonserver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -368,13 +391,15 @@ def start_cli(*args: str, cwd: Path | None = None) -> tuple[subprocess.Popen[str
         lines.append(line.rstrip())
         if "Ctrl-C or SIGTERM stops the server" in line:
             out = "\n".join(lines)
+            key_file = re.search(r"admin key: generated, in (\S+)", out)
             info = {
                 "http": re.search(r"HTTP\s*│\s*http://(\S+)", out).group(1),  # type: ignore[union-attr]
                 "grpc": re.search(r"gRPC\s*│\s*grpc://(\S+)", out).group(1),  # type: ignore[union-attr]
                 "metrics": re.search(r"metrics\s*│\s*http://(\S+)/metrics", out).group(1),  # type: ignore[union-attr]
                 "pid": re.search(r"tritonserver ready \(pid (\d+)\)", out).group(1),  # type: ignore[union-attr]
-                "key": re.search(r"admin key: (\S+)", out).group(1),  # type: ignore[union-attr]
+                "key_file": key_file.group(1) if key_file else "",
             }
+            info["key"] = Path(info["key_file"]).read_text().strip() if info["key_file"] else ""
             proc.rest = queue  # type: ignore[attr-defined]
             return proc, info, lines
     proc.terminate()
@@ -421,6 +446,12 @@ def test_cli_serve_overrides_and_stops_on_sigterm(spec_repo: Path) -> None:
         assert http(f"http://{info['http']}/v2/repository/index", method="POST")[0] == 403
         assert http(f"http://{info['http']}/v2/repository/index", method="POST",
                     headers={ADMIN_KEY_HEADER: info["key"]})[0] == 200  # fmt: skip
+        # the generated key is in a private file, never on stdout nor on any command line (ps)
+        key_file = Path(info["key_file"])
+        assert key_file.stat().st_mode & 0o777 == 0o600 and len(info["key"]) >= 16
+        assert info["key"] not in out
+        assert info["key"] not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert "--http-restricted-api=" in Path(f"/proc/{pid}/cmdline").read_text()  # Triton's own check is kept
         overlay = re.search(r"served overlay\s*│\s*(\S+)", out).group(1)  # type: ignore[union-attr]
         assert Path(overlay).is_dir()
         stubs = children(pid)
@@ -432,6 +463,7 @@ def test_cli_serve_overrides_and_stops_on_sigterm(spec_repo: Path) -> None:
     assert "SIGTERM: stopping tritonserver" in rest
     assert wait_gone([pid, *stubs]) == []
     assert not Path(overlay).exists()
+    assert not key_file.exists() and info["key"] not in rest
     assert {p: p.read_text() for p in spec_repo.glob("*/config.pbtxt")} == original  # repository untouched
 
 
@@ -457,13 +489,18 @@ def test_build_then_serve_with_no_paths_uses_model_repository(tiny_checkpoint: P
         assert proc.wait(30) == 0
 
 
-def test_cli_serve_exits_nonzero_when_the_server_dies(add_repo: Path) -> None:
-    proc, info, lines = start_cli(f"--repository={add_repo}", "--admin-key=given-key")
-    assert "admin key: (as given" in "\n".join(lines) and "given-key" not in "\n".join(lines)
-    status, _ = http(
-        f"http://{info['http']}/v2/repository/index", method="POST", headers={ADMIN_KEY_HEADER: "given-key"}
-    )
+GIVEN_KEY = "given-Key-4711-abcdefgh"
+
+
+def test_cli_serve_exits_nonzero_when_the_server_dies(add_repo: Path, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(GIVEN_KEY + "\n")
+    key_file.chmod(0o600)
+    proc, info, lines = start_cli(f"--repository={add_repo}", f"--admin-key-file={key_file}")
+    assert "admin key: as given" in "\n".join(lines) and GIVEN_KEY not in "\n".join(lines)
+    status, _ = http(f"http://{info['http']}/v2/repository/index", method="POST", headers={ADMIN_KEY_HEADER: GIVEN_KEY})
     assert status == 200
+    assert GIVEN_KEY not in Path(f"/proc/{info['pid']}/cmdline").read_text()
     os.kill(int(info["pid"]), signal.SIGKILL)
     code = proc.wait(30)
     rest = rest_of_output(proc)

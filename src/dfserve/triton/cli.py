@@ -81,13 +81,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"tritonserver binary (default: ${TRITONSERVER_ENV}, else `tritonserver` on PATH, else nvidia-pytriton's)",
     )
     p.add_argument(
-        "--admin-key",
-        metavar="KEY",
-        default=os.environ.get(ADMIN_KEY_ENV),
+        "--admin-key-file",
+        type=Path,
+        metavar="FILE",
         help=(
-            f"value of the `{ADMIN_KEY_HEADER}` header that unlocks the restricted APIs "
-            f"({', '.join(RESTRICTED_APIS)}; the SDK's shared-memory mode needs it). Default: ${ADMIN_KEY_ENV}, "
-            "else a random key printed at startup"
+            f"file (mode 0600, owned by you) holding the value of the `{ADMIN_KEY_HEADER}` header that unlocks the "
+            f"restricted APIs ({', '.join(RESTRICTED_APIS)}; the SDK's shared-memory mode needs it). Default: "
+            f"${ADMIN_KEY_ENV}, else a random key written to a new 0600 file whose path is printed. The key is "
+            "never taken from the command line nor printed"
         ),
     )
     p.add_argument("--log-verbose", type=int, default=0, metavar="N", help="Triton's verbose log level (0 = off)")
@@ -151,11 +152,48 @@ def _check_engines(repository: Path) -> None:
         check_host(repository)
 
 
+def read_key_file(path: Path) -> str:
+    """The key in `path`, refused when other users could read or replace it (like ssh does for its keys)."""
+    try:
+        info = path.stat()
+        text = path.read_text()
+    except OSError as exc:
+        raise ServerError(f"cannot read --admin-key-file {path}: {exc.strerror or exc}") from exc
+    if info.st_mode & 0o077:
+        raise ServerError(
+            f"--admin-key-file {path} is readable or writable by others (mode {info.st_mode & 0o777:04o}); "
+            f"run `chmod 600 {path}`"
+        )
+    if info.st_uid != os.geteuid():
+        raise ServerError(f"--admin-key-file {path} belongs to another user (uid {info.st_uid})")
+    key = text.strip()
+    if not key:
+        raise ServerError(f"--admin-key-file {path} is empty")
+    return key
+
+
+def write_generated_key(key: str) -> Path:
+    """A new 0600 file holding `key`, in the user's runtime directory when there is one (it is private)."""
+    folder = os.environ.get("XDG_RUNTIME_DIR") or None
+    fd, name = tempfile.mkstemp(prefix="dfserve-admin-key-", dir=folder)  # mkstemp creates it 0600
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return Path(name)
+
+
+def admin_key(args: argparse.Namespace) -> str | None:
+    """The key given by --admin-key-file or the environment; None means generate one."""
+    if args.admin_key_file is not None:
+        return read_key_file(Path(args.admin_key_file).expanduser())
+    return os.environ.get(ADMIN_KEY_ENV) or None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     repository = Path(args.repository).expanduser().resolve()
     if not repository.is_dir():
         raise ServerError(f"model repository {repository} does not exist or is not a directory")
     _check_engines(repository)
+    key = admin_key(args)
     overlay: Path | None = None
     served = repository
     counts = _instance_overrides(repository, args)
@@ -178,9 +216,10 @@ def run_serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         tritonserver=args.tritonserver,
-        restricted_api_key=args.admin_key,
+        restricted_api_key=key,
         log_verbose=args.log_verbose,
     )
+    key_file = write_generated_key(server.restricted_api_key) if server.key_generated else None
 
     def on_signal(signum: int, frame: types.FrameType | None) -> None:
         # One stop at a time: later signals are ignored while the server shuts down (stop() kills it itself
@@ -193,7 +232,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         with console.status(f"starting tritonserver on {repository} ..."):
             server.start(timeout=args.start_timeout)
-        _print_ready(server, repository)
+        _print_ready(server, repository, key_file)
         while True:
             try:
                 server.wait(timeout=0.5)
@@ -211,9 +250,11 @@ def run_serve(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         if overlay is not None:
             shutil.rmtree(overlay, ignore_errors=True)
+        if key_file is not None:
+            key_file.unlink(missing_ok=True)
 
 
-def _print_ready(server: TritonServer, repository: Path) -> None:
+def _print_ready(server: TritonServer, repository: Path, key_file: Path | None) -> None:
     table = Table(title=f"tritonserver ready (pid {server.pid})", show_header=False)
     table.add_row("repository", str(repository))
     if server.repository != repository:
@@ -229,9 +270,9 @@ def _print_ready(server: TritonServer, repository: Path) -> None:
         models = f"(could not list: {exc})"
     table.add_row("models", models or "(none)")
     console.print(table)
-    key = server.restricted_api_key if server.key_generated else f"(as given with --admin-key or ${ADMIN_KEY_ENV})"
+    where = f"generated, in {key_file} (mode 0600, removed at exit)" if key_file else "as given"
     console.print(
-        f"admin key: {key}  (HTTP header {ADMIN_KEY_HEADER}, gRPC metadata "
+        f"admin key: {where}  (HTTP header {ADMIN_KEY_HEADER}, gRPC metadata "
         f"{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}; unlocks {', '.join(RESTRICTED_APIS)})",
         soft_wrap=True,
     )
