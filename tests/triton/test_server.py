@@ -220,9 +220,18 @@ def test_restricted_grpc_api_needs_the_key(server: TritonServer) -> None:
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
+    from dfserve.client import AccessDeniedError
+    from dfserve.client._core import map_error
+
     client = grpcclient.InferenceServerClient(server.grpc_url)
-    with pytest.raises(InferenceServerException, match="restricted"):
-        client.get_model_repository_index()
+    for headers in (None, {GRPC_RESTRICTED_HEADER_PREFIX + ADMIN_KEY_HEADER: "wrong-Key-0123456789"}):
+        with pytest.raises(InferenceServerException, match="restricted") as info:
+            client.get_model_repository_index(headers=headers)
+        # Triton 2.51 hard-codes UNAVAILABLE here (grpc_server CommonCallData::Execute); no server option changes
+        # it, so dfserve's clients map this answer to a final, non-retried access error instead
+        assert info.value.status() == "StatusCode.UNAVAILABLE"
+        mapped = map_error(info.value, url=server.grpc_url)
+        assert isinstance(mapped, AccessDeniedError) and not mapped.retryable
     key = {GRPC_RESTRICTED_HEADER_PREFIX + ADMIN_KEY_HEADER: server.restricted_api_key}
     index = client.get_model_repository_index(headers=key, as_json=True)
     assert [m["name"] for m in index["models"]] == ["addone"]

@@ -31,7 +31,10 @@ before erasing; `start` verifies the key is gone and refuses to go on if it is n
 of a few milliseconds between ``exec`` and the erase; the alternatives were worse (a wrapper binary or
 LD_PRELOAD shim to build here, or dropping Triton's check for a proxy that every deployment would need).
 The key itself comes from the environment or a 0600 file, never from the launcher's own command line, and is
-never printed (see `dfserve.triton.cli`); weak keys are refused (`check_admin_key`).
+never printed (see `dfserve.triton.cli`); weak keys are refused (`check_admin_key`). A wrong or missing key
+gets 403 over HTTP; over gRPC Triton 2.51 hard-codes UNAVAILABLE with "This protocol is restricted" (its
+``CommonCallData::Execute``), which no option changes, so dfserve's SDK maps that answer to a final
+``AccessDeniedError`` (tested in tests/triton/test_server.py) and generic clients must be told in the docs.
 
 Only the standard library is imported here; the CLI part lives in ``dfserve.triton.cli``.
 """
