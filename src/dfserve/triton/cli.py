@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import types
 from pathlib import Path
 
@@ -30,10 +31,14 @@ from dfserve.triton.server import (
     ServerError,
     ServerExitedError,
     TritonServer,
+    clean_leftovers,
     overlay_repository,
 )
 
 console = Console(highlight=False)
+
+WATCH_INTERVAL_S = 0.5
+"""How often the launcher checks tritonserver and its backend stubs; a dead stub is acted on within this."""
 
 
 class _StopRequested(BaseException):
@@ -193,6 +198,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if not repository.is_dir():
         raise ServerError(f"model repository {repository} does not exist or is not a directory")
     _check_engines(repository)
+    for item in clean_leftovers():
+        console.print(f"removed what a killed dfserve serve left: {item}")
     key = admin_key(args)
     overlay: Path | None = None
     served = repository
@@ -235,8 +242,15 @@ def run_serve(args: argparse.Namespace) -> int:
         _print_ready(server, repository, key_file)
         while True:
             try:
-                server.wait(timeout=0.5)
+                server.wait(timeout=WATCH_INTERVAL_S)
             except subprocess.TimeoutExpired:
+                dead = server.dead_stubs()
+                if dead:
+                    # Triton 2.51 would keep answering ready while the model fails every request: restart it all
+                    console.print(f"backend stub process(es) {dead} died: restarting tritonserver ...")
+                    started = time.monotonic()
+                    server.restart(timeout=args.start_timeout)
+                    console.print(f"tritonserver restarted in {time.monotonic() - started:.1f}s (pid {server.pid})")
                 continue
             raise ServerExitedError(server.exit_reason())
     except _StopRequested as stop:

@@ -36,6 +36,20 @@ gets 403 over HTTP; over gRPC Triton 2.51 hard-codes UNAVAILABLE with "This prot
 ``CommonCallData::Execute``), which no option changes, so dfserve's SDK maps that answer to a final
 ``AccessDeniedError`` (tested in tests/triton/test_server.py) and generic clients must be told in the docs.
 
+A server that heals or says it is sick. Triton 2.51 does not notice a dead Python-backend stub: the model and
+the server keep answering ready while every request to that model fails with 500 "Stub process ... is not
+healthy", and with ``--model-control-mode=none`` nothing can reload it. The launcher therefore records the
+stubs (children of tritonserver) once the server is ready; `dead_stubs` finds one that is gone or a zombie,
+and `restart` takes the whole server down (its process group, so no stub survives) and starts it again on
+the same ports with the same key. Restarting the whole server was chosen over switching to explicit model
+control and reloading one model: explicit mode opens model loading with uploaded files (code execution
+through the Python backend) to whoever holds the key, and an ensemble's members cannot be reloaded alone.
+While it restarts, connections are refused (a retryable error for every client; readiness probes fail).
+Regions in /dev/shm are recorded at start too, because a dead stub's command line (where its region is
+named) can no longer be read, and are removed at every stop. A state file per server (`STATE_DIR`) names
+the process group and regions, so that the next launcher cleans up what a SIGKILLed one left
+(`clean_leftovers`).
+
 Only the standard library is imported here; the CLI part lives in ``dfserve.triton.cli``.
 """
 
@@ -232,6 +246,13 @@ def check_admin_key(key: str) -> None:
         )
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _thread_count(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -263,6 +284,63 @@ def scrub_argument(pid: int, secret: str) -> int:
             count += 1
             start = area.find(needle, start + len(needle))
     return count
+
+
+STATE_DIR = Path(tempfile.gettempdir()) / "dfserve-state"
+"""One JSON file per running server: launcher pid, server pid (= its process group), stub regions."""
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _group_members(pgid: int) -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _process_group(int(p.name)) == pgid]
+
+
+def clean_leftovers(state_dir: Path = STATE_DIR) -> list[str]:
+    """Kill the process groups and remove the /dev/shm regions that dead launchers left; what was cleaned.
+
+    A group is killed only while its leader or members still run the recorded tritonserver or stub binaries,
+    so a reused pid is never hit."""
+    cleaned: list[str] = []
+    if not state_dir.is_dir():
+        return cleaned
+    for path in state_dir.glob("*.json"):
+        try:
+            state = json.loads(path.read_text())
+            launcher, pgid, regions = int(state["launcher"]), int(state["pgid"]), list(state["regions"])
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if _alive(launcher) and launcher != os.getpid():
+            continue
+        for member in _group_members(pgid):
+            try:
+                cmd = Path(f"/proc/{member}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"tritonserver" in cmd or b"triton_python_backend_stub" in cmd:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(member, signal.SIGKILL)
+                cleaned.append(f"process {member}")
+        for name in regions:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"/dev/shm/{name}")
+                cleaned.append(f"/dev/shm/{name}")
+        path.unlink(missing_ok=True)
+    return cleaned
 
 
 def explain_log(text: str, *, max_lines: int = 30, max_chars: int = 4000) -> str:
@@ -362,6 +440,9 @@ class TritonServer:
         self._log_path: Path | None = None
         self._final_log: str | None = None
         self.command: list[str] = []
+        self._stubs: set[int] = set()
+        self._regions: set[str] = set()
+        self._state_path: Path | None = None
 
     # ----------------------------------------------------------------- addresses
     @property
@@ -469,11 +550,41 @@ class TritonServer:
         try:
             self._hide_key(dist.binary)
             self._wait_ready(timeout)
+            self._record_stubs()
         except BaseException:
             self.stop()
             raise
         LOG.info("tritonserver ready (pid %s): http %s, grpc %s", self.pid, self.http_url, self.grpc_url)
         return self
+
+    def stubs(self) -> set[int]:
+        """The backend stub processes recorded when the server became ready."""
+        return set(self._stubs)
+
+    def _record_stubs(self) -> None:
+        assert self._process is not None
+        pid = self._process.pid
+        self._stubs = {
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _parent(int(p.name)) == pid and _alive(int(p.name))
+        }
+        self._regions |= stub_shm_regions(pid)
+        STATE_DIR.mkdir(mode=0o700, exist_ok=True)
+        self._state_path = STATE_DIR / f"{pid}.json"
+        state = {"launcher": os.getpid(), "pgid": pid, "regions": sorted(self._regions)}
+        self._state_path.write_text(json.dumps(state))
+
+    def dead_stubs(self) -> list[int]:
+        """Recorded stubs that have died (gone, or a zombie tritonserver never reaps)."""
+        return sorted(pid for pid in self._stubs if not _alive(pid) or _parent(pid) != self.pid)
+
+    def restart(self, timeout: float = 180.0) -> TritonServer:
+        """Stop the whole server (stubs included) and start it again on the same ports with the same key."""
+        self.stop(timeout=5.0)
+        self._process = None
+        self._stubs = set()
+        return self.start(timeout)
 
     def _hide_key(self, binary: Path, timeout: float = 30.0) -> None:
         """Erase the key from the server's command line once Triton has parsed its options (module docstring)."""
@@ -620,26 +731,31 @@ class TritonServer:
         return f"{headline} (repository {self._repository}). Server log:\n{reason}"
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGINT (Triton's graceful shutdown), then SIGKILL after `timeout`. Idempotent; returns the exit code."""
+        """SIGINT (Triton's graceful shutdown), then SIGKILL after `timeout`; then whatever is left of its
+        process group (stubs Triton did not stop, e.g. after it was killed) and its stubs' /dev/shm regions.
+        Idempotent; returns the exit code."""
         proc = self._process
         code: int | None = None
-        regions: set[str] = set()
         if proc is not None:
             if proc.poll() is None:
-                regions = stub_shm_regions(proc.pid)
+                self._regions |= stub_shm_regions(proc.pid)
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGINT)
                 try:
                     proc.wait(timeout)
                 except subprocess.TimeoutExpired:
                     LOG.warning("tritonserver (pid %s) ignored SIGINT for %.0fs; killing it", proc.pid, timeout)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)  # its own session: stubs included
-                    proc.wait(timeout)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: stubs included, even orphaned ones
+            proc.wait(timeout)
             code = proc.returncode
-        for name in regions:  # left behind when a stub is killed instead of finishing its own shutdown
+        for name in self._regions:  # left behind when a stub is killed instead of finishing its own shutdown
             with contextlib.suppress(OSError):
                 os.unlink(f"/dev/shm/{name}")
+        self._regions = set()
+        if self._state_path is not None:
+            self._state_path.unlink(missing_ok=True)
+            self._state_path = None
         self._cleanup()
         return code
 

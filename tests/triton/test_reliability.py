@@ -1,0 +1,167 @@
+"""Fault injection against a real tritonserver run by `dfserve serve`: kill -9 of a backend stub, of
+tritonserver and of the launcher, under load, with every request accounted for (a result or an explicit
+error, none hung past its timeout), and nothing left behind (processes, /dev/shm regions).
+
+Loopback only; tiny Python-backend models (tests/triton/test_server.py's), so each trial takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dfserve.triton.server import STATE_DIR, TritonServer, clean_leftovers, stub_shm_regions
+from tests.triton.test_server import alive, children, http, start_cli, wait_gone, write_model
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+REQUEST_TIMEOUT_S = 10.0
+BODY = json.dumps({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}).encode()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    write_model(tmp_path / "repo", "addone", 1.0)
+    return tmp_path / "repo"
+
+
+class Load:
+    """Two client threads sending inference requests until stopped; every outcome is recorded."""
+
+    def __init__(self, url: str) -> None:
+        self.url = f"http://{url}/v2/models/addone/infer"
+        self.outcomes: list[tuple[float, str, float]] = []  # (sent at, "ok" / error text, seconds taken)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(REQUEST_TIMEOUT_S + 5)
+        assert not any(t.is_alive() for t in self._threads), "a request hung past its timeout"
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            req = urllib.request.Request(self.url, data=BODY, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as resp:
+                    outcome = "ok" if json.loads(resp.read())["outputs"][0]["data"] == [2, 3] else "wrong answer"
+            except urllib.error.HTTPError as exc:
+                outcome = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError) as exc:
+                outcome = f"connection: {type(exc).__name__}"
+            self.outcomes.append((sent, outcome, time.monotonic() - sent))
+            time.sleep(0.02)
+
+
+def ready(http_url: str) -> bool:
+    try:
+        return http(f"http://{http_url}/v2/health/ready")[0] == 200
+    except OSError:
+        return False
+
+
+def wait_until(predicate: object, timeout: float) -> float:
+    """Seconds until predicate() held; raises after timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():  # type: ignore[operator]
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"not reached in {timeout}s")
+
+
+def shm_regions() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("triton_python_backend_shm_region_*")}
+
+
+def test_dead_stub_is_not_ready_fast_and_heals_without_a_restart_by_hand(repo: Path) -> None:
+    proc, info, _ = start_cli(f"--repository={repo}")
+    pid = int(info["pid"])
+    try:
+        stubs = children(pid)
+        regions = stub_shm_regions(pid)
+        assert stubs and regions
+        with Load(info["http"]) as load:
+            time.sleep(1.0)
+            os.kill(stubs[0], signal.SIGKILL)
+            killed = time.monotonic()
+            not_ready_after = wait_until(lambda: not ready(info["http"]), 5.0)
+            healed_after = wait_until(lambda: ready(info["http"]), 120.0)
+            time.sleep(1.0)
+        print(f"stub kill: not ready after {not_ready_after:.2f}s, ready again after {healed_after:.2f}s more")
+        outcomes = load.outcomes
+        assert all(taken < REQUEST_TIMEOUT_S + 1 for _, _, taken in outcomes)
+        after = [o for sent, o, _ in outcomes if sent > killed + not_ready_after + healed_after + 0.5]
+        assert after and set(after) == {"ok"}, after  # healed: answers again, correctly
+        failures = {o for _, o, _ in outcomes if o != "ok"}
+        # explicit errors only: the dead stub's 500 until the restart, then refused connections (retryable)
+        assert all(o == "HTTP 500" or o.startswith("connection:") for o in failures), failures
+        assert _server_pid(proc.pid) != pid
+        assert wait_gone([pid, *stubs]) == []
+        assert not regions & shm_regions()  # the dead stub's region is removed too
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+
+
+def _server_pid(launcher: int) -> int:
+    kids = children(launcher)
+    assert len(kids) == 1, kids
+    return kids[0]
+
+
+def test_killed_tritonserver_leaves_no_stub_or_region(repo: Path) -> None:
+    """The launcher exits with the server's reason and removes its whole process group and regions."""
+    for _ in range(3):
+        proc, info, _ = start_cli(f"--repository={repo}")
+        pid = int(info["pid"])
+        stubs, regions = children(pid), stub_shm_regions(pid)
+        with Load(info["http"]):
+            time.sleep(0.5)
+            os.kill(pid, signal.SIGKILL)
+            assert proc.wait(30) == 1
+        assert wait_gone([pid, *stubs]) == []
+        assert not regions & shm_regions()
+
+
+def test_killed_launcher_is_cleaned_up_by_the_next(repo: Path) -> None:
+    proc, info, _ = start_cli(f"--repository={repo}")
+    pid = int(info["pid"])
+    stubs, regions = children(pid), stub_shm_regions(pid)
+    assert (STATE_DIR / f"{pid}.json").is_file()
+    with Load(info["http"]):
+        time.sleep(0.5)
+        proc.kill()
+        proc.wait(10)
+    clean_leftovers()  # what the next `dfserve serve` does first
+    assert wait_gone([pid, *stubs]) == []
+    assert not regions & shm_regions()
+    assert not (STATE_DIR / f"{pid}.json").exists()
+
+
+def test_restart_keeps_ports_and_key(repo: Path) -> None:
+    with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as srv:
+        first, key, port = srv.pid, srv.restricted_api_key, srv.http_port
+        os.kill(next(iter(srv.stubs())), signal.SIGKILL)
+        wait_until(lambda: bool(srv.dead_stubs()), 5.0)
+        srv.restart()
+        assert srv.pid != first and srv.http_port == port and srv.restricted_api_key == key
+        assert srv.dead_stubs() == [] and srv.stubs() and alive(next(iter(srv.stubs())))
+        assert srv.model_index()[0]["state"] == "READY"
+        assert subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.count(key) == 0
