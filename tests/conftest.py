@@ -57,7 +57,7 @@ def triton_server(built_repo: Path) -> Iterator[object]:
     """A real tritonserver process serving `built_repo` on free ports, stopped at the end of the session."""
     from dfserve.triton.server import TritonServer
 
-    server = TritonServer(built_repo, http_port=0, grpc_port=0, metrics_port=0)
+    server = TritonServer(built_repo, http_port=0, grpc_port=0, metrics_port=0, allow_shared_memory=True)
     server.start(timeout=240)
     try:
         yield server

@@ -165,3 +165,30 @@ def test_restart_keeps_ports_and_key(repo: Path) -> None:
         assert srv.dead_stubs() == [] and srv.stubs() and alive(next(iter(srv.stubs())))
         assert srv.model_index()[0]["state"] == "READY"
         assert subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.count(key) == 0
+
+
+def test_shared_memory_is_off_by_default_and_stub_regions_are_private(repo: Path) -> None:
+    """A region another program made (0600) cannot be registered; the server's own stub regions are 0600."""
+    foreign = f"/dfserve-foreign-{os.getpid()}"
+    fd = os.open(f"/dev/shm{foreign}", os.O_CREAT | os.O_RDWR | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, 4096)
+        with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as srv:
+            for region in stub_shm_regions(srv.pid or 0):
+                assert Path(f"/dev/shm/{region}").stat().st_mode & 0o777 == 0o600, region
+            body = json.dumps({"key": foreign, "offset": 0, "byte_size": 4096}).encode()
+            url = f"http://{srv.http_url}/v2/systemsharedmemory/region/foreign/register"
+            req = urllib.request.Request(url, data=body, method="POST", headers=srv.admin_headers)
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(req, timeout=10)
+            assert info.value.code == 403 and "dfserve-shared-memory-is-off" in info.value.read().decode()
+            status = f"http://{srv.http_url}/v2/systemsharedmemory/status"
+            assert http(status, headers=srv.admin_headers)[0] == 403  # the admin key does not open it either
+            index = f"http://{srv.http_url}/v2/repository/index"
+            assert http(index, method="POST", headers=srv.admin_headers)[0] == 200
+        with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0, allow_shared_memory=True) as srv:
+            assert http(f"http://{srv.http_url}/v2/systemsharedmemory/status", headers=srv.admin_headers)[0] == 200
+            assert http(f"http://{srv.http_url}/v2/systemsharedmemory/status")[0] == 403
+    finally:
+        os.close(fd)
+        os.unlink(f"/dev/shm{foreign}")

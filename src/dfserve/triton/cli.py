@@ -96,6 +96,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "never taken from the command line nor printed"
         ),
     )
+    p.add_argument(
+        "--allow-shared-memory",
+        action="store_true",
+        help=(
+            "open Triton's system shared-memory API to holders of the admin key (the SDK's shared_memory=True "
+            "needs it). Off by default: with it, a key holder can make the server map any /dev/shm region its "
+            "user may open"
+        ),
+    )
     p.add_argument("--log-verbose", type=int, default=0, metavar="N", help="Triton's verbose log level (0 = off)")
     p.add_argument(
         "--engine-instances",
@@ -224,6 +233,7 @@ def run_serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         tritonserver=args.tritonserver,
         restricted_api_key=key,
+        allow_shared_memory=args.allow_shared_memory,
         log_verbose=args.log_verbose,
     )
     key_file = write_generated_key(server.restricted_api_key) if server.key_generated else None

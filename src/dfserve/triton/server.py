@@ -91,6 +91,10 @@ from dfserve.names import (
 LOG = logging.getLogger(__name__)
 
 
+SHM_OFF_HEADER = "dfserve-shared-memory-is-off"
+"""Header of the shared-memory APIs while they are off (`allow_shared_memory=False`): its value is random and
+told to no one, so Triton refuses every registration, naming this header (and so the reason) in its answer."""
+
 RESTRICTED_APIS: tuple[str, ...] = ("model-repository", "shared-memory", "logging", "trace")
 """Triton APIs behind the admin key: they load/unload models, map caller memory, or write files on the host.
 Health, metadata, model-config, inference and statistics stay open."""
@@ -217,7 +221,11 @@ def interpreter_pythonpath() -> str:
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     """Ask Linux to send SIGTERM to tritonserver when the launching thread dies (even by SIGKILL), so no
-    server outlives `dfserve serve`. SIGTERM (not SIGKILL) lets Triton stop its Python-backend stubs."""
+    server outlives `dfserve serve`. SIGTERM (not SIGKILL) lets Triton stop its Python-backend stubs.
+
+    Also sets the umask to 077, so that files the server creates are private; the stubs' /dev/shm regions
+    ignore it (see `TritonServer.protect_regions`)."""
+    os.umask(0o077)
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -399,6 +407,10 @@ class TritonServer:
     2.55 and later). The bundled 2.51 does not; there the bound on one image is the spec's
     ``limits.max_file_bytes``, enforced by the preprocess model.
 
+    System shared memory (the caller names a /dev/shm region and the server maps, reads and writes it) is off
+    unless `allow_shared_memory`: with it, whoever holds the key can make the server read or overwrite any
+    region the server's user can open, including other programs' 0600 regions when it runs as root.
+
     Because the child dies with the *thread* that started it (``PR_SET_PDEATHSIG``), call `start` from a
     thread that outlives the server (normally the main thread).
     """
@@ -413,6 +425,7 @@ class TritonServer:
         metrics_port: int = 8002,
         tritonserver: str | Path | None = None,
         restricted_api_key: str | None = None,
+        allow_shared_memory: bool = False,
         max_request_bytes: int | None = DEFAULT_MAX_REQUEST_BYTES,
         log_verbose: int = 0,
         exit_timeout_s: int = 5,
@@ -431,6 +444,8 @@ class TritonServer:
         self._tritonserver = tritonserver
         self.restricted_api_key = restricted_api_key or secrets.token_urlsafe(24)
         self.key_generated = restricted_api_key is None
+        self.allow_shared_memory = allow_shared_memory
+        self._shm_off_key = secrets.token_urlsafe(24)
         self.max_request_bytes = max_request_bytes
         self.log_verbose = log_verbose
         self.exit_timeout_s = exit_timeout_s
@@ -570,10 +585,19 @@ class TritonServer:
             if p.name.isdigit() and _parent(int(p.name)) == pid and _alive(int(p.name))
         }
         self._regions |= stub_shm_regions(pid)
+        self.protect_regions()
         STATE_DIR.mkdir(mode=0o700, exist_ok=True)
         self._state_path = STATE_DIR / f"{pid}.json"
         state = {"launcher": os.getpid(), "pgid": pid, "regions": sorted(self._regions)}
         self._state_path.write_text(json.dumps(state))
+
+    def protect_regions(self) -> None:
+        """Make the stubs' /dev/shm regions 0600. The Python backend creates them through Boost.Interprocess,
+        which sets 0644 explicitly (the umask does not apply), so request payloads and results would be
+        readable by every local user; the owner (the server and its stubs) keeps full access."""
+        for name in self._regions:
+            with contextlib.suppress(OSError):
+                os.chmod(f"/dev/shm/{name}", 0o600)
 
     def dead_stubs(self) -> list[int]:
         """Recorded stubs that have died (gone, or a zombie tritonserver never reaps)."""
@@ -607,6 +631,7 @@ class TritonServer:
             time.sleep(0.002)
         try:
             scrub_argument(pid, self.restricted_api_key)
+            scrub_argument(pid, self._shm_off_key)
             left = self.restricted_api_key.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError as exc:
             if self._process.poll() is not None:
@@ -665,7 +690,8 @@ class TritonServer:
         return backends
 
     def _command(self, dist: TritonDistribution, backends: Path | None) -> list[str]:
-        restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={self.restricted_api_key}"
+        apis = [a for a in RESTRICTED_APIS if self.allow_shared_memory or a != "shared-memory"]
+        restricted = f"{','.join(apis)}:{ADMIN_KEY_HEADER}={self.restricted_api_key}"
         cmd = [
             str(dist.binary),
             f"--model-repository={self._repository}",
@@ -680,6 +706,14 @@ class TritonServer:
             f"--metrics-port={self._ports['metrics']}",
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",
+            *(
+                []
+                if self.allow_shared_memory
+                else [  # a key nobody is told: the shared-memory APIs are closed to every caller
+                    f"--http-restricted-api=shared-memory:{SHM_OFF_HEADER}={self._shm_off_key}",
+                    f"--grpc-restricted-protocol=shared-memory:{SHM_OFF_HEADER}={self._shm_off_key}",
+                ]
+            ),
             f"--log-verbose={self.log_verbose}",
             # Triton 2.51 waits on SIGINT for idle HTTP keep-alive connections (clients keep them on purpose)
             f"--exit-timeout-secs={self.exit_timeout_s}",
