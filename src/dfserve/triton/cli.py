@@ -36,6 +36,7 @@ from dfserve.triton.server import (
 )
 
 console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
 
 WATCH_INTERVAL_S = 0.5
 """How often the launcher checks tritonserver and its backend stubs; a dead stub is acted on within this."""
@@ -203,6 +204,7 @@ def admin_key(args: argparse.Namespace) -> str | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    _warn_exposure(args.host)
     repository = Path(args.repository).expanduser().resolve()
     if not repository.is_dir():
         raise ServerError(f"model repository {repository} does not exist or is not a directory")
@@ -278,15 +280,31 @@ def run_serve(args: argparse.Namespace) -> int:
             key_file.unlink(missing_ok=True)
 
 
+def _endpoint(scheme: str, bound: str, dial: str, local: bool, path: str = "") -> str:
+    return f"{scheme}://{bound}{path}" if local or bound == dial else f"{scheme}://{bound}{path} (dial {dial})"
+
+
+def _warn_exposure(host: str) -> None:
+    if host in ("127.0.0.1", "::1", "localhost") or host.startswith("127."):
+        return
+    err_console.print(
+        f"warning: --host {host} exposes HTTP, gRPC and metrics beyond this machine. Inference, health and "
+        "metrics need no key and traffic is not encrypted: put an authenticating TLS proxy in front (see deploy/)"
+    )
+
+
 def _print_ready(server: TritonServer, repository: Path, key_file: Path | None) -> None:
     table = Table(title=f"tritonserver ready (pid {server.pid})", show_header=False)
     table.add_row("repository", str(repository))
     if server.repository != repository:
         table.add_row("served overlay", str(server.repository))
-    table.add_row("HTTP", f"http://{server.http_url}")
+    local = server.is_loopback_only
     grpc_scheme = "grpcs" if "--grpc-use-ssl=true" in server.extra_args else "grpc"
-    table.add_row("gRPC", f"{grpc_scheme}://{server.grpc_url}")  # pasted into Client(...) as is, it speaks gRPC
-    table.add_row("metrics", f"http://{server.metrics_url}/metrics")
+    table.add_row("HTTP", _endpoint("http", server.bind_address("http"), server.http_url, local))
+    # pasted into Client(...) as is, the gRPC address speaks gRPC
+    table.add_row("gRPC", _endpoint(grpc_scheme, server.bind_address("grpc"), server.grpc_url, local))
+    metrics = _endpoint("http", server.bind_address("metrics"), server.metrics_url, local, "/metrics")
+    table.add_row("metrics", f"{metrics} (no authentication: whoever reaches it reads it)")
     try:
         index = server.model_index()
         models = ", ".join(f"{m.get('name')} v{m.get('version', '?')} {m.get('state', '?')}" for m in index)

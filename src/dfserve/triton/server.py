@@ -205,6 +205,25 @@ def find_tritonserver(explicit: str | Path | None = None) -> Path:
     raise TritonNotFoundError(f"no tritonserver found (not on PATH, nvidia-pytriton not installed); {INSTALL_HINT}")
 
 
+class PortTakenError(ServerStartError):
+    """A port the server should bind is already in use by another process."""
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Refuse a port another process listens on, in its own words, before Triton would report it among its
+    start-up lines (2.51 prints it after unrelated CUDA and NVML warnings)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton does: TIME_WAIT is no conflict
+        try:
+            sock.bind((host or "0.0.0.0", port))
+        except OSError as exc:
+            raise PortTakenError(
+                f"the {what} port {port} on {host or '0.0.0.0'} is taken ({exc.strerror}): another process (another "
+                f"tritonserver?) listens there; stop it, or pick another port (0 picks a free one)"
+            ) from exc
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that is free right now. Another process may take it before tritonserver binds it; the start
     then fails with Triton's own "address in use" reason."""
@@ -474,6 +493,16 @@ class TritonServer:
             raise ServerError(f"the {kind} port is picked at start(); start the server first")
         return f"{self._client_host}:{port}"
 
+    def bind_address(self, kind: str) -> str:
+        """Where the `kind` endpoint listens (host:port as bound, e.g. 0.0.0.0:8000), unlike the ``*_url``
+        properties, which give what a client on this host dials."""
+        host = self.host or "0.0.0.0"
+        return f"[{host}]:{self._ports[kind]}" if ":" in host else f"{host}:{self._ports[kind]}"
+
+    @property
+    def is_loopback_only(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
     @property
     def http_url(self) -> str:
         """The HTTP endpoint as host:port, the form tritonclient.http expects."""
@@ -538,6 +567,8 @@ class TritonServer:
         for kind, port in self._ports.items():
             if port == 0:
                 self._ports[kind] = free_port(self.host)
+            else:
+                check_port_free(self.host, port, kind)
         self._workspace = Path(tempfile.mkdtemp(prefix="dfserve-triton-"))
         self._log_path = self._workspace / "tritonserver.log"
         backends = self._prepare_backends(dist)
