@@ -210,7 +210,8 @@ def test_restricted_http_api_needs_the_key(server: TritonServer) -> None:
     assert status >= 400 and "explicit model load / unload is not allowed" in body, (status, body)
     # shared memory (maps caller memory) and logging (writes files) are behind the key too
     assert http(f"http://{server.http_url}/v2/systemsharedmemory/status")[0] == 403
-    assert http(f"http://{server.http_url}/v2/systemsharedmemory/status", headers=server.admin_headers)[0] == 200
+    # (shared memory is off unless allow_shared_memory: not even the key opens it; test_reliability.py)
+    assert http(f"http://{server.http_url}/v2/systemsharedmemory/status", headers=server.admin_headers)[0] == 403
     assert http(f"http://{server.http_url}/v2/logging")[0] == 403
     # the open APIs stay open
     assert http(f"http://{server.http_url}/v2/models/addone/config")[0] == 200
