@@ -81,15 +81,3 @@ def test_server_refuses_a_repository_of_another_dfserve(tmp_path: Path, graph: P
     out = write_repository(other, tmp_path / "repo", onnx_path=graph)
     with pytest.raises(ServerStartError, match=rf"built by dfserve 0\.0\.1, but dfserve {__version__} is installed"):
         TritonServer(out, http_port=0).start()
-
-
-@pytest.mark.parametrize("bad", ["fa\nke", "fake\r", "fa\u2028ke", "tab\there", " "])
-def test_a_label_that_would_shift_labels_txt_is_refused(tmp_path: Path, graph: Path, bad: str) -> None:
-    odd = ModelSpec(
-        source="local",
-        labels=Labels(names=("real", bad), activation="sigmoid", num_logits=1),
-        preprocessing=Preprocessing(resize="fixed", size=(32, 32)),
-    )
-    with pytest.raises(OutputError, match="label 1"):
-        write_repository(odd, tmp_path / "repo", onnx_path=graph)
-    assert not (tmp_path / "repo").exists()  # refused before anything is written

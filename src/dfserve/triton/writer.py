@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import shutil
 import struct
-import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -80,23 +79,6 @@ def warmup_image_bytes(spec: ModelSpec) -> bytes:
     return buf.getvalue()
 
 
-def labels_file_text(names: tuple[str, ...]) -> str:
-    """Triton's labels file: one class name per line, line i naming class i. A name holding a line break (or
-    another control character) would shift every later line, so Triton's classification output would name
-    the wrong class; such names are refused, before anything is written, rather than silently escaped (an
-    escaped name would differ from the checkpoint's own)."""
-    for index, name in enumerate(names):
-        bad = sorted({repr(c) for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
-        if bad:
-            raise OutputError(
-                f"label {index} ({name!r}) contains {', '.join(bad)}: Triton's labels.txt holds one name per line, "
-                "so it would shift the labels of the classes after it; rename it in the checkpoint's id2label"
-            )
-        if not name.strip():
-            raise OutputError(f"label {index} is blank: Triton's classification output would name no class")
-    return "".join(f"{name}\n" for name in names)
-
-
 def write_repository(
     spec: ModelSpec,
     out: Path,
@@ -107,7 +89,6 @@ def write_repository(
     torch_dir: Path | None = None,
 ) -> Path:
     """Write (or overwrite) the three models and the spec into `out`; returns `out`."""
-    labels_text = labels_file_text(spec.labels.names)
     check_writable(out)
     m = spec.models
     engine_dir = out / m.engine
@@ -151,7 +132,7 @@ def write_repository(
     (pre_dir / configs.WARMUP_DIR / configs.WARMUP_IMAGE).write_bytes(struct.pack("<I", len(data)) + data)
 
     configs.write_config(configs.ensemble_config(spec), ens_dir)
-    (ens_dir / configs.LABELS_FILENAME).write_text(labels_text)
+    (ens_dir / configs.LABELS_FILENAME).write_text("\n".join(spec.labels.names) + "\n")
 
     spec.save(out)
     return out
