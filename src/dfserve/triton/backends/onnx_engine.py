@@ -12,11 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from dfserve.names import ONNX_FILENAME, ORT_THREADS_ENV
-from dfserve.triton.backends.common import spec_from_args
+from dfserve.triton.backends.common import run_batched, spec_from_args
 
 
 class TritonPythonModel:
@@ -36,18 +35,6 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         t = self.spec.tensors
-        arrays = [pb_utils.get_input_tensor_by_name(r, t.pixels).as_numpy() for r in requests]
-        sizes = [a.shape[0] for a in arrays]
-        batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-        try:
-            scores = self.session.run([t.scores], {t.pixels: batch})[0]
-        except Exception as exc:
-            error = pb_utils.TritonError(f"ONNX Runtime failed: {exc}", pb_utils.TritonError.INTERNAL)
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        responses = []
-        start = 0
-        for n in sizes:
-            out = pb_utils.Tensor(t.scores, np.ascontiguousarray(scores[start : start + n]))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
-            start += n
-        return responses
+        return run_batched(
+            pb_utils, requests, self.spec, lambda x: self.session.run([t.scores], {t.pixels: x})[0], "ONNX Runtime"
+        )

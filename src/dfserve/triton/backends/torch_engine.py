@@ -20,7 +20,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from dfserve.names import TORCH_COMPILE_ENV
-from dfserve.triton.backends.common import spec_from_args
+from dfserve.triton.backends.common import run_batched, spec_from_args
 
 
 class TritonPythonModel:
@@ -46,21 +46,9 @@ class TritonPythonModel:
                 self.engine(torch.zeros((batch, 3, h, w), dtype=torch.uint8, device=self.device))
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        t = self.spec.tensors
-        arrays = [pb_utils.get_input_tensor_by_name(r, t.pixels).as_numpy() for r in requests]
-        sizes = [a.shape[0] for a in arrays]
-        batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-        try:
-            with self.torch.inference_mode():
-                x = self.torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-                scores = self.engine(x).to("cpu").numpy().astype(np.float32, copy=False)
-        except Exception as exc:
-            error = pb_utils.TritonError(f"PyTorch engine failed: {exc}", pb_utils.TritonError.INTERNAL)
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        responses = []
-        start = 0
-        for n in sizes:
-            out = pb_utils.Tensor(t.scores, np.ascontiguousarray(scores[start : start + n]))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
-            start += n
-        return responses
+        return run_batched(pb_utils, requests, self.spec, self._run, "PyTorch engine")
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            x = self.torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            return self.engine(x).to("cpu").numpy().astype(np.float32, copy=False)
