@@ -70,7 +70,8 @@ import importlib, pkgutil, sys
 sys.path.insert(0, {str(target)!r})
 import dfserve
 assert dfserve.__file__.startswith({str(target)!r}), dfserve.__file__
-skip = ("dfserve.triton.backends.onnx_engine", "dfserve.triton.backends.preprocess", "dfserve.loadtest.locustfile",
+skip = ("dfserve.triton.backends.onnx_engine", "dfserve.triton.backends.preprocess",
+        "dfserve.triton.backends.torch_engine", "dfserve.loadtest.locustfile",
         "dfserve.loadtest.users", "dfserve.loadtest.shapes")  # need Triton's stub, or gevent-patch the process
 names = [m.name for m in pkgutil.walk_packages(dfserve.__path__, "dfserve.") if m.name not in skip]
 for name in names:
@@ -80,7 +81,7 @@ print(len(names))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     modules = [p for p in (SRC / "dfserve").rglob("*.py") if "__pycache__" not in p.parts]
-    assert int(result.stdout.strip()) == len(modules) - 1 - 5  # all but dfserve/__init__ and the five skipped
+    assert int(result.stdout.strip()) == len(modules) - 1 - 6  # all but dfserve/__init__ and the six skipped
 
 
 def test_fresh_venv_sdk_install_lists_every_command_and_names_missing_extras(wheel: Path, tmp_path: Path) -> None:
@@ -100,8 +101,13 @@ def test_fresh_venv_sdk_install_lists_every_command_and_names_missing_extras(whe
     helptext = subprocess.run([str(venv / "bin" / "dfserve"), "--help"], capture_output=True, text=True, check=True)
     for command in ("build", "serve", "classify", "eval", "loadtest", "bench", "demo"):
         assert f"    {command} " in helptext.stdout, command
+    from tests.checkpoints import make_checkpoint
+
+    checkpoint = make_checkpoint(tmp_path / "ckpt")  # a real one: the build checks it, then needs torch
     refused = subprocess.run(
-        [str(venv / "bin" / "dfserve"), "build", "--model", str(tmp_path)], capture_output=True, text=True
+        [str(venv / "bin" / "dfserve"), "build", "--model", str(checkpoint), "--out", str(tmp_path / "repo")],
+        capture_output=True,
+        text=True,
     )
     assert refused.returncode == 1
     assert "pip install 'dfserve[build]'" in refused.stderr

@@ -128,7 +128,7 @@ def test_failures_are_counted_and_the_cli_exits_non_zero(triton_server: Any, tmp
 
 def test_bad_host_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["loadtest", "--host", "ftp://x:1", "--run-time", "1s"]) == 1
-    assert "unknown scheme" in capsys.readouterr().err
+    assert "unsupported URL scheme" in capsys.readouterr().err
 
 
 def test_plain_locust_runs_the_top_level_locustfile(triton_server: Any, tmp_path: Path) -> None:

@@ -137,14 +137,15 @@ class EngineOptions(BaseModel):
     def from_spec(cls, spec: ModelSpec, **overrides: Any) -> EngineOptions:
         """Options whose profile covers every batch Triton may send `vit`.
 
-        The optimal batch is the largest preferred batch size: under load the dynamic batcher forms those, and
-        that is where throughput is decided. The timing cache defaults to ``$DFSERVE_TRT_TIMING_CACHE`` (the
+        The optimal batch is the largest preferred batch size where there are any (under load the dynamic
+        batcher forms those), else the max batch size, which a loaded batcher fills. The timing cache defaults to
+        ``$DFSERVE_TRT_TIMING_CACHE`` (the
         compose `build` service points it at a volume, so rebuilds on the same GPU skip kernel timing).
         """
         batching = spec.batching
         values: dict[str, Any] = {
             "min_batch": 1,
-            "opt_batch": max(batching.preferred_for(batching.max_batch_size)),
+            "opt_batch": max(batching.preferred_for(batching.max_batch_size), default=batching.max_batch_size),
             "max_batch": batching.max_batch_size,
         }
         if os.environ.get(TIMING_CACHE_ENV):

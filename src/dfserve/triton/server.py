@@ -351,8 +351,8 @@ def clean_leftovers(state_dir: Path = STATE_DIR) -> list[str]:
         except (OSError, ValueError, KeyError, TypeError):
             path.unlink(missing_ok=True)
             continue
-        if _alive(launcher) and launcher != os.getpid():
-            continue
+        if _alive(launcher) and _group_members(pgid):
+            continue  # a running launcher's server (this process's own included) is not a leftover
         for member in _group_members(pgid):
             try:
                 cmd = Path(f"/proc/{member}/cmdline").read_bytes()
