@@ -46,6 +46,10 @@ ADMIN_KEY_HEADER = "dfserve-admin-key"
 GRPC_RESTRICTED_HEADER_PREFIX = "triton-grpc-protocol-"
 """Triton prefixes restricted-API headers with this on gRPC."""
 
+# --- image files ----------------------------------------------------------------------------------------
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+"""What a folder search picks up (classify, eval, verify, load-test payloads)."""
+
 # --- sample photographs ----------------------------------------------------------------------------------
 SAMPLE_PHOTOS = (
     "astronaut",

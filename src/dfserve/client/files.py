@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-"""What a folder search picks up. A file named explicitly is always tried, whatever its suffix."""
+from dfserve.names import IMAGE_SUFFIXES
 
 
 def find_images(paths: Iterable[str | Path]) -> list[str]:
-    """Files as given, and image files found recursively (sorted) in folders, as strings.
+    """Files as given, and image files found recursively (sorted) in folders, as strings. A file named
+    explicitly is always tried, whatever its suffix.
 
     A path that does not exist is kept as given, so that it reports "no such file" in place like any other
     bad input instead of silently disappearing.

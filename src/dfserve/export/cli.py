@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from dfserve.cli import positive_ints
-from dfserve.config import DEFAULT_MODEL_ID, DEFAULT_RESIZE_MODE, RESIZE_MODES, Batching, Limits, ModelSpec
+from dfserve.config import DEFAULT_MODEL_ID, DEFAULT_RESIZE_MODE, RESIZE_MODES, Batching, Limits, ModelSpec, Precision
 from dfserve.names import DEFAULT_REPOSITORY
 
 
@@ -90,7 +90,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16", "int8"),
+        choices=get_args(Precision),
         default=None,
         help="the served engine's arithmetic (default: fp32 for ONNX Runtime, fp16 for TensorRT). fp16 and int8 "
         "graphs are built here and pass their fidelity gate against the Transformers pipeline at every build",

@@ -27,8 +27,6 @@ from dfserve.config import ModelSpec
 from dfserve.export.errors import BuildError
 from dfserve.export.fidelity import Drift, bar_for, compare, decisions
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
 
 class VerifyError(BuildError):
     """The reference and the server cannot be compared (labels that differ, nothing to compare)."""
@@ -69,7 +67,9 @@ class Verification:
 def user_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise VerifyError(f"--images {folder}: not a folder")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    from dfserve.client.files import find_images
+
+    return [Path(p) for p in find_images([folder])]
 
 
 def _usable(paths: list[Path], spec: ModelSpec) -> tuple[list[Path], list[dict[str, str]]]:

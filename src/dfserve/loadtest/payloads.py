@@ -21,9 +21,8 @@ from PIL import Image, UnidentifiedImageError
 
 from dfserve.config import DEFAULT_RESIZE_MODE, ModelSpec, ResizeMode
 from dfserve.loadtest.errors import PayloadError
+from dfserve.names import IMAGE_SUFFIXES
 from dfserve.preprocessing import InvalidImageError, preprocess_bytes
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 # (width, height): VGA, SVGA, XGA, 720p, square social-media upload, 2MP, 1080p, a 12 MP phone photo (portrait).
 REALISTIC_SIZES: tuple[tuple[int, int], ...] = (
