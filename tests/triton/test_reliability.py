@@ -126,9 +126,13 @@ def _server_pid(launcher: int) -> int:
     return kids[0]
 
 
+KILL_TRIALS = 5
+"""Per kind of kill (tritonserver, launcher): the issue's figure is 0 leftovers in 10 trials."""
+
+
 def test_killed_tritonserver_leaves_no_stub_or_region(repo: Path) -> None:
     """The launcher exits with the server's reason and removes its whole process group and regions."""
-    for _ in range(3):
+    for _ in range(KILL_TRIALS):
         proc, info, _ = start_cli(f"--repository={repo}")
         pid = int(info["pid"])
         stubs, regions = children(pid), stub_shm_regions(pid)
@@ -141,18 +145,19 @@ def test_killed_tritonserver_leaves_no_stub_or_region(repo: Path) -> None:
 
 
 def test_killed_launcher_is_cleaned_up_by_the_next(repo: Path) -> None:
-    proc, info, _ = start_cli(f"--repository={repo}")
-    pid = int(info["pid"])
-    stubs, regions = children(pid), stub_shm_regions(pid)
-    assert (STATE_DIR / f"{pid}.json").is_file()
-    with Load(info["http"]):
-        time.sleep(0.5)
-        proc.kill()
-        proc.wait(10)
-    clean_leftovers()  # what the next `dfserve serve` does first
-    assert wait_gone([pid, *stubs]) == []
-    assert not regions & shm_regions()
-    assert not (STATE_DIR / f"{pid}.json").exists()
+    for _ in range(KILL_TRIALS):
+        proc, info, _ = start_cli(f"--repository={repo}")
+        pid = int(info["pid"])
+        stubs, regions = children(pid), stub_shm_regions(pid)
+        assert (STATE_DIR / f"{pid}.json").is_file()
+        with Load(info["http"]):
+            time.sleep(0.5)
+            proc.kill()
+            proc.wait(10)
+        clean_leftovers()  # what the next `dfserve serve` does first
+        assert wait_gone([pid, *stubs]) == []
+        assert not regions & shm_regions()
+        assert not (STATE_DIR / f"{pid}.json").exists()
 
 
 def test_restart_keeps_ports_and_key(repo: Path) -> None:
