@@ -279,6 +279,61 @@ class Limits(_Frozen):
     440 shortest edge), before the crop."""
 
 
+class GpuServing(_Frozen):
+    """How `vit` is served on a GPU (the `tensorrt` target): the one place for the GPU settings, kept apart from
+    `Batching`, whose defaults are tuned for CPUs. The build folds these into the spec's `Batching` for GPU targets
+    (`for_gpu`), so the embedded spec and config.pbtxt agree.
+
+    Why these values: one instance leaves the GPU idle while Triton gathers the next batch and copies it in, so two
+    instances overlap one batch's copies and batching with the other's compute. Without preferred batch sizes the
+    dynamic batcher waits up to `max_queue_delay_us` and, under load, sends `max_batch_size`; that is the batch the
+    engine's optimisation profile is tuned for (`opt_batch`). CUDA graphs remove the per-kernel launch cost (a ViT
+    is hundreds of short kernels), which matters most for the small batches of light load; each graph costs GPU
+    memory per instance, so only the common sizes are captured. Decoding on the server is CPU-bound (about 70
+    images/s per core against thousands per second on the GPU), so `preprocess` gets one instance per core of the
+    host unless told otherwise.
+    """
+
+    engine_instances: int = Field(default=2, ge=1)
+    preprocess_instances: int | None = Field(default=None, ge=1)
+    """None: one per CPU core of the build host (`os.cpu_count()`), which is assumed to match the serving host."""
+    cuda_graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    """Batch sizes Triton's TensorRT backend captures CUDA graphs for (those above max_batch_size are dropped; the
+    max batch is always added)."""
+    builder_optimization_level: int = Field(default=3, ge=0, le=5)
+    """TensorRT's builder optimisation level: 3 is its own default; 4-5 search longer for kernels (builds take
+    several times as long). Set here explicitly so the build record says which was used."""
+
+    @field_validator("cuda_graph_batch_sizes")
+    @classmethod
+    def _positive_sorted(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b < 1 for b in v):
+            raise ValueError(f"CUDA graph batch sizes must be positive, got {list(v)}")
+        return tuple(sorted(set(v)))
+
+    def graph_batch_sizes(self, max_batch: int) -> tuple[int, ...]:
+        return tuple(sorted({b for b in self.cuda_graph_batch_sizes if b <= max_batch} | {max_batch}))
+
+    @staticmethod
+    def opt_batch(batching: Batching) -> int:
+        """The batch the dynamic batcher forms under load: without preferred sizes it fills `max_batch_size`."""
+        return max(batching.preferred_batch_sizes, default=batching.max_batch_size)
+
+    def for_gpu(self, batching: Batching, cores: int | None = None) -> Batching:
+        """`batching` as served on a GPU: no preferred sizes (the queue delay applies), GPU engine instances, and
+        `preprocess` instances from `preprocess_instances` or else the host's cores."""
+        import os
+
+        count = self.preprocess_instances or cores or os.cpu_count() or 1
+        return batching.model_copy(
+            update={
+                "preferred_batch_sizes": (),
+                "engine_instances": self.engine_instances,
+                "preprocess_instances": count,
+            }
+        )
+
+
 SPEC_FORMAT_VERSION = "1.1"
 """The spec's format, major.minor. A minor bump only adds fields, which older readers ignore (with one log
 line); a major bump changes meaning, and readers of another major refuse the spec naming both versions."""

@@ -1,29 +1,46 @@
-"""TensorRT FP16 engines for the `vit` model, and the checks that keep a plan from being served where it cannot run.
+"""TensorRT engines for the `vit` model, built strongly typed from the FP16 ONNX graph that the build has already
+proven, and the checks that keep a plan from being served where it cannot run.
+
+Precision. The build first writes the FP16 ONNX graph exactly as `--precision fp16` does for ONNX Runtime
+(`dfserve.export.precision.to_fp16`: ONNX Runtime's float16 converter with LayerNormalization, Softmax and the
+final sigmoid/softmax in FP32 behind explicit casts) and gates it on the CPU against the Transformers pipeline and
+the FP32 graph. TensorRT then builds *that* graph with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: every
+tensor keeps the type the graph gives it, so the precision the engine computes in is the precision that was
+measured. Strongly typed networks take no precision flags (``BuilderFlag.FP16``) and no per-layer precision or
+output types; TensorRT refuses them. An FP32 engine is the same call on the FP32 graph.
+
+Why not the weakly typed build this replaced (FP32 ONNX + ``BuilderFlag.FP16`` + layers pinned to FP32 under
+``OBEY_PRECISION_CONSTRAINTS``): the pinned precisions were chosen by TensorRT layer type after its own fusions,
+so what ran on the GPU was never the graph whose drift had been measured; pinning every Softmax forced the
+attention probabilities (32×6×577² values per layer at batch 32) through memory in FP32 and defeated fused
+attention; pinning LayerNormalization only added reformats. TensorRT 10.12 deprecates weak typing and
+TensorRT 11 builds strongly typed networks only (its ``STRONGLY_TYPED`` flag is kept but ignored); a TensorRT
+whose ``NetworkDefinitionCreationFlag`` lacks the member is handled by its major version (`network_flags`).
+
+The engine's own record. The builder runs with ``ProfilingVerbosity.DETAILED``; after the build the plan is
+deserialised, an execution context is set to the optimisation profile's `opt` shape (with dynamic shapes the
+inspector reports formats only for a context's concrete shapes) and the engine inspector's JSON
+(``get_engine_information(LayerInformationFormat.JSON)``) is summarised by `summarize_engine_information`: layers
+per output data type, the layers that write FP32, tactics and layer types. The summary goes into the plan's
+record and build_report.json, so the first GPU build shows what TensorRT did.
 
 A TensorRT plan is only valid for the TensorRT version and the GPU architecture it was built on; loading it
 anywhere else fails deep inside Triton with a message about "magic tags" or "serialization". So every plan
 gets a sidecar record (``model.plan.json``) and `check_engine_compatibility` compares it with the host before
-anything tries to load the plan.
+anything tries to load the plan. The GPUs come from the CUDA runtime (`cuda_gpus`: the devices and the order
+Triton sees, honouring CUDA_VISIBLE_DEVICES), with nvidia-smi as the fallback where cuda-python is not installed
+(NVIDIA's Triton image, where `python -m dfserve.export.tensorrt check` runs before tritonserver).
 
 What has run where -- said plainly, because it matters:
 
-- TensorRT cannot be installed on the development machine (no NVIDIA package index, no GPU). The functions
-  that call TensorRT or CUDA -- `build_engine`, `pin_fp32_layers`, `run_engine` -- have NOT been run here.
-  They follow the TensorRT 10 Python API (explicit-batch networks, ``build_serialized_network``,
-  ``set_tensor_address`` / ``execute_async_v3``) and are kept small so that their first GPU run is easy to
-  review. `docker compose run --rm build` runs them inside NVIDIA's TensorRT container.
+- TensorRT and CUDA cannot be installed on the development machine (no NVIDIA package index, no GPU).
+  `build_engine` and `run_engine` have NOT run against the real `tensorrt` module. They are exercised end to end
+  against a recording stand-in of the subset of the TensorRT 10 Python API and the cuda-python runtime bindings
+  they call (tests/export/trt_standin.py), strict about enum member names, argument types and call order, with
+  every name checked against NVIDIA's TensorRT 10 Python API documentation.
 - Everything around them is pure Python and tested here: the missing-TensorRT message, `EngineOptions` and its
-  agreement with the `ModelSpec`, the ONNX input check, the choice of layers kept in FP32 (on plain layer-type
-  names), the compatibility record and check, the version/GPU probes' parsing, and the FP16 parity gate.
-
-Precision: the build uses a *weakly typed* network with ``BuilderFlag.FP16`` and pins LayerNorm, Softmax and
-the reduce/pow/sqrt ops of decomposed LayerNorms to FP32 (``OBEY_PRECISION_CONSTRAINTS``). ViTs carry
-activation outliers of several hundred; squaring them for the variance overflows FP16's 65504 and the
-LayerNorm output collapses. A strongly typed network would be the alternative, but it takes its precisions
-from the ONNX graph, which would then need a separate mixed-precision ONNX export; the one FP32 ONNX that
-ONNX Runtime serves (and that the parity reference runs) is kept as the single source. TensorRT 10.12+
-deprecates weak typing; when the pinned Triton release moves past it, switch to a strongly typed network built
-from an ONNX converted with the same `keeps_fp32` policy.
+  agreement with the `ModelSpec`, the ONNX input check, the inspector summary on a sample of TensorRT's
+  documented JSON, the compatibility record and check, the GPU probes, and the parity gate.
 """
 
 from __future__ import annotations
@@ -33,11 +50,13 @@ import importlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,7 +66,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dfserve.config import ModelSpec
+from dfserve.config import GpuServing, ModelSpec
 from dfserve.export.errors import BuildError, ParityError
 from dfserve.names import TIMING_CACHE_ENV
 
@@ -119,8 +138,8 @@ class EngineOptions(BaseModel):
     workspace_bytes: int = Field(default=4 << 30, ge=1 << 20)
     timing_cache: Path | None = None
     """Loaded when present and saved after the build, so rebuilds skip most kernel timing."""
-    optimization_level: int = Field(default=3, ge=0, le=5)
-    """TensorRT's builder optimisation level: 3 is its default; 5 searches longest."""
+    optimization_level: int = Field(default=GpuServing().builder_optimization_level, ge=0, le=5)
+    """TensorRT's builder optimisation level (`GpuServing.builder_optimization_level`)."""
     hardware_compatibility: Literal["none", "ampere_plus"] = "none"
     """`ampere_plus` builds a plan that loads on any GPU of compute capability 8.0 or newer (slightly slower)."""
 
@@ -134,19 +153,21 @@ class EngineOptions(BaseModel):
         return self
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, **overrides: Any) -> EngineOptions:
+    def from_spec(cls, spec: ModelSpec, gpu: GpuServing | None = None, **overrides: Any) -> EngineOptions:
         """Options whose profile covers every batch Triton may send `vit`.
 
-        The optimal batch is the largest preferred batch size where there are any (under load the dynamic
-        batcher forms those), else the max batch size, which a loaded batcher fills. The timing cache defaults to
-        ``$DFSERVE_TRT_TIMING_CACHE`` (the
-        compose `build` service points it at a volume, so rebuilds on the same GPU skip kernel timing).
+        The optimal batch is the one the dynamic batcher forms under load (`GpuServing.opt_batch`: with no preferred
+        sizes, a loaded batcher fills `max_batch_size`); the optimisation level is `GpuServing`'s. The timing cache
+        defaults to ``$DFSERVE_TRT_TIMING_CACHE`` (the compose `build` service points it at a volume, so rebuilds on
+        the same GPU skip kernel timing).
         """
+        gpu = gpu or GpuServing()
         batching = spec.batching
         values: dict[str, Any] = {
             "min_batch": 1,
-            "opt_batch": max(batching.preferred_for(batching.max_batch_size), default=batching.max_batch_size),
+            "opt_batch": gpu.opt_batch(batching),
             "max_batch": batching.max_batch_size,
+            "optimization_level": gpu.builder_optimization_level,
         }
         if os.environ.get(TIMING_CACHE_ENV):
             values["timing_cache"] = Path(os.environ[TIMING_CACHE_ENV])
@@ -176,58 +197,6 @@ class EngineOptions(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Which layers stay in FP32 (plain names, so the policy is testable without TensorRT)
-
-FP32_LAYER_TYPES = frozenset({"NORMALIZATION", "SOFTMAX", "REDUCE"})
-"""TensorRT layer types computed in FP32: LayerNorm (opset 17+ imports as NORMALIZATION), Softmax, and every
-reduction (in a ViT they are the mean and variance of decomposed LayerNorms)."""
-FP32_LAYER_OPS = frozenset({("ELEMENTWISE", "POW"), ("UNARY", "SQRT")})
-"""The element-wise parts of a decomposed LayerNorm that overflow or lose range in FP16: x² and √var."""
-DECOMPOSED_NORM_SEEDS = frozenset({"REDUCE", "ELEMENTWISE", "UNARY"})
-"""Pinned layers whose element-wise consumers are pinned too: in a decomposed LayerNorm, `var + eps`,
-`x - mean` and `d / std` sit between the reductions, and casting `var` back to FP16 would overflow again."""
-FLOAT_TYPES = frozenset({"FLOAT", "HALF", "BF16"})
-
-
-@dataclass(frozen=True)
-class LayerDesc:
-    """A network layer reduced to plain names: TensorRT's ``LayerType`` and operation enum names, the output
-    data types, and the indices of the layers producing its inputs (layers come in topological order)."""
-
-    name: str
-    type: str
-    op: str | None = None
-    output_dtypes: tuple[str, ...] = ("FLOAT",)
-    inputs: tuple[int, ...] = ()
-
-
-def keeps_fp32(layer: LayerDesc) -> bool:
-    """Whether this layer is FP32 by its own kind. Layers on integer shape tensors are left alone."""
-    return _is_float(layer) and (layer.type in FP32_LAYER_TYPES or (layer.type, layer.op) in FP32_LAYER_OPS)
-
-
-def _is_float(layer: LayerDesc) -> bool:
-    return bool(layer.output_dtypes) and all(d in FLOAT_TYPES for d in layer.output_dtypes)
-
-
-def select_fp32_layers(layers: Sequence[LayerDesc]) -> list[int]:
-    """Indices of the layers an FP16 build pins to FP32: `keeps_fp32` layers, plus the element-wise chain that
-    follows a pinned reduction, power or square root (the rest of a decomposed LayerNorm, up to the next
-    non-element-wise layer such as the following MatMul)."""
-    pinned: list[int] = []
-    chain: set[int] = set()
-    for i, layer in enumerate(layers):
-        if keeps_fp32(layer):
-            pinned.append(i)
-            if layer.type in DECOMPOSED_NORM_SEEDS:
-                chain.add(i)
-        elif layer.type in ("ELEMENTWISE", "UNARY") and _is_float(layer) and chain.intersection(layer.inputs):
-            pinned.append(i)
-            chain.add(i)
-    return pinned
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The ONNX graph must be the one the spec describes (checked before TensorRT sees it)
 
 
@@ -254,6 +223,85 @@ def check_onnx_input(onnx_path: Path, spec: ModelSpec) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The engine inspector's JSON, summarised (pure: tested on a sample of TensorRT's documented format)
+
+DTYPE_WORDS = {
+    "fp32": "fp32",
+    "float": "fp32",
+    "fp16": "fp16",
+    "half": "fp16",
+    "bf16": "bf16",
+    "fp8": "fp8",
+    "int8": "int8",
+    "uint8": "uint8",
+    "int32": "int32",
+    "int64": "int64",
+    "bool": "bool",
+    "int4": "int4",
+    "fp4": "fp4",
+}
+"""Words of the inspector's "Format/Datatype" strings ("Row major linear FP16 format", "Channel major FP16 format
+where channel % 4 == 0", "Thirty-two wide channel vectorized row major Int8 format.", "Float") and the data type
+each names. A string with none of them ("N/A due to dynamic shapes") is "unknown"."""
+TACTICS_LISTED = 20
+
+
+def tensor_dtype(format_datatype: str) -> str:
+    """The data type a "Format/Datatype" string names, or "unknown"."""
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+[0-9]*", format_datatype)]
+    found = [DTYPE_WORDS[w] for w in words if w in DTYPE_WORDS]
+    return found[0] if found else "unknown"
+
+
+def summarize_engine_information(text: str) -> dict[str, Any]:
+    """Counts of layers per output data type, the layers writing FP32, layer types and tactics, from
+    ``EngineInspector.get_engine_information(LayerInformationFormat.JSON)``.
+
+    The JSON is ``{"Layers": [...], "Bindings": [...]}``; with ``ProfilingVerbosity.DETAILED`` each layer is an
+    object with "Name", "LayerType", "Inputs"/"Outputs" (each with "Name", "Dimensions", "Format/Datatype"),
+    "TacticName" (for kernels that have one) and "TacticValue"; at lower verbosity a layer is only its name, which
+    is reported as such (``detailed: false``) rather than guessed at. A layer whose outputs have several types is
+    counted under them joined by "+". Unreadable JSON raises ValueError naming the problem.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the engine inspector's output is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("Layers"), list):
+        raise ValueError("the engine inspector's JSON has no 'Layers' list")
+    layers = data["Layers"]
+    detailed = all(isinstance(layer, dict) for layer in layers)
+    summary: dict[str, Any] = {"layers": len(layers), "detailed": detailed, "bindings": list(data.get("Bindings", []))}
+    if not detailed:
+        return summary
+    by_dtype: Counter[str] = Counter()
+    types: Counter[str] = Counter()
+    tactics: Counter[str] = Counter()
+    fp32: list[str] = []
+    for layer in layers:
+        outputs = [o for o in layer.get("Outputs", []) if isinstance(o, dict)]
+        dtypes = sorted({tensor_dtype(str(o.get("Format/Datatype", ""))) for o in outputs}) or ["none"]
+        dtype = "+".join(dtypes)
+        by_dtype[dtype] += 1
+        if "fp32" in dtypes:
+            fp32.append(str(layer.get("Name", "?")))
+        types[str(layer.get("LayerType", "?"))] += 1
+        tactic = layer.get("TacticName") or layer.get("TacticValue")
+        if tactic:
+            tactics[str(tactic)] += 1
+    summary.update(
+        {
+            "by_output_dtype": dict(sorted(by_dtype.items())),
+            "fp32_layers": fp32,
+            "layer_types": dict(types.most_common()),
+            "tactics": dict(tactics.most_common(TACTICS_LISTED)),
+            "distinct_tactics": len(tactics),
+        }
+    )
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The compatibility record
 
 
@@ -262,6 +310,10 @@ class GpuInfo:
     name: str
     compute_capability: str
     """"major.minor", e.g. "9.0"."""
+    pci_bus_id: str = ""
+    """"domain:bus:device.0" as nvidia-smi and CUDA print it; empty where the probe did not say."""
+    uuid: str = ""
+    """"GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"; empty where the probe did not say."""
 
     @property
     def sm(self) -> str:
@@ -283,8 +335,12 @@ class EngineInfo:
     input_shape: tuple[int, int, int]
     build_seconds: float
     plan_bytes: int
-    fp32_layers: int
     timing_cache: str | None = None
+    strongly_typed: bool = True
+    optimization_level: int | None = None
+    gpu_uuid: str = ""
+    layers: dict[str, Any] | None = None
+    """`summarize_engine_information` of the engine inspector's JSON: what TensorRT did with the graph."""
     format: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
@@ -427,6 +483,45 @@ NVINFER_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/opt
 """Where Triton's containers keep libnvinfer when it is not on the loader's path."""
 
 
+def _text(value: Any) -> str:
+    """cuda-python hands `char[]` fields over as bytes (NUL-padded); accept str as well."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+    return str(value).strip()
+
+
+def format_uuid(raw: bytes) -> str:
+    """nvidia-smi's spelling of a GPU UUID: "GPU-" and the 16 bytes as 8-4-4-4-12 hex digits."""
+    h = bytes(raw).hex()
+    if len(h) != 32:
+        raise ValueError(f"a GPU UUID has 16 bytes, got {len(raw)}")
+    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def cuda_gpus(cudart: Any | None = None) -> list[GpuInfo]:
+    """The GPUs of the CUDA runtime, in its device order (the one Triton's `gpus` and instance groups use),
+    limited by CUDA_VISIBLE_DEVICES: ``cudaGetDeviceCount`` and ``cudaGetDeviceProperties``.
+
+    Preferred over nvidia-smi, which lists GPUs in PCI order whatever CUDA_DEVICE_ORDER says and whose older
+    drivers lack the `compute_cap` query. Raises `TensorRTUnavailableError` without cuda-python and
+    `EngineBuildError` when the runtime fails (no driver, no device)."""
+    rt = cudart or _cudart()
+    count = int(_check(rt.cudaGetDeviceCount()))
+    gpus = []
+    for device in range(count):
+        props = _check(rt.cudaGetDeviceProperties(device))
+        pci = f"{int(props.pciDomainID):08x}:{int(props.pciBusID):02x}:{int(props.pciDeviceID):02x}.0".upper()
+        gpus.append(
+            GpuInfo(
+                name=_text(props.name),
+                compute_capability=f"{int(props.major)}.{int(props.minor)}",
+                pci_bus_id=pci,
+                uuid=format_uuid(bytes(props.uuid.bytes)),
+            )
+        )
+    return gpus
+
+
 def parse_nvidia_smi(text: str) -> list[GpuInfo]:
     """Lines of ``nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader``."""
     gpus = []
@@ -438,8 +533,9 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
     return gpus
 
 
-def local_gpus() -> list[GpuInfo]:
-    """The GPUs this process may use (honouring CUDA_VISIBLE_DEVICES), empty when there is none."""
+def _nvidia_smi_gpus() -> list[GpuInfo]:
+    """The fallback where cuda-python is missing (NVIDIA's Triton image installs dfserve without the `gpu` extra).
+    Its order is PCI order, and drivers before 510 lack `compute_cap` (the call then fails and nothing is listed)."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []
@@ -452,6 +548,17 @@ def local_gpus() -> list[GpuInfo]:
         return parse_nvidia_smi(out)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         log.warning("nvidia-smi could not list GPUs: %s", exc)
+        return []
+
+
+def local_gpus() -> list[GpuInfo]:
+    """The GPUs this process may use, empty when there is none: from the CUDA runtime, else from nvidia-smi."""
+    try:
+        return cuda_gpus()
+    except TensorRTUnavailableError:
+        return _nvidia_smi_gpus()
+    except EngineBuildError as exc:  # cuda-python present, but no driver or device
+        log.warning("the CUDA runtime lists no GPU: %s", exc)
         return []
 
 
@@ -510,31 +617,62 @@ def fp16_parity(
 # The TensorRT calls (not run on the development machine: see the module docstring)
 
 
-def pin_fp32_layers(trt: ModuleType, network: Any) -> list[str]:
-    """Mark the layers `select_fp32_layers` picks as FP32 (precision and output types); returns their names."""
-    subclass = {"ELEMENTWISE": trt.IElementWiseLayer, "UNARY": trt.IUnaryLayer, "REDUCE": trt.IReduceLayer}
-    layers, descs = [], []
-    producer: dict[str, int] = {}
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        kind = layer.type.name
-        op = None
-        if kind in subclass:
-            layer.__class__ = subclass[kind]  # how TensorRT's Polygraphy reaches a layer's `op`
-            op = layer.op.name
-        sources = (layer.get_input(j) for j in range(layer.num_inputs))
-        inputs = tuple(producer[t.name] for t in sources if t is not None and t.name in producer)
-        outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
-        producer.update((t.name, i) for t in outputs)
-        layers.append(layer)
-        descs.append(LayerDesc(layer.name, kind, op, tuple(t.dtype.name for t in outputs), inputs))
-    pinned = []
-    for i in select_fp32_layers(descs):
-        layers[i].precision = trt.float32
-        for j in range(layers[i].num_outputs):
-            layers[i].set_output_type(j, trt.float32)
-        pinned.append(descs[i].name)
-    return pinned
+def _major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _member(trt: ModuleType, enum: str, name: str) -> Any:
+    """``trt.<enum>.<name>``, or an `EngineBuildError` naming the TensorRT version that lacks it (the build then stops
+    with one line instead of an AttributeError from deep inside)."""
+    owner = getattr(trt, enum, None)
+    value = getattr(owner, name, None) if owner is not None else None
+    if value is None:
+        raise EngineBuildError(
+            f"TensorRT {getattr(trt, '__version__', '?')} has no {enum}.{name}: dfserve builds with the TensorRT 10 "
+            "Python API (use NVIDIA's TensorRT container of the release in .env)"
+        )
+    return value
+
+
+def network_flags(trt: ModuleType) -> int:
+    """`create_network` flags of a strongly typed network.
+
+    TensorRT 10 needs ``1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)``. TensorRT 11 builds strongly
+    typed networks only: it keeps the member for compatibility (ignored), and a later major may drop it, so
+    from 11 on a missing member means 0. Before 10 (no strongly typed networks with this API) the build stops.
+    """
+    major = _major(str(getattr(trt, "__version__", "0")))
+    owner = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    flag = getattr(owner, "STRONGLY_TYPED", None) if owner is not None else None
+    if flag is not None:
+        return 1 << int(flag)
+    if major >= 11:
+        return 0
+    raise EngineBuildError(
+        f"TensorRT {getattr(trt, '__version__', '?')} has no NetworkDefinitionCreationFlag.STRONGLY_TYPED: "
+        "dfserve builds strongly typed engines with TensorRT 10 or newer"
+    )
+
+
+def _inspect(trt: ModuleType, logger: Any, plan: bytes, spec: ModelSpec, options: EngineOptions) -> dict[str, Any]:
+    """The engine inspector's JSON for the `opt` shape, summarised (an execution context with concrete shapes,
+    because a dynamic-shape engine's formats read "N/A due to dynamic shapes" without one)."""
+    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+    if engine is None:
+        raise EngineBuildError("TensorRT could not deserialise the engine it has just built")
+    context = engine.create_execution_context()
+    context.set_input_shape(spec.tensors.pixels, options.shapes(spec)[1])
+    inspector = engine.create_engine_inspector()
+    inspector.execution_context = context
+    text = inspector.get_engine_information(_member(trt, "LayerInformationFormat", "JSON"))
+    try:
+        return summarize_engine_information(str(text))
+    except ValueError as exc:  # the record is for people: a format change must not fail a good engine
+        log.warning("could not summarise the engine inspector's output: %s", exc)
+        return {"error": str(exc)}
 
 
 def build_engine(
@@ -544,7 +682,8 @@ def build_engine(
     options: EngineOptions,
     gpu: GpuInfo | None = None,
 ) -> EngineInfo:
-    """Build `plan_path` (and its record) from the FP32 ONNX export; one profile for `spec.tensors.pixels`.
+    """Build `plan_path` (and its record) from `onnx_path` as a strongly typed network: the FP16 ONNX graph the
+    build has proven for an FP16 engine, the FP32 graph for an FP32 one. One profile for `spec.tensors.pixels`.
 
     `gpu` defaults to the first local GPU; the record is what `check_engine_compatibility` reads later.
     """
@@ -553,30 +692,26 @@ def build_engine(
     trt = require_tensorrt()
     gpu = gpu or next(iter(local_gpus()), None)
     if gpu is None:
-        raise TensorRTUnavailableError("no NVIDIA GPU is visible (nvidia-smi lists none): engines build on a GPU")
+        raise TensorRTUnavailableError("no NVIDIA GPU is visible to the CUDA runtime: engines build on a GPU")
+    version = str(trt.__version__)
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"TensorRT could not parse {onnx_path}: {errors}")
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
+    config.set_memory_pool_limit(_member(trt, "MemoryPoolType", "WORKSPACE"), options.workspace_bytes)
     config.builder_optimization_level = options.optimization_level
+    config.profiling_verbosity = _member(trt, "ProfilingVerbosity", "DETAILED")
     if options.hardware_compatibility == "ampere_plus":
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        config.hardware_compatibility_level = _member(trt, "HardwareCompatibilityLevel", "AMPERE_PLUS")
     profile = builder.create_optimization_profile()
     profile.set_shape(spec.tensors.pixels, *options.shapes(spec))
     config.add_optimization_profile(profile)
-    pinned: list[str] = []
-    if options.precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        pinned = pin_fp32_layers(trt, network)
-        log.info("FP16 engine with %d layers kept in FP32 (LayerNorm, Softmax, reductions)", len(pinned))
 
     cache_file = options.timing_cache
     cache_bytes = cache_file.read_bytes() if cache_file and cache_file.is_file() else b""
@@ -588,16 +723,20 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - started
     if serialized is None:
-        raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
+        raise EngineBuildError(f"TensorRT {version} failed to build an engine from {onnx_path} (see its log above)")
+    plan = bytes(serialized)
     plan_path.parent.mkdir(parents=True, exist_ok=True)
-    plan_path.write_bytes(bytes(serialized))
+    plan_path.write_bytes(plan)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(cache_file, bytes(config.get_timing_cache().serialize()))
+    layers = _inspect(trt, logger, plan, spec, options)
+    if layers.get("by_output_dtype"):
+        log.info("engine layers by output type %s", layers["by_output_dtype"])
 
     h, w = spec.input_hw
     info = EngineInfo(
-        tensorrt_version=str(trt.__version__),
+        tensorrt_version=version,
         gpu_name=gpu.name,
         compute_capability=gpu.compute_capability,
         hardware_compatibility=options.hardware_compatibility,
@@ -607,31 +746,32 @@ def build_engine(
         max_batch=options.max_batch,
         input_shape=(3, h, w),
         build_seconds=round(seconds, 3),
-        plan_bytes=plan_path.stat().st_size,
-        fp32_layers=len(pinned),
+        plan_bytes=len(plan),
         timing_cache=str(cache_file) if cache_file else None,
+        strongly_typed=True,
+        optimization_level=options.optimization_level,
+        gpu_uuid=gpu.uuid,
+        layers=layers,
     )
     write_engine_record(plan_path, info)
     return info
 
 
 def _cudart() -> Any:
+    """cuda-python's runtime bindings (``cuda.bindings.runtime``, cuda-python 12.6+, pinned in the `gpu` extra)."""
     try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError as exc:
-            raise TensorRTUnavailableError(
-                "running an engine needs the CUDA runtime bindings: pip install 'dfserve[gpu]' (cuda-python)"
-            ) from exc
-    return cudart
+        from cuda.bindings import runtime
+    except ImportError as exc:
+        raise TensorRTUnavailableError(
+            "the CUDA runtime bindings are missing: pip install 'dfserve[gpu]' (cuda-python 12.6+)"
+        ) from exc
+    return runtime
 
 
 def _check(result: Any) -> Any:
     err, *values = result
     if int(err) != 0:
-        raise EngineBuildError(f"CUDA call failed: {err}")
+        raise EngineBuildError(f"CUDA call failed: {getattr(err, 'name', err)}")
     return values[0] if values else None
 
 
@@ -648,28 +788,32 @@ def run_engine(plan_path: Path, pixels: np.ndarray, spec: ModelSpec) -> np.ndarr
     context = engine.create_execution_context()
     inp, out = spec.tensors.pixels, spec.tensors.scores
     in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(inp)))
+    h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
     stream = _check(cudart.cudaStreamCreate())
     results = []
     try:
         for start in range(0, len(pixels), record.max_batch):
             chunk = np.ascontiguousarray(pixels[start : start + record.max_batch], dtype=in_dtype)
-            context.set_input_shape(inp, chunk.shape)
+            if not context.set_input_shape(inp, tuple(chunk.shape)):
+                raise EngineBuildError(f"{plan_path} does not accept input shape {tuple(chunk.shape)}")
             out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(out)))
             host_out = np.empty(tuple(context.get_tensor_shape(out)), dtype=out_dtype)
-            d_in = _check(cudart.cudaMalloc(chunk.nbytes))
-            d_out = _check(cudart.cudaMalloc(host_out.nbytes))
+            allocated: list[int] = []
             try:
-                h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+                d_in = _check(cudart.cudaMalloc(chunk.nbytes))
+                allocated.append(d_in)
+                d_out = _check(cudart.cudaMalloc(host_out.nbytes))
+                allocated.append(d_out)
                 _check(cudart.cudaMemcpy(d_in, chunk.ctypes.data, chunk.nbytes, h2d))
                 context.set_tensor_address(inp, d_in)
                 context.set_tensor_address(out, d_out)
-                if not context.execute_async_v3(stream):
+                if not context.execute_async_v3(int(stream)):  # TensorRT takes the stream as an integer handle
                     raise EngineBuildError(f"TensorRT failed to run {plan_path}")
                 _check(cudart.cudaStreamSynchronize(stream))
                 _check(cudart.cudaMemcpy(host_out.ctypes.data, d_out, host_out.nbytes, d2h))
             finally:
-                cudart.cudaFree(d_in)
-                cudart.cudaFree(d_out)
+                for pointer in allocated:
+                    cudart.cudaFree(pointer)
             results.append(host_out.astype(np.float32))
     finally:
         cudart.cudaStreamDestroy(stream)

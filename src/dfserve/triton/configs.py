@@ -5,8 +5,9 @@ schema rejects a misspelt field or a wrong enum here, at build time, not when th
 with `text_format`. `read_config` parses a file back, so tests check what the server will read.
 
 Every value comes from the `ModelSpec`: tensor and model names, input size, label count, batch sizes,
-instance counts. The spec itself is embedded as the parameter `dfserve_spec`, which is how backends and
-clients learn the policy without a side channel.
+instance counts; the `tensorrt` target adds the CUDA graphs of `dfserve.config.GpuServing` (the build has already
+folded that policy's instance counts into the spec's batching, see `GpuServing.for_gpu`). The spec itself is
+embedded as the parameter `dfserve_spec`, which is how backends and clients learn the policy without a side channel.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from dfserve.config import SPEC_PARAMETER, ModelSpec
+from dfserve.config import SPEC_PARAMETER, GpuServing, ModelSpec
 from dfserve.names import (  # noqa: F401 (re-exported)
     CONFIG_FILENAME,
     LABELS_FILENAME,
@@ -32,20 +33,20 @@ Target = Literal["python", "container", "tensorrt"]
 TARGETS: tuple[Target, ...] = ("python", "container", "tensorrt")
 
 
-def _dynamic_batching(spec: ModelSpec, max_batch: int) -> dict[str, Any]:
+def _dynamic_batching(spec: ModelSpec, max_batch: int, preferred: bool = True) -> dict[str, Any]:
     b = spec.batching
     batching: dict[str, Any] = {"max_queue_delay_microseconds": b.max_queue_delay_us}
-    if preferred := b.preferred_for(max_batch):
-        batching["preferred_batch_size"] = list(preferred)
+    if preferred and (sizes := b.preferred_for(max_batch)):
+        batching["preferred_batch_size"] = list(sizes)
     return batching
 
 
-def _common(spec: ModelSpec, name: str, max_batch: int) -> dict[str, Any]:
+def _common(spec: ModelSpec, name: str, max_batch: int, preferred: bool = True) -> dict[str, Any]:
     return {
         "name": name,
         "max_batch_size": max_batch,
         "version_policy": {"latest": {"num_versions": 1}},
-        "dynamic_batching": _dynamic_batching(spec, max_batch),
+        "dynamic_batching": _dynamic_batching(spec, max_batch, preferred),
         "parameters": {SPEC_PARAMETER: {"string_value": spec.model_dump_json()}},
     }
 
@@ -59,11 +60,27 @@ def _scores_dims(spec: ModelSpec) -> list[int]:
     return [len(spec.labels.names)]
 
 
-def engine_config(spec: ModelSpec, target: Target) -> model_config_pb2.ModelConfig:
-    """The engine `vit`: UINT8 pixels [N,3,H,W] -> FP32 scores [N,K]."""
+def cuda_graphs(spec: ModelSpec, gpu: GpuServing) -> dict[str, Any]:
+    """`optimization.cuda` for Triton's TensorRT backend: one CUDA graph per common batch size, each with the pixels
+    shape spelled out (the backend's `graph_spec` takes the input dims without the batch dimension)."""
+    dims = _pixels_dims(spec)
+    return {
+        "graphs": True,
+        "graph_spec": [
+            {"batch_size": b, "input": {spec.tensors.pixels: {"dim": dims}}}
+            for b in gpu.graph_batch_sizes(spec.batching.max_batch_size)
+        ],
+    }
+
+
+def engine_config(spec: ModelSpec, target: Target, gpu: GpuServing | None = None) -> model_config_pb2.ModelConfig:
+    """The engine `vit`: UINT8 pixels [N,3,H,W] -> FP32 scores [N,K].
+
+    `tensorrt` never declares preferred batch sizes (they would send a batch as soon as one is reached, and the
+    engine has one profile) and captures CUDA graphs (`gpu`, default `GpuServing()`)."""
     t = spec.tensors
     max_batch = spec.batching.max_batch_size
-    cfg = _common(spec, spec.models.engine, max_batch)
+    cfg = _common(spec, spec.models.engine, max_batch, preferred=target != "tensorrt")
     cfg["input"] = [{"name": t.pixels, "data_type": "TYPE_UINT8", "dims": _pixels_dims(spec)}]
     cfg["output"] = [{"name": t.scores, "data_type": "TYPE_FP32", "dims": _scores_dims(spec)}]
     count = spec.batching.engine_instances
@@ -78,6 +95,7 @@ def engine_config(spec: ModelSpec, target: Target) -> model_config_pb2.ModelConf
         cfg["platform"] = "tensorrt_plan"
         cfg["default_model_filename"] = PLAN_FILENAME
         cfg["instance_group"] = [{"count": count, "kind": "KIND_GPU"}]
+        cfg["optimization"] = {"cuda": cuda_graphs(spec, gpu or GpuServing())}
     else:
         raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
     warm_batches = sorted({1, max_batch})

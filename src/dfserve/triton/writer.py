@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dfserve.config import ModelSpec
+from dfserve.config import GpuServing, ModelSpec
 from dfserve.export.errors import OutputError
 from dfserve.names import PYTHONPATH_ENV, SPEC_PARAMETER
 from dfserve.triton import configs
@@ -87,6 +87,7 @@ def write_repository(
     onnx_path: Path | None = None,
     plan_path: Path | None = None,
     torch_dir: Path | None = None,
+    gpu: GpuServing | None = None,
 ) -> Path:
     """Write (or overwrite) the three models and the spec into `out`; returns `out`."""
     check_writable(out)
@@ -102,7 +103,7 @@ def write_repository(
             shutil.rmtree(d)
         (d / "1").mkdir(parents=True)
 
-    configs.write_config(configs.engine_config(spec, target), engine_dir)
+    configs.write_config(configs.engine_config(spec, target, gpu), engine_dir)
     if target == "tensorrt":
         if plan_path is None:
             raise OutputError("a tensorrt repository needs the engine plan")
