@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Any, get_args
 
 from dfserve.cli import positive_ints
-from dfserve.config import DEFAULT_MODEL_ID, DEFAULT_RESIZE_MODE, RESIZE_MODES, Batching, Limits, ModelSpec, Precision
+from dfserve.config import (
+    DEFAULT_MODEL_ID,
+    DEFAULT_RESIZE_MODE,
+    RESIZE_MODES,
+    Batching,
+    GpuServing,
+    Limits,
+    ModelSpec,
+    Precision,
+)
 from dfserve.names import DEFAULT_REPOSITORY
 
 
@@ -29,13 +38,22 @@ def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.max_queue_delay_us,
         help="how long a request may wait for others to fill a batch (%(default)s µs)",
     )
-    g.add_argument("--engine-instances", type=int, default=d.engine_instances, help="engine instances (%(default)s)")
+    gpu = GpuServing()
+    g.add_argument(
+        "--engine-instances",
+        type=int,
+        help=f"engine instances ({d.engine_instances}; {gpu.engine_instances} on the GPU target tensorrt)",
+    )
     g.add_argument(
         "--preprocess-instances",
         type=int,
-        default=d.preprocess_instances,
-        help="decode/resize instances, each a process (%(default)s)",
+        help=f"decode/resize instances, each a process ({d.preprocess_instances}; one per CPU core of this host on "
+        "the GPU target tensorrt)",
     )
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def batching_from_args(args: argparse.Namespace) -> Batching:
@@ -44,9 +62,18 @@ def batching_from_args(args: argparse.Namespace) -> Batching:
         max_batch_size=max_batch,
         preferred_batch_sizes=tuple(b for b in args.preferred_batch_sizes if b <= max_batch),
         max_queue_delay_us=args.max_queue_delay_us,
-        engine_instances=args.engine_instances,
-        preprocess_instances=args.preprocess_instances,
+        engine_instances=_given(args.engine_instances, Batching().engine_instances),
+        preprocess_instances=_given(args.preprocess_instances, Batching().preprocess_instances),
         preprocess_max_batch_size=max_batch,
+    )
+
+
+def gpu_from_args(args: argparse.Namespace) -> GpuServing:
+    """`GpuServing` with the instance counts the user gave (the rest of it has no flags yet)."""
+    d = GpuServing()
+    return GpuServing(
+        engine_instances=_given(args.engine_instances, d.engine_instances),
+        preprocess_instances=args.preprocess_instances,
     )
 
 
@@ -200,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             engine="torch" if args.engine == "torch" else "onnx",
             batching=batching_from_args(args),
+            gpu=gpu_from_args(args),
             resize_mode=args.resize_mode,
             opset=args.opset,
             parity_photos=args.parity_photos,

@@ -31,6 +31,7 @@ from dfserve.config import (
     DEFAULT_RESIZE_MODE,
     REPORT_FILENAME,
     Batching,
+    GpuServing,
     Limits,
     ModelSpec,
     Precision,
@@ -62,6 +63,9 @@ class BuildOptions:
     engine: Literal["onnx", "torch"] = "onnx"
     """torch: PyTorch runs `vit` in the Python backend (in `precision`), instead of an ONNX graph."""
     batching: Batching = field(default_factory=Batching)
+    gpu: GpuServing = field(default_factory=GpuServing)
+    """How the `tensorrt` target serves `vit` (instances, CUDA graphs, optimisation level): folded into `batching`
+    for that target by `GpuServing.for_gpu`; the other targets ignore it."""
     limits: Limits = field(default_factory=Limits)
     resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
     opset: int = ModelSpec.model_fields["onnx_opset"].default
@@ -159,7 +163,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             random_weights=options.random_weights,
             labels=ckpt_mod.labels_for(ckpt, negative=options.negative_label, positive=options.positive_label),
             preprocessing=ckpt_mod.preprocessing_for(ckpt),
-            batching=options.batching,
+            batching=options.gpu.for_gpu(options.batching) if options.target == "tensorrt" else options.batching,
             limits=options.limits,
             onnx_opset=options.opset,
             resize_mode=options.resize_mode,
@@ -206,7 +210,8 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         console.print(_modes_table(parity.modes, spec.resize_mode))
 
         served_onnx, precision_report = onnx_tmp, None
-        if spec.precision != "fp32" and options.target != "tensorrt":
+        # The tensorrt target too: TensorRT builds the proven FP16 graph itself (strongly typed), see `_tensorrt_stage`.
+        if spec.precision != "fp32":
             served_onnx = tmp / f"model.{spec.precision}.onnx"
             with stages.stage(spec.precision, f"{spec.precision.upper()} graph built and its fidelity proven"):
                 precision_report = _reduced_precision(
@@ -223,11 +228,13 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         engine_report: dict[str, Any] | None = None
         plan_path: Path | None = None
         if options.target == "tensorrt":
-            plan_path, engine_report = _tensorrt_stage(stages, spec, onnx_tmp, tmp, images, options)
+            plan_path, engine_report = _tensorrt_stage(stages, spec, onnx_tmp, served_onnx, tmp, images, options)
 
         with stages.stage("write", "model repository written"):
             (out / REPORT_FILENAME).unlink(missing_ok=True)
-            write_repository(spec, out, target=options.target, onnx_path=served_onnx, plan_path=plan_path)
+            write_repository(
+                spec, out, target=options.target, onnx_path=served_onnx, plan_path=plan_path, gpu=options.gpu
+            )
 
     report: dict[str, Any] = {
         "source": spec.source,
@@ -310,23 +317,33 @@ def _modes_table(modes: dict[str, dict[str, Any]], chosen: str) -> Table:
 
 
 def _tensorrt_stage(
-    stages: _Stages, spec: ModelSpec, onnx_path: Path, tmp: Path, images: list[Path], options: BuildOptions
+    stages: _Stages,
+    spec: ModelSpec,
+    fp32_onnx: Path,
+    served_onnx: Path,
+    tmp: Path,
+    images: list[Path],
+    options: BuildOptions,
 ) -> tuple[Path, dict[str, Any]]:
-    """TensorRT engine and its FP16 parity against the FP32 ONNX graph. Runs only on a GPU host with TensorRT;
-    elsewhere `require_tensorrt` stops the build with one line before any work."""
+    """The TensorRT engine, built strongly typed from `served_onnx` (the FP16 graph proven by the previous stage, or
+    the FP32 graph), then gated against the FP32 ONNX graph with the FP16 bar; its drift from the graph it was built
+    from is reported beside it. Runs only on a GPU host with TensorRT; elsewhere `require_tensorrt` stops the build
+    with one line before any work."""
     from dfserve.export import tensorrt as trt_mod
     from dfserve.export.parity import onnx_scores, parity_pixels
 
     trt_mod.require_tensorrt()
-    engine_options = trt_mod.EngineOptions.from_spec(spec, precision=options.precision)
+    precision = "fp16" if spec.precision == "fp16" else "fp32"
+    engine_options = trt_mod.EngineOptions.from_spec(spec, options.gpu, precision=precision)
     plan = tmp / "model.plan"
-    with stages.stage("engine", f"TensorRT {options.precision} engine built"):
-        info = trt_mod.build_engine(onnx_path, plan, spec, engine_options)
+    with stages.stage("engine", f"TensorRT {precision} engine built (strongly typed)"):
+        info = trt_mod.build_engine(served_onnx, plan, spec, engine_options)
     with stages.stage("engine_parity", "engine parity with the FP32 ONNX graph proven"):
         pixels = parity_pixels(spec, images, spec.resize_mode)
-        reference = onnx_scores(onnx_path, spec, pixels)
-        figures = trt_mod.fp16_parity(reference, trt_mod.run_engine(plan, pixels, spec))
-    return plan, {**info.to_dict(), "parity": figures.to_dict()}
+        engine_scores = trt_mod.run_engine(plan, pixels, spec)
+        figures = trt_mod.fp16_parity(onnx_scores(fp32_onnx, spec, pixels), engine_scores)
+        vs_graph = float(np.abs(onnx_scores(served_onnx, spec, pixels) - engine_scores).max())
+    return plan, {**info.to_dict(), "parity": figures.to_dict(), "max_abs_diff_vs_built_graph": vs_graph}
 
 
 def _torch_build(
