@@ -26,6 +26,5 @@ def write_plan_with_record(plan: Path, trt: str = "10.5.0", gpu: GpuInfo = H100,
         input_shape=(3, 384, 384),
         build_seconds=12.5,
         plan_bytes=4,
-        fp32_layers=37,
     )
     return write_engine_record(plan, info)

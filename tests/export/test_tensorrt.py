@@ -1,9 +1,9 @@
-"""The TensorRT path up to the TensorRT calls (TensorRT and GPUs do not exist on the development machine).
+"""The TensorRT path around the TensorRT calls (TensorRT and GPUs do not exist on the development machine): options,
+the ONNX input check, the engine inspector's summary, the parity gate, the compatibility record and the host probes.
+The TensorRT calls themselves run against a recording stand-in in test_tensorrt_contract.py.
 
-The FP16 tests run a small transformer-style classifier (patch embedding, a decomposed LayerNorm like the one
-torch exports, a fused LayerNormalization, token pooling, Softmax) in ONNX Runtime three ways: FP32 (the
-reference), FP16 with exactly the layers `keeps_fp32` selects kept in FP32, and FP16 everywhere. ONNX
-Runtime's CPU FP16 kernels stand in for TensorRT's: the numbers are real, the engine is not.
+`classifier` is a small transformer-style graph (uint8 pixels, a decomposed LayerNorm like the one torch exports, a
+fused LayerNormalization, pooling, Softmax) used by both files.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -27,7 +26,6 @@ from dfserve.export.tensorrt import (
     EngineInfo,
     EngineOptions,
     GpuInfo,
-    LayerDesc,
     TensorRTUnavailableError,
     build_engine,
     check_engine_compatibility,
@@ -35,12 +33,12 @@ from dfserve.export.tensorrt import (
     decode_infer_lib_version,
     fp16_parity,
     installed_tensorrt_version,
-    keeps_fp32,
     local_gpus,
     parse_nvidia_smi,
     record_path,
     require_tensorrt,
-    select_fp32_layers,
+    summarize_engine_information,
+    tensor_dtype,
 )
 from tests.engines import H100, write_plan_with_record
 
@@ -66,23 +64,6 @@ def make_spec(batching: Batching | None = None) -> ModelSpec:
 
 # ---------------------------------------------------------------------------------------------------------------
 # A small classifier graph, and its FP16 conversions driven by the layer policy
-
-# How TensorRT's ONNX parser imports these ops: (LayerType name, operation name).
-ONNX_AS_TRT = {
-    "Cast": ("CAST", None),
-    "Reshape": ("SHUFFLE", None),
-    "MatMul": ("MATRIX_MULTIPLY", None),
-    "Add": ("ELEMENTWISE", "SUM"),
-    "Sub": ("ELEMENTWISE", "SUB"),
-    "Mul": ("ELEMENTWISE", "PROD"),
-    "Div": ("ELEMENTWISE", "DIV"),
-    "Pow": ("ELEMENTWISE", "POW"),
-    "Sqrt": ("UNARY", "SQRT"),
-    "Erf": ("UNARY", "ERF"),
-    "ReduceMean": ("REDUCE", "AVG"),
-    "LayerNormalization": ("NORMALIZATION", None),
-    "Softmax": ("SOFTMAX", None),
-}
 
 
 def _const(name: str, value: np.ndarray | float) -> onnx.TensorProto:
@@ -142,90 +123,9 @@ def classifier(spec: ModelSpec, outlier: float) -> onnx.ModelProto:
     return model
 
 
-def layer_descs(model: onnx.ModelProto) -> list[LayerDesc]:
-    """The graph as TensorRT's parser would import it, reduced to the names the policy reads."""
-    producer: dict[str, int] = {}
-    descs = []
-    for n, node in enumerate(model.graph.node):
-        kind, op = ONNX_AS_TRT[node.op_type]
-        descs.append(
-            LayerDesc(
-                node.name or f"{node.op_type}_{n}",
-                kind,
-                op,
-                inputs=tuple(producer[i] for i in node.input if i in producer),
-            )
-        )
-        producer.update((o, n) for o in node.output)
-    return descs
-
-
-def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def run_ort(model: onnx.ModelProto, spec: ModelSpec, pixels: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return np.asarray(session.run([spec.tensors.scores], {spec.tensors.pixels: pixels})[0])
-
-
-def run_emulated(model: onnx.ModelProto, spec: ModelSpec, pixels: np.ndarray, fp32: set[int] | None) -> np.ndarray:
-    """Run the graph node by node as an FP16 engine stores tensors: each layer computes in FP32 and, unless it
-    is in `fp32`, writes FP16 (overflowing to inf as FP16 does) and reads FP16 weights. `fp32=None`: all FP32.
-
-    ONNX Runtime's CPU cannot stand in here: it runs FP16 nodes that lack CPU kernels (Pow, ReduceMean, ...)
-    in FP32 behind inserted casts, which hides exactly the overflow this test is about.
-    """
-    from scipy.special import erf
-
-    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    values: dict[str, np.ndarray] = {spec.tensors.pixels: pixels}
-    for n, node in enumerate(model.graph.node):
-        wide = fp32 is None or n in fp32
-
-        def read(name: str, wide: bool = wide) -> np.ndarray:
-            value = values[name] if name in values else weights[name]
-            if value.dtype.kind != "f":
-                return value
-            return value.astype(np.float32) if wide else value.astype(np.float16).astype(np.float32)
-
-        x = [read(i) for i in node.input]
-        attrs = _attrs(node)
-        op = node.op_type
-        if op == "Cast":
-            y = x[0].astype(np.float32)
-        elif op == "Reshape":
-            y = x[0].reshape([d if d else x[0].shape[i] for i, d in enumerate(x[1])])
-        elif op in ("Add", "Sub", "Mul", "Div", "Pow", "MatMul"):
-            y = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Pow": np.power}.get(
-                op, np.matmul
-            )(x[0], x[1])
-        elif op in ("Sqrt", "Erf"):
-            y = np.sqrt(x[0]) if op == "Sqrt" else erf(x[0])
-        elif op == "ReduceMean":
-            y = x[0].mean(axis=tuple(attrs["axes"]), keepdims=bool(attrs.get("keepdims", 1)))
-        elif op == "LayerNormalization":
-            centred = x[0] - x[0].mean(axis=-1, keepdims=True)
-            y = centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + 1e-5) * x[1] + x[2]
-        else:
-            assert op == "Softmax", op
-            e = np.exp(x[0] - x[0].max(axis=-1, keepdims=True))
-            y = e / e.sum(axis=-1, keepdims=True)
-        with np.errstate(over="ignore"):
-            values[node.output[0]] = y.astype(np.float32 if wide or y.dtype.kind != "f" else np.float16)
-    return values[spec.tensors.scores].astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def pixels() -> np.ndarray:
-    """Real photographs (scikit-image's) reduced to the spec's size, plus seeded noise images."""
-    from PIL import Image
-    from skimage import data
-
-    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.immunohistochemistry()]
-    arrays = [np.asarray(Image.fromarray(p).resize(HW[::-1], Image.BILINEAR)).transpose(2, 0, 1) for p in photos]
-    noise = np.random.default_rng(3).integers(0, 256, size=(59, 3, *HW), dtype=np.uint8)
-    return np.concatenate([np.stack(arrays).astype(np.uint8), noise])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -326,65 +226,53 @@ def test_onnx_input_check_accepts_the_spec_graph_and_names_mismatches(tmp_path: 
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Which layers stay in FP32
+# The engine inspector's JSON, summarised
+
+INSPECTOR_SAMPLE = Path(__file__).with_name("data") / "engine_information_vit_fp16.json"
 
 
-def test_layer_selection_keeps_layernorm_softmax_and_the_whole_decomposed_layernorm() -> None:
-    e = "ELEMENTWISE"
-    layers = [
-        LayerDesc("patch_embed", "CONVOLUTION"),  # 0
-        LayerDesc("ln_fused", "NORMALIZATION", inputs=(0,)),
-        LayerDesc("ln/ReduceMean", "REDUCE", "AVG", inputs=(0,)),
-        LayerDesc("ln/Sub", e, "SUB", inputs=(0, 2)),  # x - mean: fed by a pinned reduction
-        LayerDesc("ln/Pow", e, "POW", inputs=(3,)),
-        LayerDesc("ln/ReduceMean_1", "REDUCE", "AVG", inputs=(4,)),  # 5
-        LayerDesc("ln/Add", e, "SUM", inputs=(5,)),  # var + eps
-        LayerDesc("ln/Sqrt", "UNARY", "SQRT", inputs=(6,)),
-        LayerDesc("ln/Div", e, "DIV", inputs=(3, 7)),
-        LayerDesc("attn/MatMul", "MATRIX_MULTIPLY", inputs=(8,)),  # the chain ends at the next MatMul
-        LayerDesc("attn/Softmax", "SOFTMAX", inputs=(9,)),  # 10
-        LayerDesc("attn/Scale", e, "PROD", inputs=(10,)),  # Softmax does not start a chain
-        LayerDesc("mlp/Erf", "UNARY", "ERF", inputs=(9,)),
-        LayerDesc("shape/Pow", e, "POW", ("INT32",)),
-        LayerDesc("shape/Reduce", "REDUCE", "SUM", ("INT64",)),
-        LayerDesc("weights", "CONSTANT", None, ("HALF",)),  # 15
-        LayerDesc("residual", e, "SUM", inputs=(1, 9)),
-        LayerDesc("shape/Add", e, "SUM", ("INT32",), inputs=(14,)),
+def test_inspector_summary_counts_output_types_and_names_fp32_layers_and_tactics() -> None:
+    summary = summarize_engine_information(INSPECTOR_SAMPLE.read_text())
+    assert summary["detailed"] is True and summary["layers"] == 8
+    assert summary["bindings"] == ["pixels", "scores"]
+    assert summary["by_output_dtype"] == {"fp16": 4, "fp32": 3, "unknown": 1}
+    assert summary["fp32_layers"] == [
+        "/pre/Cast + /pre/Mul + /pre/Sub",
+        "{ForeignNode[/vit/encoder/layer.11/layernorm_after/LayerNormalization.../vit/layernorm/LayerNormalization]}",
+        "/post/Sigmoid + /post/Concat",
     ]
-    assert [layers[i].name for i in select_fp32_layers(layers)] == [
-        "ln_fused",
-        "ln/ReduceMean",
-        "ln/Sub",
-        "ln/Pow",
-        "ln/ReduceMean_1",
-        "ln/Add",
-        "ln/Sqrt",
-        "ln/Div",
-        "attn/Softmax",
-    ]
-    assert not keeps_fp32(LayerDesc("no outputs", "SOFTMAX", None, ()))
+    assert summary["layer_types"]["Myelin"] == 2 and summary["layer_types"]["CaskConvolution"] == 1
+    conv = "sm90_xmma_fprop_implicit_gemm_f16f16_f16f16_f16_nhwckrsc_nhwc_tilesize128x128x64_stage4_warpsize2x2x1"
+    assert summary["tactics"][conv] == 1
+    assert summary["tactics"]["0x0000000000000000"] == 3  # Myelin and NoOp layers give a value, no name
+    assert summary["distinct_tactics"] == 6
 
 
-def test_the_fp32_policy_passes_the_parity_gate_where_plain_fp16_overflows(pixels: np.ndarray) -> None:
-    """A hidden channel with ViT-sized outliers: (x - mean)² overflows FP16 unless the LayerNorm stays in FP32."""
-    spec = make_spec()
-    model = classifier(spec, outlier=200.0)
-    reference = run_ort(model, spec, pixels)  # the FP32 ONNX reference, as the build computes it
-    assert np.isfinite(reference).all() and reference.shape == (len(pixels), len(CLASSES))
-    assert len(set(reference.argmax(axis=1))) > 1  # the classifier is not constant
-    np.testing.assert_allclose(run_emulated(model, spec, pixels, None), reference, atol=1e-5)  # emulator is faithful
+def test_inspector_summary_without_detail_or_json_says_so() -> None:
+    names_only = summarize_engine_information('{"Layers": ["conv1 + relu", "fc"], "Bindings": ["x", "y"]}')
+    assert names_only == {"layers": 2, "detailed": False, "bindings": ["x", "y"]}
+    with pytest.raises(ValueError, match="not JSON"):
+        summarize_engine_information("Layers: conv1")
+    with pytest.raises(ValueError, match="no 'Layers' list"):
+        summarize_engine_information('{"Bindings": []}')
 
-    descs = layer_descs(model)
-    pinned = set(select_fp32_layers(descs))
-    assert {descs[i].type for i in pinned} == {"REDUCE", "ELEMENTWISE", "UNARY", "NORMALIZATION", "SOFTMAX"}
-    assert not any(descs[i].type == "MATRIX_MULTIPLY" or descs[i].op == "ERF" for i in pinned)
 
-    figures = fp16_parity(reference, run_emulated(model, spec, pixels, pinned))
-    assert 0 < figures.max_abs_diff <= 1e-2  # really FP16 (not identical), within tolerance
-    assert figures.top1_agreement >= 0.995 and figures.images == len(pixels)
-
-    with pytest.raises(ParityError, match=r"max \|Δscore\| 0\.\d+ > 0\.01; top-1 agreement"):
-        fp16_parity(reference, run_emulated(model, spec, pixels, set()))
+@pytest.mark.parametrize(
+    ("text", "dtype"),
+    [
+        ("Row major linear FP16 format", "fp16"),
+        ("Channel major FP16 format where channel % 8 == 0", "fp16"),
+        ("Thirty-two wide channel vectorized row major Int8 format.", "int8"),
+        ("Row major linear FP32", "fp32"),
+        ("Float", "fp32"),
+        ("Half", "fp16"),
+        ("Row major linear UInt8 format", "uint8"),
+        ("Row major linear BF16 format", "bf16"),
+        ("N/A due to dynamic shapes", "unknown"),
+    ],
+)
+def test_format_strings_name_their_data_type(text: str, dtype: str) -> None:
+    assert tensor_dtype(text) == dtype
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -30,8 +30,11 @@ from dfserve.triton.server import (
     RESTRICTED_APIS,
     ServerError,
     ServerExitedError,
+    TritonDistribution,
     TritonServer,
+    check_backends,
     clean_leftovers,
+    find_tritonserver,
     overlay_repository,
 )
 
@@ -208,6 +211,8 @@ def run_serve(args: argparse.Namespace) -> int:
     repository = Path(args.repository).expanduser().resolve()
     if not repository.is_dir():
         raise ServerError(f"model repository {repository} does not exist or is not a directory")
+    # the backends first: a TensorRT repository on nvidia-pytriton's server cannot run, whatever its plan is
+    check_backends(repository, TritonDistribution.from_binary(find_tritonserver(args.tritonserver)))
     _check_engines(repository)
     for item in clean_leftovers():
         console.print(f"removed what a killed dfserve serve left: {item}")

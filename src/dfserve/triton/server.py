@@ -164,6 +164,59 @@ class TritonDistribution:
         )
 
 
+PLATFORM_BACKENDS = {
+    "tensorrt_plan": "tensorrt",
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorflow_graphdef": "tensorflow",
+}
+"""Triton's `platform` values and the backend that serves each (its model_config.proto documents the pairs)."""
+_BACKEND_LINE = re.compile(r'^\s*(platform|backend)\s*:\s*"([^"]+)"', re.MULTILINE)
+
+
+def required_backends(repository: Path) -> dict[str, str]:
+    """{model: backend} from each model's config.pbtxt (`backend`, or the backend of its `platform`); ensembles
+    need none. Read with a pattern, not protobuf: this module imports only the standard library."""
+    needs: dict[str, str] = {}
+    for config in sorted(Path(repository).glob(f"*/{CONFIG_FILENAME}")):
+        for key, value in _BACKEND_LINE.findall(config.read_text(errors="replace")):
+            backend = value if key == "backend" else PLATFORM_BACKENDS.get(value)
+            if backend:
+                needs[config.parent.name] = backend
+    return needs
+
+
+def available_backends(dist: TritonDistribution) -> set[str] | None:
+    """The backends a Triton installation ships (folders of its backends directory); None when unknown."""
+    folder = dist.backends_dir or dist.binary.resolve().parent.parent / "backends"
+    if not folder.is_dir():
+        return None
+    return {p.name for p in folder.iterdir() if p.is_dir()}
+
+
+def check_backends(repository: Path, dist: TritonDistribution) -> None:
+    """Refuse, in one line and before starting anything, a repository that needs a backend this Triton lacks: above
+    all a TensorRT repository on nvidia-pytriton's tritonserver, which has only the Python backend and would
+    otherwise start, then fail to load `vit` with "unable to find backend library"."""
+    have = available_backends(dist)
+    if have is None:
+        return
+    missing = {model: backend for model, backend in required_backends(repository).items() if backend not in have}
+    if missing:
+        model, backend = next(iter(missing.items()))
+        hint = (
+            "serve it with NVIDIA's Triton container (`docker compose up -d triton`) or pass --tritonserver "
+            "pointing to a Triton that has it"
+        )
+        if dist.is_pytriton:
+            hint = f"nvidia-pytriton's tritonserver has only the Python backend; {hint}"
+        raise ServerStartError(
+            f"model {model!r} in {repository} needs Triton's {backend} backend, which {dist.binary} lacks "
+            f"(it has: {', '.join(sorted(have)) or 'none'}): {hint}"
+        )
+
+
 def _bundled_tritonserver() -> Path | None:
     """pytriton's binary, located without importing pytriton (its import pulls numpy, zmq and more)."""
     import importlib.util
@@ -564,6 +617,7 @@ class TritonServer:
             )
         self._check_repository()
         dist = TritonDistribution.from_binary(find_tritonserver(self._tritonserver))
+        check_backends(self._repository, dist)
         for kind, port in self._ports.items():
             if port == 0:
                 self._ports[kind] = free_port(self.host)
