@@ -75,6 +75,15 @@ class _Strict:
         object.__setattr__(self, name, value)
 
 
+def _module(name: str) -> types.ModuleType:
+    """A module with a spec, so `importlib.util.find_spec` (which other libraries call) accepts it."""
+    import importlib.machinery
+
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    return module
+
+
 # --- enums (TensorRT 10 member names) ---------------------------------------------------------------------------
 
 
@@ -188,7 +197,7 @@ class StandIn:
     # --- the modules ---------------------------------------------------------------------------------------------
 
     def tensorrt(self) -> types.ModuleType:
-        m = types.ModuleType("tensorrt")
+        m = _module("tensorrt")
         m.__version__ = self.version  # type: ignore[attr-defined]
         standin = self
         for cls in (DataType, MemoryPoolType, ProfilingVerbosity, HardwareCompatibilityLevel, LayerInformationFormat):
@@ -229,9 +238,9 @@ class StandIn:
     def cuda_modules(self) -> dict[str, types.ModuleType]:
         """`cuda`, `cuda.bindings` and `cuda.bindings.runtime`, for sys.modules."""
         rt = _runtime_module(self)
-        bindings = types.ModuleType("cuda.bindings")
+        bindings = _module("cuda.bindings")
         bindings.runtime = rt  # type: ignore[attr-defined]
-        cuda = types.ModuleType("cuda")
+        cuda = _module("cuda")
         cuda.bindings = bindings  # type: ignore[attr-defined]
         return {"cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": rt}
 
@@ -563,7 +572,7 @@ class _Inspector(_Strict):
 
 
 def _runtime_module(standin: StandIn) -> types.ModuleType:
-    rt = types.ModuleType("cuda.bindings.runtime")
+    rt = _module("cuda.bindings.runtime")
 
     class cudaError_t(enum.IntEnum):
         cudaSuccess = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,8 @@ def test_engine_config_from_spec(target: configs.Target, tmp_path: Path) -> None
         ("pixels", model_config_pb2.TYPE_UINT8, [3, 384, 320])
     ]
     assert [(o.name, o.data_type, list(o.dims)) for o in cfg.output] == [("scores", model_config_pb2.TYPE_FP32, [3])]
-    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 16]
+    # preferred sizes send a batch as soon as one is reached; the one-profile TensorRT engine never declares them
+    assert list(cfg.dynamic_batching.preferred_batch_size) == ([] if target == "tensorrt" else [4, 16])
     assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
     assert cfg.instance_group[0].count == 2
     assert [w.batch_size for w in cfg.model_warmup] == [1, 16]
@@ -92,3 +94,46 @@ def test_default_batching_has_no_preferred_sizes_so_the_queue_delay_applies(tmp_
         parsed = configs.read_config(path)
         assert list(parsed.dynamic_batching.preferred_batch_size) == []
         assert parsed.dynamic_batching.max_queue_delay_microseconds == spec.batching.max_queue_delay_us
+
+
+def test_tensorrt_config_has_the_gpu_serving_settings(tmp_path: Path) -> None:
+    """No preferred sizes (the queue delay applies), GPU instances, and CUDA graphs through Triton's schema."""
+    from dfserve.config import GpuServing
+
+    gpu = GpuServing(cuda_graph_batch_sizes=(1, 4, 8, 64))
+    spec = SPEC.model_copy(update={"batching": gpu.for_gpu(SPEC.batching, cores=12)})
+    path = configs.write_config(configs.engine_config(spec, "tensorrt", gpu), tmp_path / "vit")
+    cfg = configs.read_config(path)
+    assert list(cfg.dynamic_batching.preferred_batch_size) == []  # SPEC has [4, 16]: dropped on the GPU
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
+    assert (cfg.instance_group[0].count, cfg.instance_group[0].kind) == (
+        2,
+        model_config_pb2.ModelInstanceGroup.KIND_GPU,
+    )
+    cuda = cfg.optimization.cuda
+    assert cuda.graphs
+    assert [g.batch_size for g in cuda.graph_spec] == [1, 4, 8, 16]  # 64 > max_batch_size 16; the max is added
+    assert all(list(g.input["pixels"].dim) == [3, 384, 320] for g in cuda.graph_spec)
+    assert configs.preprocess_config(spec).instance_group[0].count == 12
+    assert configs.spec_from_config(cfg).batching.engine_instances == 2  # the embedded spec agrees
+
+    for target in ("python", "container"):  # the CPU targets keep their batching as it is
+        other = configs.engine_config(SPEC, target)
+        assert list(other.dynamic_batching.preferred_batch_size) == [4, 16]
+        assert not other.optimization.HasField("cuda")
+
+
+def test_gpu_serving_defaults_and_bounds() -> None:
+    from dfserve.config import GpuServing
+
+    gpu = GpuServing()
+    assert (gpu.engine_instances, gpu.builder_optimization_level) == (2, 3)
+    assert gpu.graph_batch_sizes(32) == (1, 2, 4, 8, 16, 32) and gpu.graph_batch_sizes(12) == (1, 2, 4, 8, 12)
+    batching = gpu.for_gpu(Batching(preferred_batch_sizes=(8,)))
+    assert batching.preferred_batch_sizes == () and batching.preprocess_instances == (os.cpu_count() or 1)
+    assert GpuServing(preprocess_instances=3).for_gpu(Batching(), cores=64).preprocess_instances == 3
+    assert GpuServing.opt_batch(batching) == batching.max_batch_size  # what a loaded batcher forms
+    with pytest.raises(ValueError, match="positive"):
+        GpuServing(cuda_graph_batch_sizes=(0, 4))
+    with pytest.raises(ValueError):
+        GpuServing(builder_optimization_level=6)

@@ -639,3 +639,43 @@ def test_malformed_json_is_answered_500_by_triton_itself(server: TritonServer, b
         urllib.request.urlopen(req, timeout=10)
     assert info.value.code == 500 and says in info.value.read().decode()
     assert http(f"http://{server.http_url}/v2/health/ready")[0] == 200
+
+
+def test_serve_refuses_a_tensorrt_repository_on_pytritons_server_in_one_line(tmp_path: Path) -> None:
+    """nvidia-pytriton's tritonserver has only the Python backend: a TensorRT repository is refused before anything
+    starts (before the plan check too, which on a GPU host with TensorRT would pass), naming the missing backend."""
+    from dfserve.config import Labels, ModelSpec, Preprocessing
+    from dfserve.triton.server import TritonDistribution, required_backends
+    from dfserve.triton.writer import write_repository
+    from tests.engines import write_plan_with_record
+
+    dist = TritonDistribution.from_binary(find_tritonserver(None))
+    assert dist.is_pytriton and dist.backends_dir is not None  # the real install from nvidia-pytriton
+    assert [p.name for p in dist.backends_dir.iterdir() if p.is_dir()] == ["python"]
+
+    spec = ModelSpec(
+        source="x",
+        labels=Labels(names=("real", "fake"), activation="sigmoid", num_logits=1),
+        preprocessing=Preprocessing(resize="fixed", size=(32, 32)),
+    )
+    plan = tmp_path / "built" / "model.plan"
+    write_plan_with_record(plan)
+    repo = write_repository(spec, tmp_path / "repo", target="tensorrt", plan_path=plan)
+    assert required_backends(repo) == {"vit": "tensorrt", "preprocess": "python"}
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "dfserve.cli", "serve", "--repository", str(repo), "--http-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "model 'vit'" in errors[0] and "tensorrt backend" in errors[0] and "only the Python backend" in errors[0]
+    assert "Traceback" not in proc.stderr and "starting tritonserver" not in proc.stdout + proc.stderr
+
+    server = TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0)
+    with pytest.raises(ServerStartError, match="needs Triton's tensorrt backend"):
+        server.start()
+    assert server.pid is None  # nothing was started
