@@ -758,13 +758,17 @@ def build_engine(
 
 
 def _cudart() -> Any:
-    """cuda-python's runtime bindings (``cuda.bindings.runtime``, cuda-python 12.6+, pinned in the `gpu` extra)."""
+    """cuda-python's runtime bindings: ``cuda.bindings.runtime`` (the `gpu` extra pins cuda-python 12.6.2+, the CUDA
+    of the pinned containers), else the older ``cuda.cudart`` spelling of the same module."""
     try:
         from cuda.bindings import runtime
-    except ImportError as exc:
-        raise TensorRTUnavailableError(
-            "the CUDA runtime bindings are missing: pip install 'dfserve[gpu]' (cuda-python 12.6+)"
-        ) from exc
+    except ImportError:
+        try:
+            from cuda import cudart as runtime
+        except ImportError as exc:
+            raise TensorRTUnavailableError(
+                "the CUDA runtime bindings are missing: pip install 'dfserve[gpu]' (cuda-python)"
+            ) from exc
     return runtime
 
 
