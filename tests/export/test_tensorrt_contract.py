@@ -244,3 +244,19 @@ def test_dfserve_build_tensorrt_runs_the_whole_pipeline_with_the_standin(
     ]
     assert pre.instance_group[0].count == (os.cpu_count() or 1)
     assert (out / "vit" / "1" / "model.plan").is_file() and (out / "vit" / "1" / "model.plan.json").is_file()
+
+
+def test_an_inspector_that_fails_leaves_the_engine_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The layer record is for people: a TensorRT whose inspector API differs still yields the (gated) engine."""
+    spec = make_spec()
+    onnx_path, _ = fp16_graph(tmp_path)
+    install(monkeypatch, StandIn(version="10.99.0"))
+    monkeypatch.delattr(sys.modules["tensorrt"], "LayerInformationFormat")
+    info = build_engine(onnx_path, tmp_path / "model.plan", spec, EngineOptions.from_spec(spec))
+    assert (tmp_path / "model.plan").is_file()
+    assert info.layers == {
+        "error": "EngineBuildError: TensorRT 10.99.0 has no LayerInformationFormat.JSON: dfserve builds with the "
+        "TensorRT 10 Python API (use NVIDIA's TensorRT container of the release in .env)"
+    }

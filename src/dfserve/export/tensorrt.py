@@ -666,13 +666,12 @@ def _inspect(trt: ModuleType, logger: Any, plan: bytes, spec: ModelSpec, options
     context = engine.create_execution_context()
     context.set_input_shape(spec.tensors.pixels, options.shapes(spec)[1])
     inspector = engine.create_engine_inspector()
-    inspector.execution_context = context
-    text = inspector.get_engine_information(_member(trt, "LayerInformationFormat", "JSON"))
     try:
-        return summarize_engine_information(str(text))
-    except ValueError as exc:  # the record is for people: a format change must not fail a good engine
-        log.warning("could not summarise the engine inspector's output: %s", exc)
-        return {"error": str(exc)}
+        inspector.execution_context = context  # TensorRT 10 and 11
+    except AttributeError:
+        inspector.context = context  # the name in TensorRT 8's Python API
+    text = inspector.get_engine_information(_member(trt, "LayerInformationFormat", "JSON"))
+    return summarize_engine_information(str(text))
 
 
 def build_engine(
@@ -730,7 +729,12 @@ def build_engine(
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(cache_file, bytes(config.get_timing_cache().serialize()))
-    layers = _inspect(trt, logger, plan, spec, options)
+    try:
+        layers = _inspect(trt, logger, plan, spec, options)
+    except (BuildError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
+        # the record is for people: the plan is built and will be gated; a changed inspector must not fail it
+        log.warning("TensorRT %s: could not record the engine's layers: %s", version, exc)
+        layers = {"error": f"{type(exc).__name__}: {exc}"}
     if layers.get("by_output_dtype"):
         log.info("engine layers by output type %s", layers["by_output_dtype"])
 
