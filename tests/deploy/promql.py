@@ -94,7 +94,7 @@ def tokenize(text: str) -> list[tuple[str, str]]:
     while position < len(text):
         match = TOKEN.match(text, position)
         if not match or match.end() == position:
-            raise PromQLError(f"unexpected text at {position}: {text[position:position + 20]!r}")
+            raise PromQLError(f"unexpected text at {position}: {text[position : position + 20]!r}")
         kind = match.lastgroup
         assert kind is not None
         tokens.append((kind, match.group(kind)))
@@ -203,7 +203,7 @@ def parse(text: str) -> Node:
     parser = _Parser(tokenize(text))
     node = parser.expression()
     if parser.position != len(parser.tokens):
-        raise PromQLError(f"trailing text: {parser.tokens[parser.position:]}")
+        raise PromQLError(f"trailing text: {parser.tokens[parser.position :]}")
     return node
 
 
