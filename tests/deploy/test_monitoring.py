@@ -168,3 +168,246 @@ def test_dashboard_metrics_exist_on_the_real_server(triton_server: Any, built_re
     gpu_used = used & TRITON_GPU_METRICS
     assert gpu_used == {"nv_gpu_utilization", "nv_gpu_memory_used_bytes"}
     assert not gpu_used & exported  # a CPU-only server: these appear only on a GPU host
+
+
+# --- issue 12: every ratio divides like with like, checked on the committed expressions and the real server ---
+
+# What each Triton counter adds up, from Triton's metrics documentation ("Cumulative time requests spend ...",
+# "a batch of n is counted as n inferences", "Number of inference batch executions") and its stats code
+# (the durations and nv_inference_count grow once per request, nv_inference_exec_count once per execution).
+# COUNTS: the thing a counter counts (a denominator's unit). SUMMED_OVER: the things a counter is a sum over, so
+# that dividing it by their count gives a mean per thing. nv_inference_count is a sum over requests (their batch
+# sizes) and also over executions (each execution's batch size is the sum of its requests'); a duration is not a
+# sum over executions, since every request of a batch is charged the execution's whole time.
+COUNTS = {
+    "nv_inference_request_success": "request",
+    "nv_inference_request_failure": "request",
+    "nv_inference_exec_count": "execution",
+    "nv_inference_count": "inference",
+}
+SUMMED_OVER = {
+    "nv_inference_request_success": {"request"},
+    "nv_inference_request_failure": {"request"},
+    "nv_inference_count": {"request", "execution"},
+    "nv_inference_exec_count": {"execution"},
+    "nv_inference_request_duration_us": {"request"},
+    "nv_inference_queue_duration_us": {"request"},
+    "nv_inference_compute_input_duration_us": {"request"},
+    "nv_inference_compute_infer_duration_us": {"request"},
+    "nv_inference_compute_output_duration_us": {"request"},
+}
+ADAPTER_RULES = REPO / "deploy" / "k8s" / "autoscaling" / "prometheus-adapter-rules.yaml"
+POD_LABELS = {"namespace": "dfserve", "pod": "dfserve-triton-0"}
+"""Target labels Prometheus' Kubernetes discovery adds to every scraped series; the adapter matches on them."""
+
+
+def adapter_query() -> str:
+    """The HPA rule's metricsQuery as prometheus-adapter sends it for one pod."""
+    (rule,) = yaml.safe_load(ADAPTER_RULES.read_text())["rules"]
+    matchers = ",".join(f'{k}="{v}"' for k, v in POD_LABELS.items())
+    return str(rule["metricsQuery"]).replace("<<.LabelMatchers>>", matchers).replace("<<.GroupBy>>", "pod")
+
+
+def committed_expressions() -> dict[str, str]:
+    exprs = {title: e for title, (e, *_) in exprs_by_title().items()}
+    exprs["HPA triton_queue_us_per_request"] = adapter_query()
+    return exprs
+
+
+def like_with_like_problems(expr: str) -> list[str]:
+    """Why a ratio in `expr` mixes kinds or filters; empty when every division is like with like."""
+    from tests.deploy import promql
+
+    problems = []
+    for division in promql.divisions(promql.parse(expr)):
+        top, bottom = promql.selectors(division.numerator), promql.selectors(division.denominator)
+        if {s.matchers for s in top} != {s.matchers for s in bottom} or len({s.matchers for s in top}) != 1:
+            problems.append(f"label filters differ: {[set(s.matchers) for s in top + bottom]}")
+        if promql.groupings(division.numerator) != promql.groupings(division.denominator):
+            problems.append("numerator and denominator are grouped differently")
+        units = {COUNTS.get(s.metric) for s in bottom}
+        if len(units) != 1 or None in units:
+            problems.append(f"denominator is not one kind of count: {[s.metric for s in bottom]}")
+            continue
+        (unit,) = units
+        for selector in top:
+            if unit not in SUMMED_OVER.get(selector.metric, set()):
+                problems.append(f"{selector.metric} is not a sum over {unit}s")
+    return problems
+
+
+def test_like_with_like_check_rejects_the_old_expressions() -> None:
+    """The check can fail: the expressions issue 12 found wrong."""
+    old_compute = (
+        "sum by (model) (rate(nv_inference_compute_infer_duration_us[$__rate_interval])) "
+        "/ sum by (model) (rate(nv_inference_exec_count[$__rate_interval]))"
+    )
+    assert like_with_like_problems(old_compute) == [
+        "nv_inference_compute_infer_duration_us is not a sum over executions"
+    ]
+    unfiltered_denominator = (
+        'sum(rate(nv_inference_queue_duration_us{pod="p",model="vit"}[1m])) by (pod)'
+        ' / clamp_min(sum(rate(nv_inference_request_success{pod="p"}[1m])) by (pod), 0.001)'
+    )
+    assert like_with_like_problems(unfiltered_denominator)[0].startswith("label filters differ")
+    assert like_with_like_problems(
+        "sum by (model) (rate(nv_inference_count[1m])) / sum (rate(nv_inference_exec_count[1m]))"
+    ) == ["numerator and denominator are grouped differently"]
+
+
+def test_every_committed_ratio_divides_like_with_like() -> None:
+    exprs = committed_expressions()
+    assert sum(1 for e in exprs.values() if "/" in e) >= 5
+    for title, expr in exprs.items():
+        assert like_with_like_problems(expr) == [], title
+
+
+def test_per_model_ratios_are_filtered_to_the_models_that_execute() -> None:
+    """Names from the spec, not retyped: the engine and preprocess run batches, the ensemble only routes."""
+    from dfserve.config import ModelNames
+    from tests.deploy import promql
+
+    names = ModelNames()
+    for title, expr in committed_expressions().items():
+        if title.startswith(("Queue time", "Average batch size", "Compute time", "HPA")):
+            for selector in promql.selectors(promql.parse(expr)):
+                (model,) = [m for m in selector.matchers if m.label == "model"]
+                selected = {n for n in (names.engine, names.preprocess, names.ensemble) if model.matches({"model": n})}
+                expected = {names.engine} if title.startswith("HPA") else {names.engine, names.preprocess}
+                assert selected == expected, (title, model)
+
+
+def _scrape(url: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    from tests.deploy import promql
+
+    with urllib.request.urlopen(f"http://{url}/metrics", timeout=30) as response:
+        return promql.parse_exposition(response.read().decode(), extra)
+
+
+def _stats(client: Any, model: str) -> dict[str, Any]:
+    (stats,) = client.get_inference_statistics(model)["model_stats"]
+    return stats  # type: ignore[no-any-return]
+
+
+def _per_request_us(before: dict[str, Any], after: dict[str, Any], field: str) -> float:
+    ns = after["inference_stats"][field]["ns"] - before["inference_stats"][field]["ns"]
+    count = after["inference_stats"][field]["count"] - before["inference_stats"][field]["count"]
+    return float(ns / count / 1000)
+
+
+@pytest.mark.slow
+def test_committed_expressions_on_the_real_servers_metrics(
+    triton_server: Any, built_repo: Path, sample_images: dict[str, Path]
+) -> None:
+    """Send a known mix (single images, batched requests, files through the ensemble), scrape /metrics before
+    and after, evaluate every committed expression with the scraped counters and compare each ratio with the
+    statistics API over the same interval."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    from dfserve.config import ModelSpec
+    from tests.deploy import promql
+
+    spec = ModelSpec.load(built_repo)
+    engine, pre, ensemble = spec.models.engine, spec.models.preprocess, spec.models.ensemble
+    h, w = spec.input_hw
+    sizes = [1] * 24 + [2] * 6 + [3] * 4  # 34 engine requests, 48 images; concurrent, so batches form
+    files = [p.read_bytes() for p in sample_images.values()]
+
+    client = httpclient.InferenceServerClient(triton_server.http_url)
+    try:
+        stats_before = {m: _stats(client, m) for m in (engine, pre)}
+        start = time.monotonic()
+        before = _scrape(triton_server.metrics_url, POD_LABELS)
+
+        def send(model: str, tensor: Any) -> None:
+            own = httpclient.InferenceServerClient(triton_server.http_url)  # one per thread: not thread-safe
+            try:
+                own.infer(model, [tensor])
+            finally:
+                own.close()
+
+        def engine_request(n: int) -> None:
+            pixels = httpclient.InferInput(spec.tensors.pixels, [n, 3, h, w], "UINT8")
+            pixels.set_data_from_numpy(np.full((n, 3, h, w), 7, dtype=np.uint8))
+            send(engine, pixels)
+
+        def file_request(data: bytes) -> None:
+            image = httpclient.InferInput(spec.tensors.image, [1, 1], "BYTES")
+            image.set_data_from_numpy(np.array([[data]], dtype=object))
+            send(ensemble, image)
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(engine_request, sizes))
+            list(pool.map(file_request, files * 2))
+        expected_engine_requests = len(sizes) + 2 * len(files)
+        expected_images = sum(sizes) + 2 * len(files)
+
+        # Statistics are recorded as requests are released, which may trail the responses by a moment.
+        deadline = time.monotonic() + 30
+        while True:
+            stats_after = {m: _stats(client, m) for m in (engine, pre)}
+            done = stats_after[engine]["inference_stats"]["success"]["count"]
+            done -= stats_before[engine]["inference_stats"]["success"]["count"]
+            if done >= expected_engine_requests or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        after = _scrape(triton_server.metrics_url, POD_LABELS)
+        scrapes = promql.Scrapes(before, after, time.monotonic() - start)
+        stats_check = {m: _stats(client, m) for m in (engine, pre)}
+    finally:
+        client.close()
+    assert stats_check == stats_after, "traffic from elsewhere during the measurement"
+
+    eng_before, eng_after = stats_before[engine], stats_after[engine]
+    requests = eng_after["inference_stats"]["success"]["count"] - eng_before["inference_stats"]["success"]["count"]
+    images = eng_after["inference_count"] - eng_before["inference_count"]
+    executions = eng_after["execution_count"] - eng_before["execution_count"]
+    assert (requests, images) == (expected_engine_requests, expected_images)
+    assert executions < requests  # the dynamic batcher formed batches
+
+    # The counter table above, on the real server: nv_inference_count is a sum over executions' batch sizes;
+    # the compute duration is not (each request of a batch is charged the batch's time).
+    batches = {b["batch_size"]: b for b in eng_after["batch_stats"]}
+    old = {b["batch_size"]: b for b in eng_before["batch_stats"]}
+
+    def batch_delta(size: int, field: str, key: str) -> int:
+        return int(batches[size][field][key] - old.get(size, {field: {key: 0}})[field][key])
+
+    assert sum(size * batch_delta(size, "compute_infer", "count") for size in batches) == images
+    per_execution_ns = sum(batch_delta(size, "compute_infer", "ns") for size in batches)
+    per_request_ns = (
+        eng_after["inference_stats"]["compute_infer"]["ns"] - eng_before["inference_stats"]["compute_infer"]["ns"]
+    )
+    assert per_request_ns > per_execution_ns
+
+    def series(title: str, model: str) -> float:
+        value = promql.evaluate(promql.parse(committed_expressions()[title]), scrapes)
+        assert isinstance(value, dict)
+        (match,) = [v for labels, v in value.items() if ("model", model) in labels]
+        return match
+
+    # Each expression, evaluated from the scraped counters, against the statistics API. Triton adds each
+    # request's duration to the metric in whole microseconds, so a mean may be up to 1 µs lower.
+    assert series("Average batch size", engine) == pytest.approx(images / executions, rel=1e-12)
+    assert images / executions > 1
+    for title, field in (
+        ("Queue time per request", "queue"),
+        ("Compute time per request", "compute_infer"),
+        ("End-to-end request time", "success"),
+    ):
+        for model in (engine, pre):
+            expected = _per_request_us(stats_before[model], stats_after[model], field)
+            assert expected - 1 <= series(title, model) <= expected, (title, model)
+    assert series("Compute time per request", engine) > 0
+    assert series("Throughput (requests/s)", engine) == pytest.approx(requests / scrapes.seconds, rel=1e-12)
+
+    hpa = promql.evaluate(promql.parse(adapter_query()), scrapes)
+    assert isinstance(hpa, dict)
+    ((labels, queue_us),) = hpa.items()
+    assert dict(labels) == {"pod": POD_LABELS["pod"]}
+    expected_queue = _per_request_us(eng_before, eng_after, "queue")
+    assert expected_queue - 1 <= queue_us <= expected_queue
