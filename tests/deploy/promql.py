@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 Labels = frozenset[tuple[str, str]]
 Vector = dict[Labels, float]
 
-AGGREGATIONS = {"sum": sum, "min": min, "max": max, "avg": lambda v: sum(v) / len(v)}
+
+def _avg(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {"sum": sum, "min": min, "max": max, "avg": _avg}
 
 
 class PromQLError(ValueError):

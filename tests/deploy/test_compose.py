@@ -139,6 +139,42 @@ def test_triton_serves_the_built_volume_read_only_after_a_successful_build(servi
     assert int(triton["shm_size"].rstrip("gb")) >= 1  # the Python backend's shared memory
 
 
+def compose_dependencies(services: dict[str, Any], name: str) -> set[str]:
+    """The services `docker compose up NAME` starts besides NAME: Compose (compose-go's GetDependencies) follows
+    depends_on (list or mapping), links, volumes_from and network_mode/ipc/pid `service:X`, transitively, and
+    enables a dependency's profile for it."""
+    found: set[str] = set()
+    todo = [name]
+    while todo:
+        service = services[todo.pop()]
+        direct = set(service.get("depends_on", []))  # a list, or a mapping whose keys are services
+        direct |= {link.split(":")[0] for link in service.get("links", [])}
+        for source in service.get("volumes_from", []):  # SERVICE[:ro], service:SERVICE[:ro], container:ID
+            if not source.startswith("container:"):
+                direct.add(source.removeprefix("service:").split(":")[0])
+        for key in ("network_mode", "ipc", "pid"):
+            value = service.get(key, "")
+            if isinstance(value, str) and value.startswith("service:"):
+                direct.add(value.removeprefix("service:"))
+        for dependency in direct - found:
+            assert dependency in services, f"{name} depends on an unknown service {dependency}"
+            found.add(dependency)
+            todo.append(dependency)
+    return found
+
+
+def test_up_triton_starts_nothing_that_builds(services: dict[str, Any]) -> None:
+    """`docker compose up triton` (and a plain `up`) must not start `build`, by any of Compose's dependency
+    kinds, not only depends_on."""
+    assert "build" not in compose_dependencies(services, "triton")
+    plain_up = {n for n, s in services.items() if not s.get("profiles")}
+    assert "build" not in plain_up | {d for n in plain_up for d in compose_dependencies(services, n)}
+    # The check sees every kind: a service reached only through, e.g., network_mode counts.
+    probe = {**services, "x": {"network_mode": "service:y"}, "y": {"volumes_from": ["service:build:ro"]}}
+    assert compose_dependencies(probe, "x") == {"y", "build"}
+    assert compose_dependencies({**services, "z": {"links": ["build:b"]}}, "z") == {"build"}
+
+
 def test_triton_healthcheck_asks_readiness_on_the_http_port(services: dict[str, Any], env: dict[str, str]) -> None:
     triton = services["triton"]
     command = triton["command"]

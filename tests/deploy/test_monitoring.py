@@ -411,3 +411,21 @@ def test_committed_expressions_on_the_real_servers_metrics(
     assert dict(labels) == {"pod": POD_LABELS["pod"]}
     expected_queue = _per_request_us(eng_before, eng_after, "queue")
     assert expected_queue - 1 <= queue_us <= expected_queue
+
+
+def test_promql_subset_refuses_what_it_cannot_evaluate() -> None:
+    from tests.deploy import promql
+
+    for outside in (
+        "histogram_quantile(0.9, rate(x_bucket[1m]))",
+        "rate(a[1m]) * 2",
+        "sum(rate(a[1m])) by (model) offset 5m",
+        'a{model~"x"}',
+    ):
+        with pytest.raises(promql.PromQLError):
+            promql.parse(outside)
+    node = promql.parse('sum by (model) (rate(a{model=~"p|v"}[1m])) / clamp_min(sum by (model) (rate(b[1m])), 0.5)')
+    before = {"a": {frozenset({("model", "v")}): 10.0}, "b": {frozenset({("model", "v")}): 0.0}}
+    after = {"a": {frozenset({("model", "v")}): 40.0, frozenset({("model", "x")}): 5.0}}
+    after["b"] = {frozenset({("model", "v")}): 3.0}
+    assert promql.evaluate(node, promql.Scrapes(before, after, 10.0)) == {frozenset({("model", "v")}): 3.0 / 0.5}
