@@ -264,6 +264,10 @@ class Batching(_Frozen):
         return tuple(b for b in self.preferred_batch_sizes if b <= max_batch)
 
 
+REQUEST_HEADROOM_BYTES = 1024 * 1024
+"""Room around a request's payload for its headers, JSON or protobuf framing and tensor length prefixes."""
+
+
 class Limits(_Frozen):
     """Bounds on what one request may ask the server to decode."""
 
@@ -398,6 +402,15 @@ class ModelSpec(_Frozen):
     @property
     def input_hw(self) -> tuple[int, int]:
         return self.preprocessing.output_hw
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest request body worth receiving: one file at `limits.max_file_bytes`, or a full batch of
+        uint8 pixels for the engine, plus framing. Triton 2.51 has no option to bound a body, so the reverse proxy
+        (`dfserve.triton.proxy`) refuses anything larger before Triton copies it into the backend."""
+        height, width = self.input_hw
+        pixels_batch = self.batching.max_batch_size * 3 * height * width
+        return max(self.limits.max_file_bytes, pixels_batch) + REQUEST_HEADROOM_BYTES
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

@@ -32,6 +32,7 @@ from dfserve.client._exceptions import (
     InvalidInputError,
     ModelNotReadyError,
     RequestTimeoutError,
+    RequestTooLargeError,
     ServerUnavailableError,
     SharedMemoryError,
     TLSError,
@@ -460,7 +461,7 @@ _GRPC_TO_ERROR: dict[str, type[DfserveClientError]] = {
     "PERMISSION_DENIED": AccessDeniedError,
     "NOT_FOUND": ModelNotReadyError,
     "INVALID_ARGUMENT": InvalidInputError,
-    "RESOURCE_EXHAUSTED": ServerUnavailableError,
+    "RESOURCE_EXHAUSTED": RequestTooLargeError,
 }
 _HTTP_TO_ERROR: dict[str, type[DfserveClientError]] = {
     "400": InvalidInputError,
@@ -468,6 +469,7 @@ _HTTP_TO_ERROR: dict[str, type[DfserveClientError]] = {
     "403": AccessDeniedError,
     "404": ModelNotReadyError,
     "408": RequestTimeoutError,
+    "413": RequestTooLargeError,
     "429": ServerUnavailableError,
     "502": ServerUnavailableError,
     "503": ServerUnavailableError,
@@ -475,7 +477,9 @@ _HTTP_TO_ERROR: dict[str, type[DfserveClientError]] = {
 }
 # Errors are mapped by status. Triton (2.51, measured) answers an unknown model, or one with no loaded version
 # while the server starts or stops, with 404 / NOT_FOUND, a bad image with 400 / INVALID_ARGUMENT and the
-# restricted HTTP APIs without the key with 403; those statuses suffice. Two cases carry no status of their
+# restricted HTTP APIs without the key with 403; those statuses suffice. dfserve's nginx proxy (dfserve.triton.proxy)
+# refuses a body over its limit with 413 / RESOURCE_EXHAUSTED (gRPC's own code for a message over its size limit),
+# both final, and the restricted APIs over their rate with 429 / UNAVAILABLE, both retried. Two cases carry no status of their
 # own, so only there the message decides:
 # - a restricted gRPC protocol called without the key answers UNAVAILABLE ("This protocol is restricted"),
 #   which would otherwise be retried as a server that is down;
@@ -517,6 +521,7 @@ def map_error(exc: BaseException, *, url: str, model: str | None = None) -> Dfse
             AccessDeniedError: "access denied",
             ModelNotReadyError: "model not ready",
             InvalidInputError: "input refused by the server",
+            RequestTooLargeError: "request too large",
             TLSError: "TLS handshake failed",
         }.get(cls, "server error")
         return cls(f"{prefix} ({where}, status {code or 'none'}): {message}", url=url, status=code or None)

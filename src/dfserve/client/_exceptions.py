@@ -7,6 +7,7 @@
         ├── TLSError                        the TLS handshake failed (untrusted certificate, wrong host, no TLS)
         ├── RequestTimeoutError             no answer within the timeout (also a builtin TimeoutError)
         ├── InvalidInputError               the image was refused, locally or by the server (also a ValueError)
+        │   └── RequestTooLargeError        the request body is over the server's (its proxy's) size limit
         ├── ModelNotReadyError              the model is unknown to the server or not loaded
         ├── IncompatibleModelError          the served model carries no usable dfserve spec
         ├── AccessDeniedError               a restricted API (e.g. shared memory) refused the request's key
@@ -68,6 +69,12 @@ class RequestTimeoutError(DfserveClientError, TimeoutError):
 
 class InvalidInputError(DfserveClientError, ValueError):
     """The image was refused (not an image, empty, too large, wrong array layout); the message says why."""
+
+
+class RequestTooLargeError(InvalidInputError):
+    """The request body is larger than the server accepts: HTTP 413, or gRPC RESOURCE_EXHAUSTED (the code gRPC
+    gives a message over its size limit, and dfserve's nginx proxy answers). The message names the limit. Not
+    retried: the same request would be refused again."""
 
 
 class ModelNotReadyError(DfserveClientError):

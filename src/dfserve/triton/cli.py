@@ -15,6 +15,7 @@ import tempfile
 import time
 import types
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -33,10 +34,16 @@ from dfserve.triton.server import (
     TritonDistribution,
     TritonServer,
     check_backends,
+    check_port_free,
     clean_leftovers,
     find_tritonserver,
+    free_port,
     overlay_repository,
+    request_limit,
 )
+
+if TYPE_CHECKING:
+    from dfserve.triton.proxy import NginxProxy
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -107,6 +114,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "open Triton's system shared-memory API to holders of the admin key (the SDK's shared_memory=True "
             "needs it). Off by default: with it, a key holder can make the server map any /dev/shm region its "
             "user may open"
+        ),
+    )
+    p.add_argument(
+        "--proxy",
+        action="store_true",
+        help=(
+            "put nginx in front (public HTTP, gRPC and metrics ports go to nginx, tritonserver binds loopback "
+            "ports): request bodies over the repository's limit are refused before Triton reads them (Triton 2.51 "
+            "has no option for that) and the restricted APIs are rate-limited per client address. Needs nginx "
+            "(apt-get install nginx-light; $DFSERVE_NGINX names another binary)"
         ),
     )
     p.add_argument("--log-verbose", type=int, default=0, metavar="N", help="Triton's verbose log level (0 = off)")
@@ -207,7 +224,11 @@ def admin_key(args: argparse.Namespace) -> str | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    _warn_exposure(args.host)
+    _warn_exposure(args.host, args.proxy)
+    if args.proxy:
+        from dfserve.triton.proxy import find_nginx
+
+        find_nginx()  # before anything starts: one line naming how to install it
     repository = Path(args.repository).expanduser().resolve()
     if not repository.is_dir():
         raise ServerError(f"model repository {repository} does not exist or is not a directory")
@@ -232,17 +253,25 @@ def run_serve(args: argparse.Namespace) -> int:
         served = overlay / "repository"
         for change in changes:
             console.print(f"override for this run: {change}")
+    public = {"http": args.http_port, "grpc": args.grpc_port, "metrics": args.metrics_port}
+    if args.proxy:  # the public ports are nginx's; tritonserver takes free loopback ones
+        for what, port in public.items():
+            if port:
+                check_port_free(args.host, port, what)
+        public = {what: port or free_port(args.host) for what, port in public.items()}
     server = TritonServer(
         served,
-        host=args.host,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
+        host="127.0.0.1" if args.proxy else args.host,
+        http_port=0 if args.proxy else args.http_port,
+        grpc_port=0 if args.proxy else args.grpc_port,
+        metrics_port=0 if args.proxy else args.metrics_port,
         tritonserver=args.tritonserver,
         restricted_api_key=key,
         allow_shared_memory=args.allow_shared_memory,
+        max_request_bytes=request_limit(served),
         log_verbose=args.log_verbose,
     )
+    proxy: NginxProxy | None = None
     key_file = write_generated_key(server.restricted_api_key) if server.key_generated else None
 
     def on_signal(signum: int, frame: types.FrameType | None) -> None:
@@ -256,11 +285,15 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         with console.status(f"starting tritonserver on {repository} ..."):
             server.start(timeout=args.start_timeout)
-        _print_ready(server, repository, key_file)
+            if args.proxy:
+                proxy = _start_proxy(server, args.host, public)
+        _print_ready(server, repository, key_file, proxy)
         while True:
             try:
                 server.wait(timeout=WATCH_INTERVAL_S)
             except subprocess.TimeoutExpired:
+                if proxy is not None and not proxy.is_running():
+                    raise ServerExitedError(f"nginx (the proxy) exited: {proxy.log_text().strip()}") from None
                 dead = server.dead_stubs()
                 if dead:
                     # Triton 2.51 would keep answering ready while the model fails every request: restart it all
@@ -272,10 +305,14 @@ def run_serve(args: argparse.Namespace) -> int:
             raise ServerExitedError(server.exit_reason())
     except _StopRequested as stop:
         console.print(f"{stop}: stopping tritonserver ...")
+        if proxy is not None:
+            proxy.stop()
         code = server.stop()
         console.print(f"tritonserver stopped (exit code {code})")
         return 0
     finally:
+        if proxy is not None:
+            proxy.stop()
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -285,30 +322,66 @@ def run_serve(args: argparse.Namespace) -> int:
             key_file.unlink(missing_ok=True)
 
 
+def _start_proxy(server: TritonServer, host: str, public: dict[str, int]) -> NginxProxy:
+    from dfserve.triton.proxy import NginxProxy, ProxySettings
+
+    def listen(what: str) -> str:
+        return f"[{host}]:{public[what]}" if ":" in host else f"{host or '0.0.0.0'}:{public[what]}"
+
+    settings = ProxySettings(
+        http_listen=listen("http"),
+        grpc_listen=listen("grpc"),
+        metrics_listen=listen("metrics"),
+        http_upstream=server.http_url,
+        grpc_upstream=server.grpc_url,
+        metrics_upstream=server.metrics_url,
+        max_body_bytes=server.max_request_bytes or request_limit(server.repository),
+        workers="1",
+    )
+    return NginxProxy(settings).start()
+
+
 def _endpoint(scheme: str, bound: str, dial: str, local: bool, path: str = "") -> str:
     return f"{scheme}://{bound}{path}" if local or bound == dial else f"{scheme}://{bound}{path} (dial {dial})"
 
 
-def _warn_exposure(host: str) -> None:
+def _dial_address(bound: str) -> str:
+    host, _, port = bound.rpartition(":")
+    return f"127.0.0.1:{port}" if host in ("", "0.0.0.0") else f"[::1]:{port}" if host == "[::]" else bound
+
+
+def _warn_exposure(host: str, proxied: bool = False) -> None:
     if host in ("127.0.0.1", "::1", "localhost") or host.startswith("127."):
         return
+    unbounded = "" if proxied else " Request bodies are unbounded without --proxy (Triton 2.51 reads them whole)."
     err_console.print(
         f"warning: --host {host} exposes HTTP, gRPC and metrics beyond this machine. Inference, health and "
-        "metrics need no key and traffic is not encrypted: put an authenticating TLS proxy in front (see deploy/)"
+        f"metrics need no key and traffic is not encrypted: put an authenticating TLS proxy in front (see deploy/)."
+        f"{unbounded}"
     )
 
 
-def _print_ready(server: TritonServer, repository: Path, key_file: Path | None) -> None:
+def _print_ready(
+    server: TritonServer, repository: Path, key_file: Path | None, proxy: NginxProxy | None = None
+) -> None:
     table = Table(title=f"tritonserver ready (pid {server.pid})", show_header=False)
     table.add_row("repository", str(repository))
     if server.repository != repository:
         table.add_row("served overlay", str(server.repository))
     local = server.is_loopback_only
     grpc_scheme = "grpcs" if "--grpc-use-ssl=true" in server.extra_args else "grpc"
-    table.add_row("HTTP", _endpoint("http", server.bind_address("http"), server.http_url, local))
+    bound = {kind: server.bind_address(kind) for kind in ("http", "grpc", "metrics")}
+    dial = {"http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url}
+    if proxy is not None:
+        s = proxy.settings
+        bound = {"http": s.http_listen, "grpc": s.grpc_listen, "metrics": s.metrics_listen or ""}
+        dial = {kind: _dial_address(address) for kind, address in bound.items()}
+        local = all(a.startswith(("127.", "[::1]", "localhost")) for a in bound.values())
+        table.add_row("proxy", f"nginx (pid {proxy.pid}): bodies over {s.max_body_bytes} bytes refused")
+    table.add_row("HTTP", _endpoint("http", bound["http"], dial["http"], local))
     # pasted into Client(...) as is, the gRPC address speaks gRPC
-    table.add_row("gRPC", _endpoint(grpc_scheme, server.bind_address("grpc"), server.grpc_url, local))
-    metrics = _endpoint("http", server.bind_address("metrics"), server.metrics_url, local, "/metrics")
+    table.add_row("gRPC", _endpoint(grpc_scheme, bound["grpc"], dial["grpc"], local))
+    metrics = _endpoint("http", bound["metrics"], dial["metrics"], local, "/metrics")
     table.add_row("metrics", f"{metrics} (no authentication: whoever reaches it reads it)")
     try:
         index = server.model_index()

@@ -100,6 +100,23 @@ RESTRICTED_APIS: tuple[str, ...] = ("model-repository", "shared-memory", "loggin
 Health, metadata, model-config, inference and statistics stay open."""
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+"""The request-body bound for a repository whose spec is unknown (no dfserve.json, or a container that serves
+whatever the build wrote); a dfserve repository's own bound is `request_limit`."""
+
+
+def request_limit(repository: str | Path) -> int:
+    """The largest request body worth receiving for `repository`: its spec's `ModelSpec.max_request_bytes`,
+    else `DEFAULT_MAX_REQUEST_BYTES`."""
+    spec_path = Path(repository) / SPEC_FILENAME
+    if not spec_path.is_file():
+        return DEFAULT_MAX_REQUEST_BYTES
+    from dfserve.config import ModelSpec
+
+    try:
+        return ModelSpec.load(Path(repository)).max_request_bytes
+    except (OSError, ValueError):
+        return DEFAULT_MAX_REQUEST_BYTES
+
 
 INSTALL_HINT = "install dfserve[server] (it brings nvidia-pytriton's tritonserver) or pass --tritonserver PATH"
 
@@ -391,6 +408,7 @@ def _group_members(pgid: int) -> list[int]:
 
 def clean_leftovers(state_dir: Path = STATE_DIR) -> list[str]:
     """Kill the process groups and remove the /dev/shm regions that dead launchers left; what was cleaned.
+    The groups are tritonserver's (with its stubs) and the reverse proxy's (`dfserve.triton.proxy`, nginx).
 
     A group is killed only while its leader or members still run the recorded tritonserver or stub binaries,
     so a reused pid is never hit."""
@@ -411,7 +429,7 @@ def clean_leftovers(state_dir: Path = STATE_DIR) -> list[str]:
                 cmd = Path(f"/proc/{member}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"tritonserver" in cmd or b"triton_python_backend_stub" in cmd:
+            if b"tritonserver" in cmd or b"triton_python_backend_stub" in cmd or cmd.startswith(b"nginx: "):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(member, signal.SIGKILL)
                 cleaned.append(f"process {member}")
