@@ -477,10 +477,10 @@ _HTTP_TO_ERROR: dict[str, type[DfserveClientError]] = {
 }
 # Errors are mapped by status. Triton (2.51, measured) answers an unknown model, or one with no loaded version
 # while the server starts or stops, with 404 / NOT_FOUND, a bad image with 400 / INVALID_ARGUMENT and the
-# restricted HTTP APIs without the key with 403; those statuses suffice. dfserve's nginx proxy (dfserve.triton.proxy)
-# refuses a body over its limit with 413 / RESOURCE_EXHAUSTED (gRPC's own code for a message over its size limit),
-# both final, and the restricted APIs over their rate with 429 / UNAVAILABLE, both retried. Two cases carry no status of their
-# own, so only there the message decides:
+# restricted HTTP APIs without the key with 403; those statuses suffice. dfserve's nginx proxy
+# (dfserve.triton.proxy) refuses a body over its limit with 413 / RESOURCE_EXHAUSTED (gRPC's own code for a message
+# over its size limit), both final, and the restricted APIs over their rate with 429 / UNAVAILABLE, both retried.
+# Two cases carry no status of their own, so only there the message decides:
 # - a restricted gRPC protocol called without the key answers UNAVAILABLE ("This protocol is restricted"),
 #   which would otherwise be retried as a server that is down;
 # - gRPC reports a failed TLS handshake only as UNAVAILABLE ("Ssl handshake failed", "certificate ...").
