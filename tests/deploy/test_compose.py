@@ -187,10 +187,35 @@ def test_triton_healthcheck_asks_readiness_on_the_http_port(services: dict[str, 
     test = triton["healthcheck"]["test"]
     assert test[0] == "CMD" and test[1] == "curl" and "-f" in test[2]
     assert test[-1] == f"http://localhost:{ports['http']}/v2/health/ready"
-    published = {p.rsplit(":", 1)[1]: p for p in triton["ports"]}
-    assert published[str(ports["http"])] == f"{env['BIND_ADDRESS']}:{env['HTTP_PORT']}:{ports['http']}"
-    assert published[str(ports["grpc"])].endswith(f":{env['GRPC_PORT']}:{ports['grpc']}")
-    assert published[str(ports["metrics"])].endswith(f":{env['METRICS_PORT']}:{ports['metrics']}")
+    # HTTP and gRPC are published by the proxy only (tests below); triton publishes its metrics
+    assert triton["ports"] == [f"{env['BIND_ADDRESS']}:{env['METRICS_PORT']}:{ports['metrics']}"]
+
+
+def test_only_the_proxy_publishes_http_and_grpc_with_the_rendered_config(
+    services: dict[str, Any], env: dict[str, str]
+) -> None:
+    """The proxy runs the committed deploy/nginx/nginx.conf, which is exactly what dfserve.triton.proxy renders for
+    the container settings (one source: regenerate with `python -m dfserve.triton.proxy`), listens where the
+    published ports point, and forwards to the triton service's HTTP and gRPC ports."""
+    from dfserve.triton.proxy import CONTAINER_SETTINGS, render_config
+    from dfserve.triton.server import DEFAULT_MAX_REQUEST_BYTES
+
+    committed = REPO / "deploy" / "nginx" / "nginx.conf"
+    assert committed.read_text() == render_config(CONTAINER_SETTINGS)
+    assert CONTAINER_SETTINGS.max_body_bytes == DEFAULT_MAX_REQUEST_BYTES
+    proxy, triton = services["proxy"], services["triton"]
+    assert proxy["image"] == f"nginx:{env['NGINX_VERSION']}"
+    assert "./deploy/nginx/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert proxy["ports"] == [
+        f"{env['BIND_ADDRESS']}:{env['HTTP_PORT']}:{CONTAINER_SETTINGS.http_listen}",
+        f"{env['BIND_ADDRESS']}:{env['GRPC_PORT']}:{CONTAINER_SETTINGS.grpc_listen}",
+    ]
+    ports = {a.split("=")[0]: a.split("=")[1] for a in triton["command"] if a.endswith(tuple("0123456789"))}
+    assert CONTAINER_SETTINGS.http_upstream == f"triton:{ports['--http-port']}"
+    assert CONTAINER_SETTINGS.grpc_upstream == f"triton:{ports['--grpc-port']}"
+    assert proxy["depends_on"] == {"triton": {"condition": "service_started"}}
+    published = [p for name, service in services.items() for p in service.get("ports", []) if name != "proxy"]
+    assert not any(p.endswith((":8000", ":8001")) or "HTTP_PORT" in p or "GRPC_PORT" in p for p in published)
 
 
 def _from_lines(dockerfile: Path) -> list[str]:
@@ -403,4 +428,4 @@ def test_monitoring_services_mount_files_that_exist(services: dict[str, Any]) ->
                 assert (REPO / source).exists(), f"{name} mounts missing {source}"
                 assert volume.endswith(":ro"), f"{name} should mount {source} read-only"
     core = [name for name, service in services.items() if "profiles" not in service]
-    assert sorted(core) == ["triton"]  # `docker compose up` starts the serving path only, never the build
+    assert sorted(core) == ["proxy", "triton"]  # `docker compose up` starts the serving path only, never the build

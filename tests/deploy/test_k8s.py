@@ -26,7 +26,7 @@ def render(folder: Path) -> list[dict[str, Any]]:
         return [d for d in yaml.safe_load_all(out) if d]
     docs: list[dict[str, Any]] = []
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    for resource in kustomization["resources"]:
+    for resource in kustomization.get("resources", []):
         path = folder / resource
         docs += render(path) if path.is_dir() else [d for d in yaml.safe_load_all(path.read_text()) if d]
     return docs
@@ -52,13 +52,21 @@ def test_kustomize_renders_base_and_autoscaling() -> None:
         "Job",
         "Deployment",
         "Service",
+        "ConfigMap",
     }
     assert "HorizontalPodAutoscaler" in by_kind(render(K8S / "autoscaling"))
 
 
+def containers(base: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    pod = base["Deployment"]["spec"]["template"]["spec"]
+    named = {c["name"]: c for c in pod["containers"]}
+    assert set(named) == {"triton", "proxy"}
+    return named
+
+
 def test_triton_deployment_has_a_gpu_probes_and_a_read_only_repository(base: dict[str, dict[str, Any]]) -> None:
     pod = base["Deployment"]["spec"]["template"]["spec"]
-    (triton,) = pod["containers"]
+    triton = containers(base)["triton"]
     assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert triton["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert triton["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
@@ -78,12 +86,21 @@ def test_triton_deployment_has_a_gpu_probes_and_a_read_only_repository(base: dic
     assert key["optional"] is True  # no secret: a random key, admin APIs closed
 
 
-def test_service_exposes_the_container_ports(base: dict[str, dict[str, Any]]) -> None:
-    (triton,) = base["Deployment"]["spec"]["template"]["spec"]["containers"]
-    container_ports = {p["name"]: p["containerPort"] for p in triton["ports"]}
+def test_service_exposes_the_proxy_and_the_metrics_ports(base: dict[str, dict[str, Any]]) -> None:
+    """HTTP and gRPC reach Triton only through the nginx sidecar; metrics (Prometheus) go straight to Triton."""
+    from dfserve.triton.proxy import CONTAINER_SETTINGS
+
+    named = containers(base)
+    triton_ports = {p["name"]: p["containerPort"] for p in named["triton"]["ports"]}
+    proxy_ports = {p["name"]: p["containerPort"] for p in named["proxy"]["ports"]}
+    assert triton_ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert proxy_ports == {
+        "proxy-http": int(CONTAINER_SETTINGS.http_listen),
+        "proxy-grpc": int(CONTAINER_SETTINGS.grpc_listen),
+    }
     service = base["Service"]["spec"]
-    assert {p["name"]: p["targetPort"] for p in service["ports"]} == {n: n for n in container_ports}
-    assert container_ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    targets = {p["name"]: (p["port"], p["targetPort"]) for p in service["ports"]}
+    assert targets == {"http": (8000, "proxy-http"), "grpc": (8001, "proxy-grpc"), "metrics": (8002, "metrics")}
     pod_labels = base["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert service["selector"].items() <= pod_labels.items()
     assert base["Deployment"]["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -111,6 +128,7 @@ def test_images_use_the_release_pinned_in_env() -> None:
     pods = [docs[kind]["spec"]["template"]["spec"] for kind in ("Deployment", "Job")]
     images = {c["image"] for pod in pods for c in pod["containers"] + pod.get("initContainers", [])}
     dfserve_images = {i for i in images if i.startswith("dfserve-")}
+    assert f"nginx:{read_env()['NGINX_VERSION']}" in images  # the proxy sidecar, as compose's proxy
     assert dfserve_images == {f"dfserve-triton:{release}", f"dfserve-build:{release}"}
     assert all(":" in image for image in images), images  # every helper image pinned too
 
@@ -302,3 +320,22 @@ def test_autoscaler_starts_after_the_build_and_reads_the_engine_queue() -> None:
         (selector,) = promql.selectors(side)
         assert engine in selector.matchers, selector
     assert "prometheus-adapter-rules.yaml" in (REPO / "docs" / "gpu.md").read_text()
+
+
+def test_proxy_sidecar_runs_the_committed_nginx_conf(base: dict[str, dict[str, Any]]) -> None:
+    """The ConfigMap is generated from deploy/nginx/nginx.conf (the file compose mounts, equal to what
+    dfserve.triton.proxy renders: tests/deploy/test_compose.py), mounted as nginx's main configuration; the pod
+    resolves the config's upstream host `triton` to its own loopback, where the Triton container listens."""
+    from dfserve.triton.proxy import CONTAINER_SETTINGS
+
+    pod = base["Deployment"]["spec"]["template"]["spec"]
+    proxy = containers(base)["proxy"]
+    (mount,) = proxy["volumeMounts"]
+    assert (mount["mountPath"], mount["subPath"], mount["readOnly"]) == ("/etc/nginx/nginx.conf", "nginx.conf", True)
+    volume = {v["name"]: v for v in pod["volumes"]}[mount["name"]]
+    config_map = base["ConfigMap"]
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert config_map["data"]["nginx.conf"] == (REPO / "deploy" / "nginx" / "nginx.conf").read_text()
+    upstream_host = CONTAINER_SETTINGS.http_upstream.rpartition(":")[0]
+    assert {"ip": "127.0.0.1", "hostnames": [upstream_host]} in pod["hostAliases"]
+    assert "nvidia.com/gpu" not in proxy["resources"].get("limits", {})
