@@ -1,33 +1,32 @@
 #!/bin/sh
-# Entry point of the dfserve Triton image: starts NVIDIA's tritonserver with the safeguards `dfserve serve`
-# gives the embedded one. Arguments are tritonserver's own (compose and Kubernetes pass them).
+# Entry point of the dfserve Triton image: NVIDIA's tritonserver run by dfserve's launcher (`dfserve serve`), so the
+# container gets the safeguards of the embedded server. Arguments are tritonserver's own (compose and Kubernetes
+# pass them); they reach the launcher after `--` (dfserve.triton.server.split_tritonserver_args reads them).
 #
-# 1. A TensorRT plan in the repository is checked against this host's TensorRT and GPUs first, so a plan from
-#    another GPU or release stops the container with one readable line instead of a backend failure.
-# 2. The model-repository, shared-memory, logging and trace APIs are restricted behind a key, sent as the
-#    header `dfserve-admin-key` (gRPC metadata `triton-grpc-protocol-dfserve-admin-key`). Without
-#    DFSERVE_ADMIN_KEY a random key is used: the APIs are then closed to everyone.
-# 3. Request bodies are bounded where this tritonserver supports --http-max-input-size.
-# 4. It serves only a finished build: it waits (DFSERVE_BUILD_WAIT_S, default 600 s) while the repository has no
+# 1. It serves only a finished build: it waits (DFSERVE_BUILD_WAIT_S, default 600 s) while the repository has no
 #    build_report.json or still carries the build's in-progress marker, so neither an empty volume nor a stale
 #    report of a build being rewritten is served; the build runs on its own (`docker compose run --rm build`).
+# 2. A TensorRT plan in the repository is checked against this host's TensorRT and GPUs, so a plan from another GPU
+#    or release stops the container with one readable line instead of a backend failure.
+# 3. The launcher restricts the model-repository, shared-memory, logging and trace APIs behind DFSERVE_ADMIN_KEY
+#    (header `dfserve-admin-key`; unset: a random key in a 0600 file, the APIs closed to everyone; weak keys are
+#    refused) and erases the key from tritonserver's command line, so `ps` never shows it; system shared memory
+#    stays off. It watches the Python-backend stubs and restarts the server when one dies (Triton 2.51 would keep
+#    answering ready), and it cleans up processes and /dev/shm regions a killed run left.
+# 4. Request bodies: the launcher passes --http-max-input-size where this tritonserver has it (not 2.51); the
+#    bound on every path is the nginx proxy in front (compose service `proxy`, the Kubernetes sidecar).
 # 5. NVIDIA's own entrypoint (/opt/nvidia/nvidia_entrypoint.sh: driver checks, banner) still runs first.
 set -eu
 
 repository=/models
+previous=""
 for arg in "$@"; do
   case "$arg" in
     --model-repository=*) repository="${arg#--model-repository=}" ;;
   esac
+  if [ "$previous" = "--model-repository" ]; then repository="$arg"; fi
+  previous="$arg"
 done
-
-header="dfserve-admin-key"
-apis="${DFSERVE_RESTRICTED_APIS:-model-repository,shared-memory,logging,trace}"
-key="${DFSERVE_ADMIN_KEY:-}"
-if [ -z "$key" ]; then
-  key="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  echo "start-triton: DFSERVE_ADMIN_KEY is not set: restricted APIs ($apis) use a random key" >&2
-fi
 
 waited=0
 limit="${DFSERVE_BUILD_WAIT_S:-600}"
@@ -46,18 +45,11 @@ done
 
 python3 -m dfserve.export.tensorrt check "$repository"
 
-max_input=""
-if tritonserver --help 2>&1 | grep -q -- "--http-max-input-size"; then
-  max_input="--http-max-input-size=${DFSERVE_MAX_REQUEST_BYTES:-67108864}"
-fi
-
 entry=""
 if [ -x /opt/nvidia/nvidia_entrypoint.sh ]; then
   entry=/opt/nvidia/nvidia_entrypoint.sh
 fi
 
-# shellcheck disable=SC2086  # $entry and $max_input are one word or nothing
-exec $entry tritonserver "$@" \
-  "--http-restricted-api=${apis}:${header}=${key}" \
-  "--grpc-restricted-protocol=${apis}:${header}=${key}" \
-  $max_input
+# 0.0.0.0: the proxy reaches this container over the compose network (in a Kubernetes pod, over loopback).
+# shellcheck disable=SC2086  # $entry is one word or nothing
+exec $entry dfserve serve --host 0.0.0.0 --start-timeout 600 -- "$@"

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from dfserve.names import ADMIN_KEY_HEADER, BUILD_MARKER_FILENAME
-from dfserve.triton.server import RESTRICTED_APIS
 from tests.deploy.compose import (
     COMPOSE_FILE,
     COMPOSE_SCHEMA,
@@ -290,16 +289,13 @@ def test_build_command_is_a_valid_dfserve_build_invocation(services: dict[str, A
 
 
 def _run_start_script(
-    tmp_path: Path, args: list[str], admin_key: str | None, help_text: str = "", wait: str = "0"
+    tmp_path: Path, args: list[str], admin_key: str | None, wait: str = "0"
 ) -> subprocess.CompletedProcess[str]:
+    """Run the entry point with a `dfserve` that prints its arguments (the launcher's own run is
+    tests/deploy/test_entrypoint.py, against the real tritonserver)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    _stand_in(
-        bin_dir,
-        "tritonserver",
-        f'if [ "$1" = "--help" ]; then echo {shlex.quote(help_text)}; exit 1; fi\n'
-        'for a in "$@"; do printf "%s\\n" "$a"; done\n',
-    )
+    _stand_in(bin_dir, "dfserve", 'for a in "$@"; do printf "%s\\n" "$a"; done\n')
     _stand_in(bin_dir, "python3", f'exec {shlex.quote(sys.executable)} "$@"\n')
     run_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(REPO / "src"), "DFSERVE_BUILD_WAIT_S": wait}
     if admin_key is not None:
@@ -309,38 +305,48 @@ def _run_start_script(
     )
 
 
-def test_triton_start_restricts_the_admin_apis_as_the_embedded_server_does(
-    services: dict[str, Any], tmp_path: Path
-) -> None:
+def test_triton_start_hands_tritonservers_arguments_to_the_launcher(services: dict[str, Any], tmp_path: Path) -> None:
+    """The entry point runs `dfserve serve` (admin key erased from tritonserver's command line, stub watchdog,
+    leftover cleanup) with compose's tritonserver arguments after `--`, never with the key on any command line;
+    the launcher reads those arguments as its repository and ports and passes nothing else through."""
+    from dfserve.cli import build_parser
+    from dfserve.triton.server import split_tritonserver_args
+
     assert os.access(START_SCRIPT, os.X_OK)
     assert services["triton"]["entrypoint"] == ["/opt/dfserve/start-triton.sh"]
     repo = tmp_path / "models"
     repo.mkdir()
     (repo / "build_report.json").write_text("{}")
     command = [a.replace("=/models", f"={repo}") for a in services["triton"]["command"]]
+    key = "an-admin-key-0123456789-abcdef"
 
-    result = _run_start_script(tmp_path, command, admin_key="s3cret")
+    result = _run_start_script(tmp_path, command, admin_key=key)
     assert result.returncode == 0, result.stderr
     argv = result.stdout.splitlines()
-    apis = ",".join(RESTRICTED_APIS)
-    assert argv == [
-        *command,
-        f"--http-restricted-api={apis}:{ADMIN_KEY_HEADER}=s3cret",
-        f"--grpc-restricted-protocol={apis}:{ADMIN_KEY_HEADER}=s3cret",
-    ]
+    assert argv == ["serve", "--host", "0.0.0.0", "--start-timeout", "600", "--", *command]
+    assert key not in result.stdout + result.stderr
     assert "0 TensorRT plan(s)" in result.stderr
+    args = build_parser().parse_args(argv)
+    assert args.command == "serve" and args.host == "0.0.0.0" and args.tritonserver_args == command
+    settings, rest = split_tritonserver_args(args.tritonserver_args)
+    assert settings == {"repository": str(repo), "http_port": "8000", "grpc_port": "8001", "metrics_port": "8002"}
+    assert rest == []  # everything compose gives is the launcher's own setting
 
-    keys = set()
-    for _ in range(2):
-        result = _run_start_script(tmp_path, command, admin_key="", help_text="  --http-max-input-size <integer>")
-        assert result.returncode == 0, result.stderr
-        argv = result.stdout.splitlines()
-        key = argv[len(command)].rpartition(f"{ADMIN_KEY_HEADER}=")[2]
-        assert re.fullmatch(r"[0-9a-f]{48}", key)
-        assert argv[-1] == "--http-max-input-size=67108864"  # bounded where this tritonserver can
-        keys.add(key)
-    assert len(keys) == 2, "without DFSERVE_ADMIN_KEY each start must draw a new random key"
-    assert "s3cret" not in result.stderr
+
+def test_the_launcher_refuses_arguments_that_would_undo_a_safeguard() -> None:
+    from dfserve.triton.server import ServerError, split_tritonserver_args
+
+    assert split_tritonserver_args(["--model-repository", "/m", "--log-info=true"]) == (
+        {"repository": "/m"},
+        ["--log-info=true"],
+    )
+    for bad, reason in [
+        (f"--http-restricted-api=model-repository:{ADMIN_KEY_HEADER}=k", "DFSERVE_ADMIN_KEY"),
+        ("--model-control-mode=explicit", "--model-control-mode=none"),
+        ("--grpc-address=0.0.0.0", "--host"),
+    ]:
+        with pytest.raises(ServerError, match=reason):
+            split_tritonserver_args([bad])
 
 
 def test_triton_start_waits_for_a_finished_build(tmp_path: Path) -> None:
@@ -359,12 +365,12 @@ def test_triton_start_waits_for_a_finished_build(tmp_path: Path) -> None:
     (repo / BUILD_MARKER_FILENAME).unlink()
     done = _run_start_script(tmp_path, args, admin_key="k", wait="1")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == args[0]
+    assert done.stdout.splitlines()[-1] == args[0]
 
 
 def test_triton_start_keeps_nvidias_entrypoint() -> None:
     text = START_SCRIPT.read_text()
-    assert "/opt/nvidia/nvidia_entrypoint.sh" in text and "exec $entry tritonserver" in text
+    assert "/opt/nvidia/nvidia_entrypoint.sh" in text and "exec $entry dfserve serve" in text
 
 
 def test_verify_service_checks_the_running_triton(services: dict[str, Any], tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from dfserve.triton.server import (
     free_port,
     overlay_repository,
     request_limit,
+    split_tritonserver_args,
 )
 
 if TYPE_CHECKING:
@@ -151,6 +152,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--start-timeout", type=float, default=180.0, metavar="S", help="seconds to wait for all models to load"
     )
+    p.add_argument(
+        "tritonserver_args",
+        nargs="*",
+        metavar="-- TRITONSERVER_ARG",
+        help=(
+            "after `--`: tritonserver's own arguments, passed through (the container entry point hands over the "
+            "ones compose and Kubernetes give). --model-repository and --http/--grpc/--metrics-port set the options "
+            "above; the launcher's fixed settings are accepted with their values only; a restricted-API key or a "
+            "bind address is refused"
+        ),
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -223,7 +235,22 @@ def admin_key(args: argparse.Namespace) -> str | None:
     return os.environ.get(ADMIN_KEY_ENV) or None
 
 
+def _apply_tritonserver_args(args: argparse.Namespace) -> list[str]:
+    """Fold the pass-through arguments' launcher settings into `args`; the remaining ones, for tritonserver."""
+    owned, extra = split_tritonserver_args(args.tritonserver_args)
+    for name, value in owned.items():
+        if name == "repository":
+            args.repository = Path(value)
+        else:
+            try:
+                setattr(args, name, int(value))
+            except ValueError:
+                raise ServerError(f"--{name.replace('_', '-')}={value} is not a port number") from None
+    return extra
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    extra_args = _apply_tritonserver_args(args)
     _warn_exposure(args.host, args.proxy)
     if args.proxy:
         from dfserve.triton.proxy import find_nginx
@@ -270,6 +297,7 @@ def run_serve(args: argparse.Namespace) -> int:
         allow_shared_memory=args.allow_shared_memory,
         max_request_bytes=request_limit(served),
         log_verbose=args.log_verbose,
+        extra_args=extra_args,
     )
     proxy: NginxProxy | None = None
     key_file = write_generated_key(server.restricted_api_key) if server.key_generated else None
