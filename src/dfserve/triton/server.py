@@ -495,8 +495,9 @@ class TritonServer:
     ``*_url`` properties give what a client on this host dials ("127.0.0.1:PORT" when bound to 0.0.0.0).
 
     `max_request_bytes` is passed as ``--http-max-input-size`` when the binary knows that option (Triton
-    2.55 and later). The bundled 2.51 does not; there the bound on one image is the spec's
-    ``limits.max_file_bytes``, enforced by the preprocess model.
+    2.55 and later). The bundled 2.51 does not: it receives a body of any size and copies it into the backend
+    before the preprocess model's per-file check; there the bound is the nginx proxy in front
+    (`dfserve.triton.proxy`, ``dfserve serve --proxy``, compose's `proxy`, the Kubernetes sidecar).
 
     System shared memory (the caller names a /dev/shm region and the server maps, reads and writes it) is off
     unless `allow_shared_memory`: with it, whoever holds the key can make the server read or overwrite any
