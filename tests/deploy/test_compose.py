@@ -334,7 +334,15 @@ def test_triton_start_hands_tritonservers_arguments_to_the_launcher(services: di
 
 
 def test_the_launcher_refuses_arguments_that_would_undo_a_safeguard() -> None:
+    from dfserve.cli import build_parser
+    from dfserve.triton.cli import _apply_tritonserver_args
     from dfserve.triton.server import ServerError, split_tritonserver_args
+
+    with pytest.raises(ServerError, match="the repository is --repository DIR; tritonserver's own arguments go after"):
+        _apply_tritonserver_args(build_parser().parse_args(["serve", "model_repository"]))
+    args = build_parser().parse_args(["serve", "--", "--model-repository", "/m", "--grpc-port=9", "--log-info=true"])
+    assert _apply_tritonserver_args(args) == ["--log-info=true"]
+    assert (str(args.repository), args.grpc_port) == ("/m", 9)
 
     assert split_tritonserver_args(["--model-repository", "/m", "--log-info=true"]) == (
         {"repository": "/m"},

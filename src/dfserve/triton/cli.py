@@ -237,6 +237,11 @@ def admin_key(args: argparse.Namespace) -> str | None:
 
 def _apply_tritonserver_args(args: argparse.Namespace) -> list[str]:
     """Fold the pass-through arguments' launcher settings into `args`; the remaining ones, for tritonserver."""
+    if args.tritonserver_args and not args.tritonserver_args[0].startswith("-"):
+        raise ServerError(
+            f"unexpected argument {args.tritonserver_args[0]!r}: the repository is --repository DIR; "
+            "tritonserver's own arguments go after `--`"
+        )
     owned, extra = split_tritonserver_args(args.tritonserver_args)
     for name, value in owned.items():
         if name == "repository":
