@@ -331,3 +331,44 @@ def test_serve_with_proxy_binds_triton_to_loopback_and_stops_nginx_with_it(
             os.environ.pop("DFSERVE_NGINX", None)
         else:
             os.environ["DFSERVE_NGINX"] = env_before
+
+
+def test_the_proxy_terminates_tls_for_both_protocols(
+    triton_server: TritonServer, nginx: str, built_repo: Path, sample_images: dict[str, Path], tmp_path: Path
+) -> None:
+    from tests.tls.certs import make_certs
+
+    certs = make_certs(tmp_path / "certs")
+    settings = ProxySettings(
+        http_listen=f"127.0.0.1:{free_port()}",
+        grpc_listen=f"127.0.0.1:{free_port()}",
+        http_upstream=triton_server.http_url,
+        grpc_upstream=triton_server.grpc_url,
+        max_body_bytes=request_limit(built_repo),
+        workers="1",
+        tls_cert=certs.server_cert,
+        tls_key=certs.server_key,
+    )
+    photos = list(sample_images.values())
+    with NginxProxy(settings, nginx=nginx):
+        for url in (f"https://{settings.http_listen}", f"grpcs://{settings.grpc_listen}"):
+            with Client(url, ca_file=certs.ca) as client:
+                assert all(isinstance(r, Prediction) for r in client.classify_many(photos)), url
+        with pytest.raises(urllib.error.HTTPError) as plain:  # TLS only: nginx refuses plain HTTP on the port
+            urllib.request.urlopen(f"http://{settings.http_listen}/v2/health/ready", timeout=10)
+        assert plain.value.code == 400 and b"plain HTTP request was sent to HTTPS port" in plain.value.read()
+
+
+def test_tls_files_need_the_proxy_and_each_other(built_repo: Path, tmp_path: Path) -> None:
+    pem = tmp_path / "cert.pem"
+    pem.write_text("x")
+    for flags in (["--tls-cert", str(pem), "--tls-key", str(pem)], ["--proxy", "--tls-cert", str(pem)]):
+        result = subprocess.run(
+            [sys.executable, "-m", "dfserve.cli", "serve", f"--repository={built_repo}", *flags],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "300"},
+        )
+        assert result.returncode != 0 and result.stdout == ""
+        assert "--tls-cert and --tls-key go together, with --proxy" in result.stderr

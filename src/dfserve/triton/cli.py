@@ -127,6 +127,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(apt-get install nginx-light; $DFSERVE_NGINX names another binary)"
         ),
     )
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="with --proxy: the proxy's certificate (chain); HTTP and gRPC then speak TLS only (https://, grpcs://)",
+    )
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="with --proxy: the key of --tls-cert")
     p.add_argument("--log-verbose", type=int, default=0, metavar="N", help="Triton's verbose log level (0 = off)")
     p.add_argument(
         "--engine-instances",
@@ -257,6 +264,11 @@ def _apply_tritonserver_args(args: argparse.Namespace) -> list[str]:
 def run_serve(args: argparse.Namespace) -> int:
     extra_args = _apply_tritonserver_args(args)
     _warn_exposure(args.host, args.proxy)
+    if (args.tls_cert or args.tls_key) and not (args.proxy and args.tls_cert and args.tls_key):
+        raise ServerError("--tls-cert and --tls-key go together, with --proxy (nginx terminates TLS)")
+    for given in (args.tls_cert, args.tls_key):
+        if given is not None and not Path(given).is_file():
+            raise ServerError(f"{given} is not a file")
     if args.proxy:
         from dfserve.triton.proxy import find_nginx
 
@@ -319,7 +331,7 @@ def run_serve(args: argparse.Namespace) -> int:
         with console.status(f"starting tritonserver on {repository} ..."):
             server.start(timeout=args.start_timeout)
             if args.proxy:
-                proxy = _start_proxy(server, args.host, public)
+                proxy = _start_proxy(server, args.host, public, args.tls_cert, args.tls_key)
         _print_ready(server, repository, key_file, proxy)
         while True:
             try:
@@ -355,7 +367,9 @@ def run_serve(args: argparse.Namespace) -> int:
             key_file.unlink(missing_ok=True)
 
 
-def _start_proxy(server: TritonServer, host: str, public: dict[str, int]) -> NginxProxy:
+def _start_proxy(
+    server: TritonServer, host: str, public: dict[str, int], tls_cert: Path | None, tls_key: Path | None
+) -> NginxProxy:
     from dfserve.triton.proxy import NginxProxy, ProxySettings
 
     def listen(what: str) -> str:
@@ -370,6 +384,8 @@ def _start_proxy(server: TritonServer, host: str, public: dict[str, int]) -> Ngi
         metrics_upstream=server.metrics_url,
         max_body_bytes=server.max_request_bytes or request_limit(server.repository),
         workers="1",
+        tls_cert=Path(tls_cert).resolve() if tls_cert else None,
+        tls_key=Path(tls_key).resolve() if tls_key else None,
     )
     return NginxProxy(settings).start()
 
@@ -403,6 +419,7 @@ def _print_ready(
         table.add_row("served overlay", str(server.repository))
     local = server.is_loopback_only
     grpc_scheme = "grpcs" if "--grpc-use-ssl=true" in server.extra_args else "grpc"
+    http_scheme = "http"
     bound = {kind: server.bind_address(kind) for kind in ("http", "grpc", "metrics")}
     dial = {"http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url}
     if proxy is not None:
@@ -411,7 +428,9 @@ def _print_ready(
         dial = {kind: _dial_address(address) for kind, address in bound.items()}
         local = all(a.startswith(("127.", "[::1]", "localhost")) for a in bound.values())
         table.add_row("proxy", f"nginx (pid {proxy.pid}): bodies over {s.max_body_bytes} bytes refused")
-    table.add_row("HTTP", _endpoint("http", bound["http"], dial["http"], local))
+        if s.tls_cert is not None:
+            http_scheme, grpc_scheme = "https", "grpcs"
+    table.add_row("HTTP", _endpoint(http_scheme, bound["http"], dial["http"], local))
     # pasted into Client(...) as is, the gRPC address speaks gRPC
     table.add_row("gRPC", _endpoint(grpc_scheme, bound["grpc"], dial["grpc"], local))
     metrics = _endpoint("http", bound["metrics"], dial["metrics"], local, "/metrics")

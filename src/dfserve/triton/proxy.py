@@ -95,6 +95,9 @@ class ProxySettings:
     as in the official image."""
     user: str | None = None
     """Worker user and group when nginx starts as root (None: nginx's default)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) and key: the HTTP and gRPC listeners then speak TLS only (https://, grpcs://)."""
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -103,6 +106,8 @@ class ProxySettings:
             raise ProxyError("admin_rate_per_s must be >= 1 and admin_burst >= 0")
         if (self.metrics_listen is None) != (self.metrics_upstream is None):
             raise ProxyError("metrics_listen and metrics_upstream go together")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ProxyError("a TLS certificate needs its key, and a key its certificate")
 
 
 CONTAINER_SETTINGS = ProxySettings(
@@ -111,6 +116,7 @@ CONTAINER_SETTINGS = ProxySettings(
     http_upstream="triton:8000",
     grpc_upstream="triton:8001",
     max_body_bytes=DEFAULT_MAX_REQUEST_BYTES,
+    workers="4",  # not `auto`: a GPU node's hundred cores would start a hundred workers in the sidecar
 )
 """The settings of ``deploy/nginx/nginx.conf`` (compose service `proxy`, the Kubernetes sidecar): the proxy
 listens on 8080 (HTTP) and 8081 (gRPC) and forwards to the `triton` host (the compose service; in the pod a host
@@ -135,6 +141,8 @@ def render_config(settings: ProxySettings) -> str:
     if s.runtime_dir is not None:
         lines.append(f"pid {s.runtime_dir / 'nginx.pid'};")
     lines += ["events {", "    worker_connections 1024;", "}", "http {"]
+    ssl = " ssl" if s.tls_cert is not None else ""
+    tls = [] if s.tls_cert is None else [f"    ssl_certificate {s.tls_cert};", f"    ssl_certificate_key {s.tls_key};"]
     http = [
         "access_log off;",
         "server_tokens off;",
@@ -153,7 +161,8 @@ def render_config(settings: ProxySettings) -> str:
         f"upstream triton_grpc {{ server {s.grpc_upstream}; keepalive 32; }}",
         "",
         "server {",
-        f"    listen {s.http_listen};",
+        f"    listen {s.http_listen}{ssl};",
+        *tls,
         "    error_page 413 @too_large;",
         "    error_page 429 @slow_down;",
         "    location / {",
@@ -181,7 +190,8 @@ def render_config(settings: ProxySettings) -> str:
         "}",
         "",
         "server {",
-        f"    listen {s.grpc_listen} http2;",
+        f"    listen {s.grpc_listen}{ssl} http2;",
+        *tls,
         "    keepalive_requests 100000;  # nginx would close a client's HTTP/2 connection after 1000 calls",
         "    grpc_read_timeout 300s;",
         "    grpc_send_timeout 300s;",
