@@ -136,6 +136,7 @@ def test_triton_serves_the_built_volume_read_only_after_a_successful_build(servi
     assert "--model-repository=/models" in triton["command"]
     assert "--model-control-mode=none" in triton["command"]
     assert int(triton["shm_size"].rstrip("gb")) >= 1  # the Python backend's shared memory
+    assert triton["init"] is True  # the launcher is no reaper: stubs of a killed tritonserver go to PID 1
 
 
 def compose_dependencies(services: dict[str, Any], name: str) -> set[str]:
