@@ -35,6 +35,7 @@ COMMAND_EXTRAS: dict[str, str] = {
     "eval": "eval",
     "loadtest": "loadtest",
     "bench": "all",
+    "soak": "loadtest",
     "demo": "all",
     "verify": "build",
 }

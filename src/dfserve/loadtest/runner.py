@@ -67,15 +67,15 @@ def run_time_seconds(text: str) -> int:
     return seconds
 
 
-def default_out_dir(base: Path | None = None) -> Path:
-    """A new folder under `base` (default: the current directory) named after the time."""
+def default_out_dir(base: Path | None = None, prefix: str = "loadtest") -> Path:
+    """A new folder under `base` (default: the current directory) named after the command and the time."""
     root = base or Path.cwd()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = root / f"loadtest-{stamp}"
+    candidate = root / f"{prefix}-{stamp}"
     n = 1
     while candidate.exists():
         n += 1
-        candidate = root / f"loadtest-{stamp}-{n}"
+        candidate = root / f"{prefix}-{stamp}-{n}"
     return candidate
 
 
