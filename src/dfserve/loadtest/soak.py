@@ -419,6 +419,8 @@ def run_windows(
     start = time.monotonic()
     loop.set_target(concurrency)
     window_start = 0.0
+    taken_at = 0.0  # when the previous window's outcomes were taken: this window's real start
+    outcomes: list[Outcome] = []
     samples: list[TreeMemory] = []
     next_sample = 0.0
     index = 0
@@ -438,7 +440,7 @@ def run_windows(
         every.extend(outcomes)
         window = make_window(
             index,
-            window_start,
+            taken_at,
             now,
             window_start < warmup_s - 1e-6,
             outcomes,
@@ -449,7 +451,7 @@ def run_windows(
         if on_window is not None:
             on_window(window, loop)
         samples = samples[-1:] if sample is not None else []
-        window_start = window_end
+        window_start, taken_at = window_end, now
         index += 1
     hung = loop.drain()
     late = loop.take()
@@ -461,7 +463,7 @@ def run_windows(
             last.start_s,
             time.monotonic() - start,
             last.warmup,
-            [o for o in every if o.done_at >= start + last.start_s],
+            [*outcomes, *late],
             hung,
             samples if sample is not None else None,
         )
