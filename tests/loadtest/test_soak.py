@@ -41,9 +41,7 @@ def test_cli_names_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_soak_of_its_own_server_finds_the_knee_and_accounts_for_every_request(
-    built_repo: Path, tmp_path: Path
-) -> None:
+def test_soak_of_its_own_server_finds_the_knee_and_accounts_for_every_request(built_repo: Path, tmp_path: Path) -> None:
     opts = SoakOptions(
         repository=built_repo,
         duration_s=30,

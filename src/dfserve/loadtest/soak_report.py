@@ -78,7 +78,7 @@ class LiveDisplay(SoakHooks):
             f"warm-up {result_so_far['warmup_s']:.0f}s, memory of "
             + (f"pid {t['pid']}" if t["pid"] else "the server: NOT MEASURED (no pid)")
         )
-        self.console.print(self.header, highlight=False)
+        self.console.print(self.header, highlight=False, soft_wrap=True)
 
     def ramp_step(self, step: StepFigures) -> None:
         self.console.print(
@@ -103,13 +103,15 @@ class LiveDisplay(SoakHooks):
         )
         return Group(window_table(self.windows[-LIVE_ROWS:], "windows (w: warm-up)"), line)
 
+    def load_started(self, loop: ClosedLoop, concurrency: int) -> None:
+        self.started_at = time.monotonic()
+        self._loop = loop
+        self.console.print(f"soak: {concurrency} closed-loop threads", highlight=False)
+        if self.console.is_terminal:
+            self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=2)
+            self._live.start()
+
     def window(self, window: Window, loop: ClosedLoop) -> None:
-        if not self.windows:
-            self.started_at = time.monotonic() - window.end_s
-            self._loop = loop
-            if self.console.is_terminal:
-                self._live = Live(get_renderable=self._render, console=self.console, refresh_per_second=2)
-                self._live.start()
         self.windows.append(window)
         if self._live is None:
             self.console.print(
@@ -118,6 +120,7 @@ class LiveDisplay(SoakHooks):
                 f"{window.images_per_s:6.1f} img/s  p50 {_ms(window.p50_ms)} ms  p99 {_ms(window.p99_ms)} ms  "
                 f"RSS {_mib(window.rss_bytes)} MiB  shm {_mib(window.shm_bytes)} MiB  stubs {window.stubs}",
                 highlight=False,
+                soft_wrap=True,
             )
 
     def finished(self) -> None:
@@ -150,7 +153,7 @@ def markdown(result: SoakResult) -> str:
         "",
         "## After the warm-up",
         "",
-        "| figure | first window | last window | change | fitted change | slope per hour |",
+        "| figure | first window | last window | change | fitted change | slope (unit per hour) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, d, unit in (
@@ -210,17 +213,29 @@ def plot(result: SoakResult, path: Path) -> Path:
     rss = [(w.end_s, w.rss_bytes / MIB) for w in windows if w.rss_bytes is not None]
     shm = [(w.end_s, w.shm_bytes / MIB) for w in windows if w.shm_bytes is not None]
     if rss:
-        mem.plot(*zip(*rss, strict=True), marker="o", ms=3, label="RSS, tritonserver + stubs")
-        mem.plot(*zip(*shm, strict=True), marker="s", ms=3, label="/dev/shm regions")
+        mem.plot(*zip(*rss, strict=True), marker="o", ms=3, color="tab:blue", label="RSS, tritonserver + stubs")
+        # a range of at least the growth bar around the values: noise does not look like a cliff, a leak shows
+        values = [v for _, v in rss]
+        mid, bar = (max(values) + min(values)) / 2, float(result.options["max_growth_pct"]) / 100
+        half = max((max(values) - min(values)) / 2 * 1.15, mid * max(bar, 0.02))
+        mem.set_ylim(max(mid - half, 0), mid + half)
+        mem.set_ylabel("RSS (MiB)", color="tab:blue")
+        shm_ax = mem.twinx()
+        shm_ax.plot(*zip(*shm, strict=True), marker="s", ms=3, color="tab:orange", label="/dev/shm regions")
+        shm_ax.set_ylabel("/dev/shm (MiB)", color="tab:orange")
+        shm_ax.set_ylim(bottom=0, top=max(max(v for _, v in shm) * 1.5, 1.0))
         growth = result.verdict.memory_growth
         if growth is not None and growth.change_pct is not None:
-            bar = result.options["max_growth_pct"]
-            mem.set_title(f"memory: {growth.change_pct:+.1f}% after warm-up (bar {bar:g}%)")
-        mem.set_ylim(bottom=0)
+            mem.set_title(
+                f"memory: {growth.change_pct:+.1f}% after warm-up (fitted {growth.fitted_change_pct or 0:+.1f}%, "
+                f"bar {bar * 100:g}%)",
+                fontsize=10,
+            )
+        handles = [*mem.get_legend_handles_labels()[0], *shm_ax.get_legend_handles_labels()[0]]
+        mem.legend(handles=handles, loc="lower right", fontsize=8)
     else:
         mem.text(0.5, 0.5, "server memory not measured (no pid)", ha="center", va="center", transform=mem.transAxes)
-    mem.set_ylabel("MiB")
-    mem.legend(loc="lower right", fontsize=8)
+        mem.set_ylabel("MiB")
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
         points = [(w.end_s, getattr(w, key)) for w in windows if getattr(w, key) is not None]
         if points:
