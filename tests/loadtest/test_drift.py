@@ -110,3 +110,12 @@ def test_hung_requests_count_as_failures() -> None:
     outcomes = [Outcome(0.0, 0.1)] * 5
     total = totals([], outcomes, 7, 2, 10.0)
     assert total.failed == 2 and total.errors == {"Hung": 2} and total.sent == total.ok + total.failed
+
+
+def test_an_interrupted_run_or_a_failing_ramp_does_not_pass() -> None:
+    windows = [_window(0, 1000), _window(1, 1000), _window(2, 1000)]
+    assert judge(windows, _totals(windows), 5.0, memory_measured=True).passed
+    interrupted = judge(windows, _totals(windows), 5.0, memory_measured=True, interrupted_at=31.4)
+    assert interrupted.problems == ["interrupted after 31s: not a full soak"]
+    ramp = judge(windows, _totals(windows), 5.0, memory_measured=True, ramp_failed=3)
+    assert ramp.problems == ["3 requests failed during the ramp that looked for the knee"]

@@ -58,6 +58,9 @@ def test_soak_of_its_own_server_finds_the_knee_and_accounts_for_every_request(bu
     # the knee of the short ramp is the soak's concurrency
     assert result.ramp and result.knee is not None
     assert result.concurrency == result.knee["users"] in {s.users for s in result.ramp}
+    ramp = result.ramp_accounting
+    assert ramp is not None and ramp["sent"] == ramp["ok"] + ramp["failed"] and ramp["failed"] == 0
+    assert ramp["ok"] >= sum(s.requests for s in result.ramp)
     # six windows of 5 s, the first two the warm-up; each window counted its own requests
     windows = result.windows
     assert len(windows) == 6

@@ -305,12 +305,25 @@ def _series(windows: Sequence[Window], key: str) -> tuple[list[float], list[floa
     return times, values
 
 
-def judge(windows: Sequence[Window], total: Totals, max_growth_pct: float, memory_measured: bool) -> Verdict:
-    """The soak's verdict: failed requests and memory growth after the warm-up are problems; the rest is said."""
+def judge(
+    windows: Sequence[Window],
+    total: Totals,
+    max_growth_pct: float,
+    memory_measured: bool,
+    *,
+    ramp_failed: int = 0,
+    interrupted_at: float | None = None,
+) -> Verdict:
+    """The soak's verdict: failed requests (in the ramp too), memory growth after the warm-up, a server gone and
+    an interrupted run are problems; the rest is said."""
     measured = [w for w in windows if not w.warmup]
     memory = drift(*_series(measured, "rss_bytes"))
     problems: list[str] = []
     notes: list[str] = []
+    if interrupted_at is not None:
+        problems.append(f"interrupted after {interrupted_at:.0f}s: not a full soak")
+    if ramp_failed:
+        problems.append(f"{ramp_failed} requests failed during the ramp that looked for the knee")
     if total.failed:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(total.errors.items(), key=lambda kv: -kv[1]))
         problems.append(f"{total.failed} of {total.sent} requests failed ({kinds})")
@@ -347,6 +360,7 @@ class SoakResult:
     concurrency: int
     ramp: list[StepFigures]
     knee: dict[str, Any] | None
+    ramp_accounting: dict[str, Any] | None
     windows: list[Window]
     totals: Totals
     verdict: Verdict
@@ -362,6 +376,7 @@ class SoakResult:
             "concurrency": self.concurrency,
             "ramp": [s.as_dict() for s in self.ramp],
             "knee": self.knee,
+            "ramp_accounting": self.ramp_accounting,
             "totals": asdict(self.totals),
             "verdict": self.verdict.as_dict(),
             "windows": [w.as_dict() for w in self.windows],
@@ -377,29 +392,47 @@ def find_concurrency(
     max_users: int,
     on_step: Callable[[StepFigures], None] | None = None,
     settle_s: float = 2.0,
-) -> tuple[int, list[StepFigures], dict[str, Any] | None]:
-    """A short step ramp through `RAMP_LEVELS` up to `max_users`; stops one step past the knee.
+) -> tuple[int, list[StepFigures], dict[str, Any] | None, dict[str, Any]]:
+    """A short step ramp through `RAMP_LEVELS` up to `max_users`; stops one step past the knee or at a failure.
 
-    Returns the knee's concurrency (the last level when throughput was still growing), the steps, the knee."""
+    Returns the knee's concurrency (the last level when throughput was still growing), the steps, the knee, and
+    the ramp's own accounting (every request it sent, settling and draining included)."""
     steps: list[StepFigures] = []
+    seen: list[Outcome] = []
+    sent_before = loop.sent
     for users in [u for u in RAMP_LEVELS if u <= max_users] or [max_users]:
         loop.set_target(users)
         time.sleep(settle_s)
-        loop.take()
+        seen += loop.take()
         started = time.monotonic()
         time.sleep(step_s)
-        step = step_figures(loop.take(), users, time.monotonic() - started)
+        measured = loop.take()
+        seen += measured
+        step = step_figures(measured, users, time.monotonic() - started)
         steps.append(step)
         if on_step is not None:
             on_step(step)
         if step.failures or steps_past_knee(steps) >= 1:
             break
-    loop.drain()
-    loop.take()
+    hung = loop.drain()
+    seen += loop.take()
+    errors = Counter(o.error for o in seen if o.error is not None)
+    if hung:
+        errors["Hung"] += hung
+    first_errors = [o.message for o in seen if o.error is not None][:5]
+    accounting = {
+        "sent": loop.sent - sent_before,
+        "ok": sum(1 for o in seen if o.error is None),
+        "failed": sum(errors.values()),
+        "errors": dict(errors),
+        "first_errors": first_errors,
+    }
     knee = find_knee(steps)
     if knee is None:
-        raise SoakError("the ramp found no throughput at all: every request failed (see the first errors)")
-    return knee.users, steps, knee.as_dict()
+        raise SoakError(
+            "the ramp found no throughput at all: every request failed; first errors: " + "; ".join(first_errors)
+        )
+    return knee.users, steps, knee.as_dict(), accounting
 
 
 def run_windows(
@@ -412,8 +445,12 @@ def run_windows(
     sample: Callable[[], TreeMemory] | None,
     sample_s: float,
     on_window: Callable[[Window, ClosedLoop], None] | None = None,
-) -> tuple[list[Window], list[Outcome], float, int]:
-    """Run the load for `duration_s`, closing a `Window` every `window_s`; (windows, outcomes, seconds, hung)."""
+) -> tuple[list[Window], list[Outcome], float, int, float | None]:
+    """Run the load for `duration_s`, closing a `Window` every `window_s`.
+
+    Returns (windows, outcomes, seconds, hung, interrupted at): an interrupt (Ctrl-C) ends the current window
+    early and stops the load, so that what was measured is still reported."""
+    interrupted: float | None = None
     windows: list[Window] = []
     every: list[Outcome] = []
     start = time.monotonic()
@@ -426,14 +463,18 @@ def run_windows(
     index = 0
     while window_start < duration_s - 1e-6:
         window_end = min(window_start + window_s, duration_s)
-        while True:
+        try:
+            while True:
+                now = time.monotonic() - start
+                if sample is not None and now >= next_sample:
+                    samples.append(sample())
+                    next_sample = now + sample_s
+                if now >= window_end:
+                    break
+                time.sleep(max(0.0, min(next_sample if sample else window_end, window_end) - now, 0.05))
+        except KeyboardInterrupt:
             now = time.monotonic() - start
-            if sample is not None and now >= next_sample:
-                samples.append(sample())
-                next_sample = now + sample_s
-            if now >= window_end:
-                break
-            time.sleep(max(0.0, min(next_sample if sample else window_end, window_end) - now, 0.05))
+            interrupted = window_end = duration_s = now
         if window_end >= duration_s:
             loop.set_target(0)  # no new request after the last window; the ones in flight finish in it
         outcomes = loop.take()
@@ -467,7 +508,7 @@ def run_windows(
             hung,
             samples if sample is not None else None,
         )
-    return windows, every, time.monotonic() - start, hung
+    return windows, every, time.monotonic() - start, hung, interrupted
 
 
 def photo_payloads(images: Path | None) -> list[Payload]:
@@ -605,12 +646,14 @@ def _soak(
         ramp: list[StepFigures] = []
         knee = None
         if opts.concurrency is None:
-            concurrency, ramp, knee = find_concurrency(loop, opts.ramp_step_s, opts.ramp_max, hooks.ramp_step)
+            concurrency, ramp, knee, ramp_accounting = find_concurrency(
+                loop, opts.ramp_step_s, opts.ramp_max, hooks.ramp_step
+            )
         else:
-            concurrency = opts.concurrency
+            concurrency, ramp_accounting = opts.concurrency, None
         loop.sent = 0
         hooks.load_started(loop, concurrency)
-        windows, outcomes, seconds, hung = run_windows(
+        windows, outcomes, seconds, hung, interrupted = run_windows(
             loop,
             concurrency=concurrency,
             duration_s=opts.duration_s,
@@ -622,10 +665,19 @@ def _soak(
         )
         memory_end = sample().as_dict() if sample else None
     total = totals(windows, outcomes, loop.sent, hung, seconds)
-    verdict = judge(windows, total, opts.max_growth_pct, memory_measured=pid is not None)
+    verdict = judge(
+        windows,
+        total,
+        opts.max_growth_pct,
+        memory_measured=pid is not None,
+        ramp_failed=ramp_accounting["failed"] if ramp_accounting else 0,
+        interrupted_at=interrupted,
+    )
     hooks.finished()
     options = {
         k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k not in ("out", "tritonserver")
     }
     options["warmup_s"] = warmup_s
-    return SoakResult(options, target, concurrency, ramp, knee, windows, total, verdict, memory_start, memory_end)
+    return SoakResult(
+        options, target, concurrency, ramp, knee, ramp_accounting, windows, total, verdict, memory_start, memory_end
+    )

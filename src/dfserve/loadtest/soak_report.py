@@ -179,6 +179,12 @@ def markdown(result: SoakResult) -> str:
         lines += ["", "## Ramp", "", "| threads | img/s | p50 ms | p99 ms | failed |"]
         lines += ["| ---: | ---: | ---: | ---: | ---: |"]
         lines += [f"| {s.users} | {s.rps:.1f} | {s.p50_ms:.0f} | {s.p99_ms:.0f} | {s.failures} |" for s in result.ramp]
+        if result.ramp_accounting:
+            r = result.ramp_accounting
+            lines += [
+                "",
+                f"The ramp sent {r['sent']} requests: {r['ok']} ok, {r['failed']} failed (not in the totals).",
+            ]
     lines += [
         "",
         "## Windows",
