@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from dfserve.loadtest.closedloop import Outcome, percentile
 from dfserve.loadtest.drift import drift, fitted_slope, parse_duration, parse_warmup, percent_change
-from dfserve.loadtest.soak import Outcome, Totals, Window, judge, make_window, percentile, totals
+from dfserve.loadtest.windows import Totals, Window, judge, make_window, totals
 
 MIB = 2**20
 

@@ -203,7 +203,7 @@ def _register_soak(subparsers: Any) -> None:
     p.add_argument("--max-growth", type=float, default=5.0, help="percent of memory growth allowed after warm-up")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request, retries included")
     p.add_argument("--images", type=Path, default=None, help="folder of image files (default: the sample photos)")
-    p.add_argument("--ramp-step", default="10s", help="length of each ramp step when finding the knee")
+    p.add_argument("--ramp-step", default="10s", help="least length of a ramp step (longer until 40 requests)")
     p.add_argument("--ramp-max", type=int, default=32, help="most threads the ramp tries")
     p.add_argument("--tritonserver", default=None, help="with --repository: the tritonserver binary")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: ./soak-<time>)")

@@ -4,7 +4,8 @@ LoadtestError
 ├── PayloadError          no usable images in the folder given, or a payload that cannot be built
 ├── TargetError           the server cannot be reached or serves no dfserve model
 ├── LocustRunError        Locust itself failed (bad option, crashed, wrote no statistics)
-└── BenchError            a benchmark section could not run
+├── BenchError            a benchmark section could not run
+└── SoakError             a soak that cannot start or cannot be judged (bad options, no answer at all)
 """
 
 from __future__ import annotations
@@ -30,3 +31,7 @@ class LocustRunError(LoadtestError):
 
 class BenchError(LoadtestError):
     pass
+
+
+class SoakError(LoadtestError):
+    """A soak that cannot start or cannot be judged (bad options, an unreachable server)."""

@@ -13,8 +13,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from dfserve.loadtest.closedloop import ClosedLoop
 from dfserve.loadtest.knee import StepFigures
-from dfserve.loadtest.soak import ClosedLoop, SoakHooks, SoakResult, Window
+from dfserve.loadtest.soak import SoakHooks, SoakResult
+from dfserve.loadtest.windows import Window
 
 JSON_FILE = "soak.json"
 MARKDOWN_FILE = "soak.md"
@@ -287,7 +289,7 @@ def print_verdict(result: SoakResult, console: Console) -> None:
         + (
             f"{_pct(growth.change_pct)} (fitted {_pct(growth.fitted_change_pct)})"
             if growth is not None
-            else "not measured"
+            else ("not computed" if result.target["pid"] else "not measured")
         )
         + f"; p99 drift {_pct(v.p99_drift.change_pct if v.p99_drift else None)}",
         highlight=False,
