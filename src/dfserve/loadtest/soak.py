@@ -8,6 +8,9 @@ the previous one returns, cycling through real photographs (`dfserve.samples`, o
 and the soak runs there: the busiest load that still buys throughput, the load a server is sized for.
 
 Every request is accounted for (`dfserve.loadtest.closedloop`): at the end, sent = ok + failed exactly.
+Every error counts as a failure, a refused file (HTTP 400) included: the soak sends only files meant to be
+classified (real photographs), so a refusal is the server going wrong, not a hostile input handled well;
+hostile files belong to the reliability suite, where refusing them is the expected answer.
 Windows, totals and the verdict are in `dfserve.loadtest.windows`.
 
 Memory (`dfserve.loadtest.servermemory`) is sampled every `sample_s` from the server process's pid: the one
