@@ -94,6 +94,32 @@ def test_unsupported_processor_is_named(tmp_path: Path) -> None:
         preprocessing_for(resolve(str(folder)))
 
 
+def test_processor_size_that_the_model_cannot_take_is_refused_up_front(tmp_path: Path) -> None:
+    # The Transformers pipeline itself fails on such a checkpoint; the build used to fail later, inside the ONNX
+    # composition, with a shape-inference error that named neither file.
+    folder = make_checkpoint(tmp_path / "ck", policy="fixed", image_size=32)
+    _edit_json(folder / "preprocessor_config.json", size={"height": 48, "width": 48})
+    with pytest.raises(CheckpointError, match=r"preprocessor_config\.json produces 48x48 .*config\.json expects image_size 32x32"):
+        preprocessing_for(resolve(str(folder)))
+
+
+def test_non_square_model_input_is_matched_per_side(tmp_path: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ck", policy="fixed", image_size=32)
+    _edit_json(folder / "config.json", image_size=[24, 32])
+    _edit_json(folder / "preprocessor_config.json", size={"height": 24, "width": 32})
+    assert preprocessing_for(resolve(str(folder))).output_hw == (24, 32)
+    _edit_json(folder / "preprocessor_config.json", size={"height": 32, "width": 24})
+    with pytest.raises(CheckpointError, match="32x24"):
+        preprocessing_for(resolve(str(folder)))
+
+
+def test_model_that_is_not_rgb_is_refused_up_front(tmp_path: Path) -> None:
+    folder = make_checkpoint(tmp_path / "ck")
+    _edit_json(folder / "config.json", num_channels=1)
+    with pytest.raises(CheckpointError, match=r"num_channels=1.*3 \(RGB\)"):
+        resolve(str(folder))
+
+
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         resolve(str(tmp_path / "nope"))

@@ -128,6 +128,11 @@ def _from_folder(source: str, folder: Path, revision: str | None, random_weights
             f"unsupported architecture {ckpt.architecture} in {folder / CONFIG_FILE}; "
             f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
+    channels = ckpt.config.get("num_channels", 3)
+    if channels != 3:
+        raise CheckpointError(
+            f"unsupported num_channels={channels} in {folder / CONFIG_FILE}: the served graph feeds 3 (RGB) channels"
+        )
     return ckpt
 
 
@@ -211,11 +216,32 @@ def _labels_for(ckpt: Checkpoint, *, negative: str | None = None, positive: str 
 
 
 def preprocessing_for(ckpt: Checkpoint) -> Preprocessing:
+    """The processor's policy, refused up front when its output is not the input size the model was built for:
+    the reference pipeline fails on such a checkpoint, and the export would fail late with a shape error."""
     try:
-        return Preprocessing.from_processor_config(ckpt.processor_config)
+        pp = Preprocessing.from_processor_config(ckpt.processor_config)
     except ValueError as exc:
         where = ckpt.folder / PROCESSOR_FILE if ckpt.folder else "the preset"
         raise CheckpointError(f"{where}: {exc}") from exc
+    model_hw = _model_input_hw(ckpt.config)
+    if model_hw is not None and pp.output_hw != model_hw:
+        processor = ckpt.folder / PROCESSOR_FILE if ckpt.folder else "the preset's processor"
+        config = ckpt.folder / CONFIG_FILE if ckpt.folder else "the preset's config"
+        raise CheckpointError(
+            f"{processor} produces {pp.output_hw[0]}x{pp.output_hw[1]} images but {config} expects "
+            f"image_size {model_hw[0]}x{model_hw[1]}: not a matching checkpoint"
+        )
+    return pp
+
+
+def _model_input_hw(config: dict[str, Any]) -> tuple[int, int] | None:
+    """(height, width) from `image_size` (an int or a pair, 224 when absent as in `ViTConfig`); None if unreadable."""
+    size = config.get("image_size", 224)
+    if isinstance(size, int) and not isinstance(size, bool):
+        return (size, size)
+    if isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return (int(size[0]), int(size[1]))
+    return None
 
 
 def load_model(ckpt: Checkpoint, seed: int = 0) -> Any:
