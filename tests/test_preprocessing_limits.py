@@ -4,6 +4,8 @@ images inside the limits resize within a bounded amount of memory, and every fai
 from __future__ import annotations
 
 import io
+import os
+import threading
 import time
 import tracemalloc
 
@@ -97,3 +99,37 @@ def test_draft_mode_refuses_corrupt_metadata_as_invalid_input() -> None:
         except P.InvalidImageError:
             continue
         assert out.shape == (3, 384, 384)  # a mode may ignore the broken block; none may fail otherwise
+
+
+def test_a_pipe_named_like_an_image_is_refused_without_blocking(tmp_path: Path) -> None:
+    # `dfserve classify pipe.jpg` used to block forever in open(), past any --timeout.
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | bytes | None] = []
+
+    def read() -> None:
+        try:
+            outcome.append(P.read_image_bytes(fifo))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # release the blocked reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(10)
+        pytest.fail("reading a named pipe blocked")
+    assert isinstance(outcome[0], P.InvalidImageError)
+    assert "not a regular file" in str(outcome[0])
+
+
+def test_a_file_above_the_byte_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    big = tmp_path / "big.jpg"
+    with big.open("wb") as f:
+        f.truncate(2001)  # sparse: the size alone decides
+    with pytest.raises(P.ImageTooLargeError, match="2001 bytes, above the limit of 2000"):
+        P.read_image_bytes(big, Limits(max_file_bytes=2000))
+    with pytest.raises(P.ImageTooLargeError, match="above the limit of 2000"), big.open("rb") as f:
+        P.read_image_bytes(f, Limits(max_file_bytes=2000))
+    assert len(P.read_image_bytes(big, Limits(max_file_bytes=2001)) or b"") == 2001

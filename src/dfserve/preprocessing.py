@@ -25,6 +25,7 @@ pixel-count limit is checked from the header, before any pixel is decoded.
 from __future__ import annotations
 
 import io
+import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -269,24 +270,41 @@ def preprocess_bytes(
     return resize_and_crop(load_rgb(img, draft_to=draft_to), pp, mode)
 
 
-def read_image_bytes(image: ImageInput) -> bytes | None:
-    """The encoded bytes of a path, bytes-like or binary file object; None for decoded inputs."""
+def read_image_bytes(image: ImageInput, limits: Limits = _DEFAULT_LIMITS) -> bytes | None:
+    """The encoded bytes of a path, bytes-like or binary file object; None for decoded inputs.
+
+    A path must name a regular file (opening a named pipe blocks until a writer comes, past any timeout) no
+    larger than `limits.max_file_bytes`, checked from its size before reading, so that `/dev/zero` or a video
+    named .jpg costs nothing; a file object is read up to that bound."""
     if isinstance(image, bytes | bytearray | memoryview):
         return bytes(image)
     if isinstance(image, str | Path):
         path = Path(image)
         try:
-            return path.read_bytes()
+            st = path.stat()
         except FileNotFoundError as exc:
             raise InvalidImageError(f"no such file: {path}") from exc
-        except IsADirectoryError as exc:
-            raise InvalidImageError(f"is a directory, not an image: {path}") from exc
+        if stat.S_ISDIR(st.st_mode):
+            raise InvalidImageError(f"is a directory, not an image: {path}")
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidImageError(f"not a regular file (a pipe, socket or device), not an image: {path}")
+        _check_bytes(st.st_size, limits)
+        with path.open("rb") as f:
+            data = f.read(limits.max_file_bytes + 1)
+        _check_bytes(len(data), limits)  # the file grew since stat
+        return data
     if hasattr(image, "read"):
-        data = image.read()
+        data = image.read(limits.max_file_bytes + 1)
         if not isinstance(data, bytes):
             raise InvalidImageError("file object must be opened in binary mode")
+        _check_bytes(len(data), limits)
         return data
     return None
+
+
+def _check_bytes(size: int, limits: Limits) -> None:
+    if size > limits.max_file_bytes:
+        raise ImageTooLargeError(f"image file is {size} bytes, above the limit of {limits.max_file_bytes} bytes")
 
 
 def array_to_image(arr: np.ndarray) -> Image.Image:
@@ -307,7 +325,7 @@ def preprocess(
     mode: ResizeMode = DEFAULT_RESIZE_MODE,
 ) -> np.ndarray:
     """Any supported input (path, bytes, binary file, PIL image, HWC uint8 array) to uint8 [3,H,W]."""
-    data = read_image_bytes(image)
+    data = read_image_bytes(image, limits)
     if data is not None:
         return preprocess_bytes(data, pp, limits, mode)
     if isinstance(image, Image.Image):

@@ -279,7 +279,7 @@ def prepare(item: ImageInput, mode: Mode, spec: ModelSpec, resize_mode: ResizeMo
             return Payload(
                 "pixels", preprocess(item, spec.preprocessing, spec.limits, resize_mode or spec.resize_mode), path
             )
-        data = read_image_bytes(item)
+        data = read_image_bytes(item, spec.limits)
         if data is None:
             # the same checks the server applies to a file (no pixels, too many, extreme aspect), here, so that a
             # decoded input fails alone with a clear error instead of an encoder's ValueError
