@@ -99,7 +99,8 @@ def test_processor_size_that_the_model_cannot_take_is_refused_up_front(tmp_path:
     # composition, with a shape-inference error that named neither file.
     folder = make_checkpoint(tmp_path / "ck", policy="fixed", image_size=32)
     _edit_json(folder / "preprocessor_config.json", size={"height": 48, "width": 48})
-    with pytest.raises(CheckpointError, match=r"preprocessor_config\.json produces 48x48 .*config\.json expects image_size 32x32"):
+    expected = r"preprocessor_config\.json produces 48x48 .*config\.json expects image_size 32x32"
+    with pytest.raises(CheckpointError, match=expected):
         preprocessing_for(resolve(str(folder)))
 
 
