@@ -4,10 +4,12 @@ one clear error naming the problem."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
+from dfserve.cli import main
 from dfserve.config import CLIP_MEAN, DEFAULT_MODEL_ID
 from dfserve.export.checkpoint import labels_for, preprocessing_for, resolve
 from dfserve.export.errors import CheckpointError
@@ -119,6 +121,20 @@ def test_model_that_is_not_rgb_is_refused_up_front(tmp_path: Path) -> None:
     _edit_json(folder / "config.json", num_channels=1)
     with pytest.raises(CheckpointError, match=r"num_channels=1.*3 \(RGB\)"):
         resolve(str(folder))
+
+
+def test_a_hub_id_without_huggingface_hub_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In an SDK-only install (no [build] extra), `dfserve build` and `dfserve verify` with a hub id (the default
+    # model) used to say "cannot fetch from the hub (offline ...)", sending the user after their network.
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # what an install without the package sees
+    with pytest.raises(ModuleNotFoundError):
+        resolve("someone/some-model")
+    assert main(["build", "--model", "someone/some-model"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "needs the package 'huggingface_hub'" in err
+    assert "pip install 'dfserve[build]'" in err
 
 
 def test_missing_folder(tmp_path: Path) -> None:

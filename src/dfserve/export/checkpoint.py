@@ -88,10 +88,10 @@ def resolve(model: str, *, revision: str | None = None, random_weights: bool = F
 
 def _download(repo_id: str, revision: str | None, random_weights: bool) -> Path | None:
     """Hub snapshot of the files the build needs: the local cache first, then the network."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        return None
+    # Not caught: without the package (an install without the build extra) the CLI names the extra to install,
+    # where "None" would have read as "offline".
+    from huggingface_hub import snapshot_download
+
     patterns = [CONFIG_FILE, PROCESSOR_FILE] + ([] if random_weights else ["model.safetensors*"])
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     for local_only in (True, False):
