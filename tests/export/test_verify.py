@@ -58,6 +58,8 @@ def test_bad_files_are_listed_not_counted(triton_server: Any, tiny_checkpoint: P
     folder.mkdir()
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     (folder / "empty.png").write_bytes(b"")
+    os.symlink("loop_b.jpg", folder / "loop_a.jpg")  # unreadable: a bad file too, not a traceback
+    os.symlink("loop_a.jpg", folder / "loop_b.jpg")
     from dfserve.samples import photo_bytes
 
     (folder / "good.jpg").write_bytes(photo_bytes("coffee"))
@@ -67,7 +69,8 @@ def test_bad_files_are_listed_not_counted(triton_server: Any, tiny_checkpoint: P
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads(report.read_text())
-    assert sorted(Path(b["image"]).name for b in data["bad_files"]) == ["broken.jpg", "empty.png"]
+    bad = sorted(Path(b["image"]).name for b in data["bad_files"])
+    assert bad == ["broken.jpg", "empty.png", "loop_a.jpg", "loop_b.jpg"]
     assert any(r["image"] == "good.jpg" for r in data["images"])
     assert "bad file (not compared)" in result.stdout
 

@@ -74,14 +74,18 @@ def user_images(folder: Path) -> list[Path]:
 
 def _usable(paths: list[Path], spec: ModelSpec) -> tuple[list[Path], list[dict[str, str]]]:
     """Split files into those the served model accepts (decodable within its limits) and bad ones, with why."""
-    from dfserve.preprocessing import InvalidImageError, preprocess_bytes
+    from dfserve.preprocessing import InvalidImageError, preprocess_bytes, read_image_bytes
 
     good, bad = [], []
     for path in paths:
         try:
-            preprocess_bytes(path.read_bytes(), spec.preprocessing, spec.limits, "exact")
+            data = read_image_bytes(path, spec.limits) or b""
+            preprocess_bytes(data, spec.preprocessing, spec.limits, "exact")
         except InvalidImageError as exc:
             bad.append({"image": str(path), "error": str(exc)})
+            continue
+        except OSError as exc:  # unreadable: permissions, a symlink loop
+            bad.append({"image": str(path), "error": f"cannot read: {exc.strerror or exc}"})
             continue
         good.append(path)
     return good, bad
