@@ -71,6 +71,15 @@ def test_weights_are_optional_with_random_weights(tmp_path: Path) -> None:
     assert resolve(str(folder), random_weights=True).random_weights
 
 
+def test_pickle_only_weights_are_named_not_called_missing(tmp_path: Path) -> None:
+    # A hub checkpoint saved before safetensors has only pytorch_model.bin: "no weights" sent users looking for
+    # a download that had not happened.
+    folder = make_checkpoint(tmp_path / "ck")
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin.*pickle.*safetensors"):
+        resolve(str(folder))
+
+
 def test_corrupt_safetensors(tmp_path: Path) -> None:
     folder = make_checkpoint(tmp_path / "ck")
     weights = folder / "model.safetensors"

@@ -33,6 +33,7 @@ SUPPORTED_ARCHITECTURES = ("ViTForImageClassification",)
 CONFIG_FILE = "config.json"
 PROCESSOR_FILE = "preprocessor_config.json"
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHTS_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 PLACEHOLDER_PREFIX = "LABEL_"
 
 
@@ -109,6 +110,13 @@ def _from_folder(source: str, folder: Path, revision: str | None, random_weights
     processor = _read_json(folder / PROCESSOR_FILE)
     if not random_weights:
         weights = [folder / name for name in WEIGHTS_FILES if (folder / name).exists()]
+        pickled = [name for name in PICKLE_WEIGHTS_FILES if (folder / name).exists()]
+        if not weights and pickled:
+            raise CheckpointError(
+                f"{folder} has only {pickled[0]}, pickle weights that dfserve does not load (unpickling runs code); "
+                "convert them to model.safetensors (e.g. load with Transformers and save_pretrained("
+                "safe_serialization=True)), or pass --random-weights"
+            )
         if not weights:
             raise CheckpointError(
                 f"no weights in {folder}: expected model.safetensors (or pass --random-weights to build the "
