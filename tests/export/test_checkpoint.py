@@ -146,6 +146,19 @@ def test_a_hub_id_without_huggingface_hub_names_the_extra(
     assert "pip install 'dfserve[build]'" in err
 
 
+def test_config_without_architectures_is_read_as_the_transformers_auto_class_would(tmp_path: Path) -> None:
+    # Older hub configs carry only model_type; the pipeline loads them with AutoModelForImageClassification. The
+    # build used to refuse them as "unsupported architecture ?".
+    folder = make_checkpoint(tmp_path / "ck")
+    data = json.loads((folder / "config.json").read_text())
+    del data["architectures"]
+    (folder / "config.json").write_text(json.dumps(data))
+    assert resolve(str(folder)).architecture == "ViTForImageClassification"
+    _edit_json(folder / "config.json", model_type="deit")
+    with pytest.raises(CheckpointError, match=r"names no architecture .*model_type 'deit'.*ViTForImageClassification"):
+        resolve(str(folder))
+
+
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         resolve(str(tmp_path / "nope"))

@@ -30,6 +30,8 @@ from dfserve.export.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 SUPPORTED_ARCHITECTURES = ("ViTForImageClassification",)
+AUTO_IMAGE_CLASSIFIERS = {"vit": "ViTForImageClassification"}
+"""What `AutoModelForImageClassification` loads for a config without `architectures`, for the supported types."""
 CONFIG_FILE = "config.json"
 PROCESSOR_FILE = "preprocessor_config.json"
 WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -52,7 +54,12 @@ class Checkpoint:
 
     @property
     def architecture(self) -> str:
-        return str((self.config.get("architectures") or ["?"])[0])
+        """The class named by `architectures`, else the one Transformers' auto class picks for `model_type` (older
+        configs carry only that); "" when neither says."""
+        names = self.config.get("architectures") or []
+        if names:
+            return str(names[0])
+        return AUTO_IMAGE_CLASSIFIERS.get(str(self.config.get("model_type")), "")
 
     @property
     def num_logits(self) -> int:
@@ -131,6 +138,11 @@ def _from_folder(source: str, folder: Path, revision: str | None, random_weights
         processor_config=processor,
         random_weights=random_weights,
     )
+    if not ckpt.architecture:
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE} names no architecture (no 'architectures' list, model_type "
+            f"{ckpt.config.get('model_type')!r}); supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
     if ckpt.architecture not in SUPPORTED_ARCHITECTURES:
         raise CheckpointError(
             f"unsupported architecture {ckpt.architecture} in {folder / CONFIG_FILE}; "
