@@ -247,6 +247,11 @@ class Batching(_Frozen):
     engine_instances: int = Field(default=1, ge=1)
     preprocess_instances: int = Field(default=2, ge=1)
     preprocess_max_batch_size: int = Field(default=32, ge=1)
+    engine_threads: int = Field(default=0, ge=0)
+    """ONNX Runtime intra-op threads per `vit` instance; 0: ONNX Runtime's default (one per core). With several
+    instances, or `preprocess` instances decoding beside it, fewer threads keep them from fighting for cores."""
+    engine_inter_op_threads: int = Field(default=0, ge=0)
+    """ONNX Runtime inter-op threads (used only by its parallel execution mode); 0: ONNX Runtime's default."""
 
     @field_validator("preferred_batch_sizes")
     @classmethod
@@ -266,6 +271,30 @@ class Batching(_Frozen):
 
 REQUEST_HEADROOM_BYTES = 1024 * 1024
 """Room around a request's payload for its headers, JSON or protobuf framing and tensor length prefixes."""
+
+
+_CPU_UNBATCHED = Batching(
+    max_batch_size=1, max_queue_delay_us=0, engine_instances=2, engine_threads=0, preprocess_instances=2
+)
+CPU_BATCHING: dict[Precision, Batching] = {"fp32": _CPU_UNBATCHED, "fp16": _CPU_UNBATCHED, "int8": _CPU_UNBATCHED}
+"""Serving defaults for ONNX Runtime on CPUs, by precision: the one place a build's CPU batching comes from.
+
+Chosen by `python -m dfserve.bench.tune` on the project's 2-core AVX-512 VNNI machine (docs/benchmarks.md, "CPU
+serving defaults", with the figures and commands). On a CPU a batch does not make an image cheaper, for FP32 nor
+for INT8 (server CPU seconds per image: FP32 0.39 unbatched, up to 0.45 at max batch 32; INT8 0.16-0.18
+unbatched, 0.17-0.21 batched), so no batching (max batch 1, no queue delay, no preferred sizes). Two `vit`
+instances let two requests run side by side where ONNX Runtime's own intra-op parallelism would split one;
+each keeps ONNX Runtime's default thread count (all cores), so a lone request still uses every core (one thread
+per instance was 8-10 % cheaper per image under load, but would leave a lone request on one core, about 0.7x the
+raw engine on a quiet machine). Spinning is off in the server, so the instances yield cores to each other and to
+`preprocess` (two instances: one per core). The same table for every precision: the measurement found no
+precision that gains from batching here; FP16 (not measured: slow on CPUs) follows FP32."""
+
+
+def default_batching(engine: Engine, precision: Precision) -> Batching:
+    """The batching a build writes unless told otherwise: `CPU_BATCHING[precision]` where ONNX Runtime runs `vit`
+    (the python and container targets, which serve on CPUs here), `Batching()` for TensorRT and PyTorch."""
+    return CPU_BATCHING[precision] if engine == "onnx" else Batching()
 
 
 class Limits(_Frozen):
@@ -338,7 +367,7 @@ class GpuServing(_Frozen):
         )
 
 
-SPEC_FORMAT_VERSION = "1.1"
+SPEC_FORMAT_VERSION = "1.2"  # 1.2 added Batching.engine_threads and Batching.engine_inter_op_threads
 """The spec's format, major.minor. A minor bump only adds fields, which older readers ignore (with one log
 line); a major bump changes meaning, and readers of another major refuse the spec naming both versions."""
 

@@ -137,3 +137,65 @@ def test_gpu_serving_defaults_and_bounds() -> None:
         GpuServing(cuda_graph_batch_sizes=(0, 4))
     with pytest.raises(ValueError):
         GpuServing(builder_optimization_level=6)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("target", ["python", "container"])
+def test_cpu_defaults_flow_from_the_precision_into_config(precision: str, target: configs.Target) -> None:
+    """A build that names no batching gets `CPU_BATCHING[precision]` (the one table), and config.pbtxt says so."""
+    from dfserve.config import CPU_BATCHING
+    from dfserve.export.pipeline import BuildOptions, resolve_batching
+
+    batching = resolve_batching(BuildOptions(out=Path("unused"), precision=precision, target=target))  # type: ignore[arg-type]
+    expected = CPU_BATCHING[precision]  # type: ignore[index]
+    assert batching == expected and batching.preferred_batch_sizes == ()
+    spec = SPEC.model_copy(update={"batching": batching, "precision": precision})
+    engine = configs.engine_config(spec, target)
+    assert engine.max_batch_size == expected.max_batch_size
+    assert engine.dynamic_batching.max_queue_delay_microseconds == expected.max_queue_delay_us
+    assert list(engine.dynamic_batching.preferred_batch_size) == []
+    assert engine.instance_group[0].count == expected.engine_instances
+    assert configs.preprocess_config(spec).instance_group[0].count == expected.preprocess_instances
+    threads = (
+        engine.parameters["intra_op_thread_count"].string_value if "intra_op_thread_count" in engine.parameters else ""
+    )
+    if target == "container":  # Triton's ONNX Runtime backend reads its own parameter
+        assert threads == (str(expected.engine_threads) if expected.engine_threads else "")
+    else:  # the python backend reads the embedded spec
+        assert threads == "" and configs.spec_from_config(engine).batching.engine_threads == expected.engine_threads
+
+
+def test_explicit_batching_overrides_only_what_it_names() -> None:
+    from dfserve.config import CPU_BATCHING, Batching
+    from dfserve.export.pipeline import BuildOptions, resolve_batching
+
+    opts = BuildOptions(out=Path("unused"), precision="int8", batching_overrides={"max_batch_size": 3})
+    assert resolve_batching(opts) == CPU_BATCHING["int8"].model_copy(update={"max_batch_size": 3})
+    # GPU and PyTorch engines keep the generic defaults (the GPU policy on top); the CPU table is for ONNX Runtime
+    gpu = BuildOptions(out=Path("unused"), target="tensorrt")
+    assert resolve_batching(gpu) == gpu.gpu.for_gpu(Batching())
+    assert resolve_batching(BuildOptions(out=Path("unused"), engine="torch")) == Batching()
+
+
+def test_build_command_line_passes_only_the_flags_given() -> None:
+    from dfserve.cli import build_parser
+    from dfserve.export.cli import batching_from_args
+
+    args = build_parser().parse_args(["build", "--precision", "int8", "--engine-threads", "1"])
+    assert batching_from_args(args) == {"engine_threads": 1}
+    args = build_parser().parse_args(["build", "--max-batch-size", "4", "--preferred-batch-sizes", "2,8"])
+    assert batching_from_args(args) == {
+        "max_batch_size": 4,
+        "preferred_batch_sizes": (2,),
+        "preprocess_max_batch_size": 4,
+    }
+
+
+def test_engine_threads_reach_the_onnxruntime_backend(tmp_path: Path) -> None:
+    spec = SPEC.model_copy(
+        update={"batching": SPEC.batching.model_copy(update={"engine_threads": 1, "engine_inter_op_threads": 2})}
+    )
+    cfg = configs.engine_config(spec, "container")
+    assert cfg.parameters["intra_op_thread_count"].string_value == "1"
+    assert cfg.parameters["inter_op_thread_count"].string_value == "2"
+    assert "intra_op_thread_count" not in configs.engine_config(SPEC, "container").parameters

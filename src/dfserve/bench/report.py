@@ -28,81 +28,185 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def _met(goal: dict[str, Any]) -> str:
+    if goal["met"] is None:
+        return "reported"
+    return "met" if goal["met"] else "NOT MET"
+
+
 def render_markdown(data: dict[str, Any]) -> str:
-    m, ratios, goals = data["model"], data["ratios"], data["goals"]
-    raw, served, prep = data["raw"], data["served"], data["preprocessing"]
-    recheck = raw["recheck"]
-    smallest_idle = min((r["idle_bytes"] for r in data["memory"]), default=0)
+    m, ratios, variants = data["model"], data["ratios"], data["variants"]
+    prep = data["preprocessing"]
     weights = "random weights" if m["random_weights"] else "trained weights"
+    levels = data["concurrency"]
     out = [
-        f"# dfserve bench: {m['architecture']} {m['input_hw'][0]}x{m['input_hw'][1]} ({weights}), "
-        f"max batch {m['max_batch']}",
+        f"# dfserve bench: {m['architecture']} {m['input_hw'][0]}x{m['input_hw'][1]} ({weights})",
         "",
-        f"{data['machine']['cpus']} CPUs, {data['machine']['platform']}; {data['repeats']} timed repetitions per "
-        f"point after one warm-up; {len(data['images'])} images. Served figures go through dfserve's SDK over HTTP. "
-        f"Load average at start {_load(data['machine'].get('load_average_at_start'))}, at the end "
+        f"{data['machine']['cpus']} CPUs, {data['machine']['platform']}; {data['rounds']} alternating rounds of "
+        f"{data['seconds']} s windows per variant and level; {len(data['images'])} JPEG files, the same for every "
+        f"variant. Transformers pipeline at batch size 1 and {m['pipeline_batch']}, its best used. Served figures "
+        "go through dfserve's SDK over HTTP. Load average at start "
+        f"{_load(data['machine'].get('load_average_at_start'))}, at the end "
         f"{_load(data['machine'].get('load_average_at_end'))}: on a shared machine wall-clock figures move with "
-        "what else runs, CPU seconds per image much less.",
+        "what else runs (alternation spreads that over all variants), CPU seconds per image much less.",
         "",
-        "## Headline",
-        "",
-        *_table(
-            ["figure", "value", "goal", "met"],
-            [
-                ["raw engine, best images/s", raw["best_images_per_s"], "", ""],
-                [f"raw engine again at the end (batch {recheck['batch']})", recheck["images_per_s"], "", ""],
-                ["served vit, best images/s", served["vit"]["best_images_per_s"], "", ""],
-                ["served / raw", ratios["served_over_raw"], ">= 0.9", goals["served_vit_ge_0.9x_raw"]],
-                ["served / raw measured again at the end", ratios["served_over_raw_recheck"], "", ""],
-                [
-                    "CPU s per image: raw / served (server side)",
-                    ratios["raw_cpu_over_served_cpu_per_image"],
-                    "",
-                    "",
-                ],
-                ["detector (JPEG files) / raw", ratios["detector_over_raw"], "", ""],
-                [
-                    "preprocessing box / Transformers",
-                    ratios.get("box_over_reference"),
-                    ">= 1.5",
-                    goals["preprocessing_box_ge_1.5x_transformers"],
-                ],
-                ["preprocessing exact / Transformers", ratios.get("exact_over_reference"), "", ""],
-                ["preprocessing draft / Transformers", ratios.get("draft_over_reference"), "(opt-in)", ""],
-            ],
-        ),
-        "",
-        "## 1. Raw engine (ONNX Runtime in process)",
+        "## Goals",
         "",
         *_table(
-            ["batch", "images/s", "latency ms", "CPU s / image"],
-            [[r["batch"], r["images_per_s"], r["latency_ms"], f"{r['cpu_s_per_image']:.3g}"] for r in raw["rows"]],
+            ["goal", "value", "target", "result"],
+            [[g["goal"], g["value"], f">= {g['target']}" if g["target"] else "", _met(g)] for g in data["goals"]],
         ),
         "",
-        "## 2. Served engine (`vit`, uint8 pixels, one image per request)",
+        "## Side by side (each variant at its best level)",
+        "",
+        "Level: concurrent requests for served variants, batch size for raw ONNX Runtime and the pipeline. "
+        "Resident memory: the server's process tree for served variants (peak; FP32 and INT8 each have their own "
+        "server, holding `preprocess` and `vit`), what loading added to this process for in-process ones.",
         "",
         *_table(
             [
-                "concurrency",
-                "requests",
+                "variant",
+                "level",
                 "images/s",
-                "served / raw best",
-                "server CPU s / image",
-                "client CPU s / image",
+                "p50 ms",
+                "p99 ms",
+                "CPU s / image",
+                "resident MiB",
+                "x pipeline",
+                "x raw",
             ],
-            _served_rows(served["vit"]["rows"], raw["best_images_per_s"]),
+            [
+                [
+                    name,
+                    v["best_level"],
+                    v["best_images_per_s"],
+                    best["p50_ms"],
+                    best["p99_ms"],
+                    f"{best['cpu_s_per_image']:.3g}",
+                    v["memory_bytes"] / MIB,
+                    ratios["over_pipeline"].get(name),
+                    ratios["over_raw"].get(name),
+                ]
+                for name, v in variants.items()
+                for best in [next(r for r in v["rows"] if r["level"] == v["best_level"])]
+            ],
         ),
         "",
-        "## 3. Whole ensemble (`detector`, JPEG files)",
+        "## Throughput by concurrency (images/s; raw ONNX Runtime and the pipeline: batch = concurrency)",
         "",
         *_table(
-            ["concurrency", "requests", "images/s", "/ raw best", "server CPU s / image", "client CPU s / image"],
-            _served_rows(served["detector"]["rows"], raw["best_images_per_s"]),
+            ["concurrency", *variants, "vit/raw FP32", "vit/raw INT8"],
+            [
+                [
+                    c,
+                    *[_level(variants[n], c) for n in variants],
+                    ratios["vit_over_raw_by_concurrency"]["fp32"].get(str(c)),
+                    ratios["vit_over_raw_by_concurrency"]["int8"].get(str(c)),
+                ]
+                for c in levels
+            ],
         ),
         "",
-        "## 4. Preprocessing from the same JPEG bytes (one core)",
+        "vit/raw at concurrency c divides by the best raw batch size up to c (c single-image requests can at most "
+        "form batches of c).",
         "",
-        f"Reference: {prep['reference']}.",
+        "## Latency by concurrency (p50 / p99 ms per request; raw and pipeline: per call)",
+        "",
+        *_table(
+            ["concurrency", *variants],
+            [[c, *[_latency(variants[n], c) for n in variants]] for c in levels],
+        ),
+        "",
+        "## Server memory per max batch size (tritonserver + Python stubs, RSS)",
+        "",
+        "`vit` warms up at batch 1 and at its max batch when it loads, so the engine's memory for full batches is "
+        "already held at idle.",
+        "",
+        *_table(
+            [
+                "precision",
+                "max batch",
+                "processes",
+                "idle MiB",
+                "under load MiB",
+                "load - idle MiB",
+                "avg batch formed",
+            ],
+            [
+                [
+                    r["precision"],
+                    r["max_batch"],
+                    r.get("processes"),
+                    r["idle_bytes"] / MIB,
+                    r["load_bytes"] / MIB,
+                    r["growth_bytes"] / MIB,
+                    r["avg_batch"],
+                ]
+                for r in data["memory"]
+            ],
+        ),
+        "",
+        "## Serving settings of the two repositories",
+        "",
+        *_table(
+            [
+                "precision",
+                "max batch",
+                "queue delay us",
+                "preferred",
+                "vit instances",
+                "ORT threads",
+                "preprocess instances",
+            ],
+            [
+                [
+                    p,
+                    b["max_batch_size"],
+                    b["max_queue_delay_us"],
+                    ",".join(map(str, b["preferred_batch_sizes"])) or "none",
+                    b["engine_instances"],
+                    b.get("engine_threads", 0) or "default",
+                    b["preprocess_instances"],
+                ]
+                for p, b in m["batching"].items()
+            ],
+        ),
+        "",
+        "## Triton statistics over the rounds (per request, ms)",
+        "",
+        *_table(
+            [
+                "precision",
+                "model",
+                "requests",
+                "executions",
+                "avg batch",
+                "queue",
+                "compute input",
+                "compute infer",
+                "compute output",
+            ],
+            [
+                [
+                    precision,
+                    model,
+                    s["requests"],
+                    s["executions"],
+                    s["avg_batch"],
+                    s["queue_ms"],
+                    s["compute_input_ms"],
+                    s["compute_infer_ms"],
+                    s["compute_output_ms"],
+                ]
+                for precision, models in data["triton"].items()
+                for model, s in models.items()
+            ],
+        ),
+        "",
+        "## Preprocessing from the same JPEG bytes (one core)",
+        "",
+        f"Reference: {prep['reference']}. Goal: box >= 1.5x the reference: "
+        f"{'met' if data['preprocessing_goal']['met'] else 'NOT MET'}.",
         "",
         *_table(
             [
@@ -130,70 +234,29 @@ def render_markdown(data: dict[str, Any]) -> str:
             ],
         ),
         "",
-        "## 5. Triton statistics (per request, ms)",
-        "",
-        *_table(
-            [
-                "section",
-                "model",
-                "requests",
-                "executions",
-                "avg batch",
-                "queue",
-                "compute input",
-                "compute infer",
-                "compute output",
-            ],
-            [
-                [
-                    section,
-                    model,
-                    s["requests"],
-                    s["executions"],
-                    s["avg_batch"],
-                    s["queue_ms"],
-                    s["compute_input_ms"],
-                    s["compute_infer_ms"],
-                    s["compute_output_ms"],
-                ]
-                for section in ("vit", "detector")
-                for model, s in served[section]["triton"].items()
-            ],
-        ),
-        "",
-        "### Server memory (tritonserver + Python stubs, RSS)",
-        "",
-        "`vit` warms up at batch 1 and at its max batch when it loads, so the engine's memory for full batches is "
-        "already held at idle: the growth with the max batch size shows in the idle column.",
-        "",
-        *_table(
-            [
-                "max batch",
-                "processes",
-                "idle MiB",
-                "idle above smallest MiB",
-                "under load MiB",
-                "load - idle MiB",
-                "avg batch formed",
-            ],
-            [
-                [
-                    r["max_batch"],
-                    r.get("processes"),
-                    r["idle_bytes"] / MIB,
-                    (r["idle_bytes"] - smallest_idle) / MIB,
-                    r["load_bytes"] / MIB,
-                    r["growth_bytes"] / MIB,
-                    r["avg_batch"],
-                ]
-                for r in data["memory"]
-            ],
-        ),
-        "",
         f"Sections took (s): {data['timings_s']}.",
         "",
     ]
     return "\n".join(out)
+
+
+def _row(variant: dict[str, Any], level: int) -> dict[str, Any] | None:
+    return next((r for r in variant["rows"] if r["level"] == level), None)
+
+
+def _level(variant: dict[str, Any], level: int) -> float | None:
+    row = _row(variant, level)
+    return row["images_per_s"] if row else None
+
+
+def _latency(variant: dict[str, Any], level: int) -> str:
+    row = _row(variant, level)
+    return f"{row['p50_ms']:.0f} / {row['p99_ms']:.0f}" if row else "-"
+
+
+STYLE = {"raw": ":", "vit": "-", "detector": "--"}
+MARKER = {"raw": "^", "vit": "o", "detector": "s"}
+COLOUR = {"fp32": "tab:blue", "int8": "tab:orange"}
 
 
 def plot_bench(data: dict[str, Any], path: Path) -> Path:
@@ -202,65 +265,74 @@ def plot_bench(data: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    levels = data["concurrency"]
+
     def log2_axis(ax: Any, values: list[int]) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks(values, [str(v) for v in values])
         ax.minorticks_off()
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), dpi=100)
-    raw, served = data["raw"], data["served"]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9), dpi=100)
+    variants = data["variants"]
     ax = axes[0][0]
-    ax.plot([r["batch"] for r in raw["rows"]], [r["images_per_s"] for r in raw["rows"]], "o-")
-    ax.set(title="1. raw engine (ONNX Runtime)", xlabel="batch size", ylabel="images/s", ylim=(0, None))
-    log2_axis(ax, [r["batch"] for r in raw["rows"]])
+    for name, v in variants.items():
+        if v["kind"] == "pipeline":
+            ax.axhline(
+                v["best_images_per_s"],
+                color="grey",
+                linestyle="-.",
+                label=f"Transformers pipeline (batch {v['best_level']})",
+            )
+            continue
+        rows = v["rows"]
+        ax.plot(
+            [r["level"] for r in rows],
+            [r["images_per_s"] for r in rows],
+            marker=MARKER[v["kind"]],
+            linestyle=STYLE[v["kind"]],
+            color=COLOUR[v["precision"]],
+            label=name + (" (batch = concurrency)" if v["kind"] == "raw" else ""),
+        )
+    ax.set(title="throughput against concurrency", xlabel="concurrent requests (raw: batch size)", ylabel="images/s")
+    log2_axis(ax, levels)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
 
     ax = axes[0][1]
-    for key, label in (("vit", "served vit (pixels)"), ("detector", "detector (JPEG files)")):
-        rows = served[key]["rows"]
-        ax.plot([r["concurrency"] for r in rows], [r["images_per_s"] for r in rows], "o-", label=label)
-    ax.axhline(raw["best_images_per_s"], color="grey", linestyle="--", label="raw best")
-    ax.axhline(0.9 * raw["best_images_per_s"], color="grey", linestyle=":", label="0.9 x raw (goal)")
-    ax.set(title="2-3. served through Triton", xlabel="concurrent requests", ylabel="images/s")
-    log2_axis(ax, sorted({r["concurrency"] for k in ("vit", "detector") for r in served[k]["rows"]}))
-    ax.set_ylim(bottom=0)
+    for precision, by_c in data["ratios"]["vit_over_raw_by_concurrency"].items():
+        items = sorted((int(c), r) for c, r in by_c.items())
+        ax.plot(
+            [c for c, _ in items], [r for _, r in items], "o-", color=COLOUR[precision], label=f"vit / raw {precision}"
+        )
+    ax.axhline(0.95, color="grey", linestyle=":", label="goal 0.95")
+    ax.set(title="served vit / raw ONNX Runtime", xlabel="concurrent requests", ylabel="ratio")
+    log2_axis(ax, levels)
     ax.legend(fontsize=8)
 
     ax = axes[1][0]
-    methods = data["preprocessing"]["methods"]
-    names = list(methods)
-    ax.bar(names, [methods[n]["images_per_s"] for n in names], color=["grey"] + ["tab:blue"] * (len(names) - 1))
-    ax.set(title="4. preprocessing, one core", ylabel="images/s")
-    for i, n in enumerate(names):
-        ax.annotate(f"{methods[n]['speedup']:.2f}x", (i, methods[n]["images_per_s"]), ha="center", va="bottom")
-
-    ax = axes[1][1]
     mem = data["memory"]
     xs = range(len(mem))
     ax.bar([x - 0.2 for x in xs], [r["idle_bytes"] / MIB for r in mem], width=0.4, label="idle")
     ax.bar([x + 0.2 for x in xs], [r["load_bytes"] / MIB for r in mem], width=0.4, label="under load")
-    ax.set_xticks(list(xs), [str(r["max_batch"]) for r in mem])
-    ax.set(title="5. server RSS (tritonserver + stubs)", xlabel="max batch size", ylabel="MiB")
+    ax.set_xticks(list(xs), [f"{r['precision']}\nmb {r['max_batch']}" for r in mem])
+    ax.set(title="server RSS per max batch size", ylabel="MiB")
     ax.legend(fontsize=8)
+
+    ax = axes[1][1]
+    methods = data["preprocessing"]["methods"]
+    names = list(methods)
+    ax.bar(names, [methods[n]["images_per_s"] for n in names], color=["grey"] + ["tab:blue"] * (len(names) - 1))
+    ax.set(title="preprocessing, one core", ylabel="images/s")
+    for i, n in enumerate(names):
+        ax.annotate(f"{methods[n]['speedup']:.2f}x", (i, methods[n]["images_per_s"]), ha="center", va="bottom")
 
     m = data["model"]
     size = f"{m['input_hw'][0]}x{m['input_hw'][1]}"
-    fig.suptitle(f"dfserve bench: {m['architecture']} {size}, {data['machine']['cpus']} CPUs")
+    fig.suptitle(
+        f"dfserve bench: {m['architecture']} {size}, {data['machine']['cpus']} CPUs, "
+        f"{data['rounds']} alternating rounds"
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def _served_rows(rows: list[dict[str, Any]], raw_best: float) -> list[list[Any]]:
-    """Table rows of a served section: throughput, its ratio to the raw engine's best, CPU per image."""
-    return [
-        [
-            r["concurrency"],
-            r["requests"],
-            r["images_per_s"],
-            r["images_per_s"] / raw_best if raw_best else None,
-            f"{r['server_cpu_s_per_image']:.3g}",
-            f"{r['client_cpu_s_per_image']:.3g}",
-        ]
-        for r in rows
-    ]

@@ -1,19 +1,23 @@
-"""`dfserve bench`: the served stack against the raw engine, side by side, in one run on one machine.
+"""`dfserve bench`: what a user would write against the served stack, side by side, in one run on one machine.
 
-Sections, in the order they run (CPU-only work first, so the server's processes do not compete with it):
+Variants, all on the same JPEG files (written to the output folder):
 
-1. raw engine: the built ONNX graph in ONNX Runtime, in this process, images/s at batch sizes 1 .. max batch;
-4. preprocessing: dfserve's modes against the checkpoint's Transformers processor (`bench_preprocess`);
-2. served engine: the same graph served by Triton (`vit`, uint8 pixels) through dfserve's SDK, at a
-   concurrency sweep of single-image requests (Triton's dynamic batcher forms the batches);
-3. the whole `detector` ensemble with JPEG files, through the SDK;
-5. Triton's own statistics per model (queue, compute input, compute infer, compute output) for sections 2 and 3,
-   and the server's memory (RSS of tritonserver and its Python stubs) at idle and under load for each max
-   batch size (a repository per size, written from the same ONNX graph by the repository writer).
+- `pipeline`: the Transformers `pipeline("image-classification", model=CKPT)` in this process, the baseline a
+  user writes in two lines, at `pipeline_batch` images per call;
+- `raw_fp32`, `raw_int8`: the built ONNX graphs in ONNX Runtime in this process, at batch c for each level c;
+- `vit_fp32`, `vit_int8`: the graphs served by Triton, uint8 pixels through dfserve's SDK, c concurrent
+  single-image requests (Triton's dynamic batcher forms the batches);
+- `detector_fp32`, `detector_int8`: the whole ensemble with the encoded files through the SDK.
 
-Every measurement is a fixed number of timed repetitions after one untimed warm-up; the JSON records them.
-Goals are reported, never asserted: served `vit` >= 0.9x raw at saturation, dfserve preprocessing >= 1.5x the
-Transformers processor.
+Two servers (the FP32 and the INT8 repository) run at once on free ports; each is idle (ONNX Runtime does not
+spin in the server) while another variant runs. Rounds alternate: every round measures every variant at every
+level for `seconds`, in a rotating order, so that other work on a shared machine hits all variants alike;
+images/s are medians over rounds, latency percentiles pool every request, CPU seconds per image are totals (this
+process for in-process variants; the server's process tree plus this client for served ones).
+
+Then, as before: dfserve's preprocessing against the Transformers processor (`bench_preprocess`), Triton's own
+statistics, and the server's resident memory per max batch size, for FP32 and INT8. Goals are reported, met or
+not, never asserted (`GOALS`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,44 +37,50 @@ from typing import Any, cast
 import numpy as np
 from rich.console import Console
 
-from dfserve.config import DEFAULT_MODEL_ID, Batching, ModelSpec
+from dfserve.config import DEFAULT_MODEL_ID, DEFAULT_PROCESSOR_CONFIG, DEFAULT_VIT_CONFIG, ModelSpec, Precision
 from dfserve.loadtest.errors import BenchError
-from dfserve.loadtest.payloads import EncodedImage, load_images, to_pixels
+from dfserve.loadtest.payloads import load_images, to_pixels
 from dfserve.names import ONNX_FILENAME
 
-GOAL_SERVED_RATIO = 0.9
+PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
+GOAL_SERVED_RATIO = 0.95
+GOAL_INT8_OVER_FP32 = 1.5
+GOAL_OVER_PIPELINE = 2.5
 GOAL_PREPROCESS_RATIO = 1.5
 
 
 @dataclass
 class BenchOptions:
     model: str | None = None
-    """Checkpoint folder or hub id; None: the default model's architecture with random weights."""
+    """Checkpoint folder or hub id for the pipeline (and the builds); None: the default model's architecture with
+    random weights, saved as a checkpoint folder in the output."""
     repository: Path | None = None
-    """An already built repository (target python or container, with vit/1/model.onnx): skips the build."""
+    """An already built FP32 repository (python or container target): skips its build."""
+    int8_repository: Path | None = None
+    """An already built INT8 repository: skips its build."""
     random_weights: bool = False
-    max_batch: int = 8
-    memory_batches: tuple[int, ...] | None = None
-    """Max batch sizes for the memory section; None: 1, half the max batch, the max batch."""
-    concurrency: tuple[int, ...] | None = None
-    """Concurrency sweep of the served engine; None: 1, 2, 4, ... up to 2 x max batch."""
-    detector_concurrency: tuple[int, ...] | None = None
-    """Concurrency sweep of the ensemble; None: 1, max batch, 2 x max batch."""
-    repeats: int = 5
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16)
+    seconds: float = 2.5
+    """Length of each timed window (one variant at one level in one round)."""
+    rounds: int = 3
+    pipeline_batch: int = 8
+    memory_batches: tuple[int, ...] = (1, 8)
+    repeats: int = 2
+    """Repetitions of the preprocessing section."""
     images: Path | None = None
     image_count: int = 8
     out: Path | None = None
     parity_photos: int = 4
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1:
-            raise BenchError(f"max batch must be at least 1, got {self.max_batch}")
-        if self.repeats < 1:
-            raise BenchError(f"repeats must be at least 1, got {self.repeats}")
-        if self.image_count < 1:
-            raise BenchError(f"image count must be at least 1, got {self.image_count}")
-        if self.repository is not None and self.model is not None:
-            raise BenchError("give either --repository (already built) or --model (to build), not both")
+        for name in ("rounds", "repeats", "image_count", "pipeline_batch"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        if self.seconds <= 0:
+            raise BenchError(f"seconds must be positive, got {self.seconds}")
+        if not self.concurrency or min(self.concurrency) < 1:
+            raise BenchError(f"concurrency levels must be positive, got {self.concurrency}")
+        self.concurrency = tuple(sorted(set(self.concurrency)))
 
 
 @dataclass
@@ -88,54 +100,77 @@ def powers_of_two(limit: int) -> list[int]:
     return [*values, limit]
 
 
+def served_over_raw(served: dict[int, float], raw: dict[int, float]) -> dict[int, float]:
+    """served(c) / the best raw batch size up to c: c concurrent single-image requests can at most form batches of
+    c, and the raw engine is what a caller would get by batching in their own process."""
+    out = {}
+    for c, value in served.items():
+        reference = max((v for b, v in raw.items() if b <= c), default=0.0)
+        if reference > 0:
+            out[c] = value / reference
+    return out
+
+
 def _default_out() -> Path:
     return Path.cwd() / f"bench-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def _batching(max_batch: int, template: Batching | None = None) -> Batching:
-    base = template or Batching()
-    preferred = tuple(b for b in powers_of_two(max_batch) if b > 1) or (max_batch,)
-    return base.model_copy(
-        update={
-            "max_batch_size": max_batch,
-            "preferred_batch_sizes": preferred,
-            "preprocess_max_batch_size": min(base.preprocess_max_batch_size, max(max_batch, 1)),
-        }
+# ------------------------------------------------------------------------------------------------ models
+
+
+def _load_repository(repo: Path) -> tuple[ModelSpec, Path, Path]:
+    repo = repo.expanduser().resolve()
+    try:
+        spec = ModelSpec.load(repo)
+    except FileNotFoundError as exc:
+        raise BenchError(f"{repo} is not a built repository (no dfserve.json)") from exc
+    onnx = repo / spec.models.engine / "1" / ONNX_FILENAME
+    if not onnx.is_file():
+        raise BenchError(f"{onnx} is missing: the bench needs the ONNX graph (a python or container build)")
+    return spec, repo, onnx
+
+
+def prepare_checkpoint(opts: BenchOptions, out: Path) -> tuple[str, bool]:
+    """(checkpoint for the pipeline and the builds, whether its weights are random)."""
+    if opts.model is not None:
+        return opts.model, opts.random_weights
+    from dfserve.export.checkpoint import save_random_checkpoint
+
+    folder = save_random_checkpoint(
+        out / "checkpoint", config=DEFAULT_VIT_CONFIG, processor_config=DEFAULT_PROCESSOR_CONFIG, seed=0
     )
+    return str(folder), True
 
 
-# ------------------------------------------------------------------------------------------------ model
-
-
-def prepare_repository(opts: BenchOptions, out: Path, console: Console) -> tuple[ModelSpec, Path, Path, dict]:
-    """(spec, repository, onnx path, build report): the given repository, or a fresh python-target build."""
-    if opts.repository is not None:
-        repo = opts.repository.expanduser().resolve()
-        try:
-            spec = ModelSpec.load(repo)
-        except FileNotFoundError as exc:
-            raise BenchError(f"{repo} is not a built repository (no dfserve.json)") from exc
-        onnx = repo / spec.models.engine / "1" / ONNX_FILENAME
-        if not onnx.is_file():
-            raise BenchError(f"{onnx} is missing: the bench needs the ONNX graph (a python or container build)")
-        report_file = repo / "build_report.json"
-        report = json.loads(report_file.read_text()) if report_file.is_file() else {}
-        return spec, repo, onnx, report
+def prepare_repositories(
+    opts: BenchOptions, checkpoint: str, random_weights: bool, out: Path, console: Console
+) -> dict[Precision, tuple[ModelSpec, Path, Path]]:
+    """(spec, repository, onnx graph) per precision: the given repositories, or fresh python-target builds with
+    the CPU defaults of each precision (`dfserve.config.default_batching`)."""
     from dfserve.export.pipeline import BuildOptions, build
 
-    random_weights = opts.random_weights or opts.model is None
-    result = build(
-        BuildOptions(
-            out=out / "repository",
-            model=opts.model or DEFAULT_MODEL_ID,
-            random_weights=random_weights,
-            target="python",
-            batching=_batching(opts.max_batch),
-            parity_photos=opts.parity_photos,
-        ),
-        console,
-    )
-    return result.spec, result.out_dir, result.onnx_path, result.report
+    given = {"fp32": opts.repository, "int8": opts.int8_repository}
+    result: dict[Precision, tuple[ModelSpec, Path, Path]] = {}
+    for precision in PRECISIONS:
+        repo = given[precision]
+        if repo is None:
+            built = build(
+                BuildOptions(
+                    out=out / f"repository-{precision}",
+                    model=checkpoint or DEFAULT_MODEL_ID,
+                    random_weights=random_weights,
+                    target="python",
+                    precision=precision,
+                    parity_photos=opts.parity_photos,
+                ),
+                console,
+            )
+            repo = built.out_dir
+        spec, repo, onnx = _load_repository(repo)
+        if spec.precision != precision:
+            raise BenchError(f"{repo} is a {spec.precision} build; the bench needs {precision} there")
+        result[precision] = (spec, repo, onnx)
+    return result
 
 
 def onnx_session(path: Path) -> Any:
@@ -144,93 +179,204 @@ def onnx_session(path: Path) -> Any:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-# ------------------------------------------------------------------------------------------------ section 1
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
 
 
-def raw_point(session: Any, spec: ModelSpec, pixels: Sequence[np.ndarray], bs: int, repeats: int) -> dict[str, Any]:
-    """One batch size: wall-clock images/s and latency, and CPU seconds per image (all of ONNX Runtime's threads
-    run in this process, so `process_time` sees them). CPU time per image hardly moves when other programs
-    compete for the cores; wall-clock throughput does."""
-    batch = np.stack([pixels[i % len(pixels)] for i in range(bs)])
-    feed = {spec.tensors.pixels: batch}
-    session.run([spec.tensors.scores], feed)  # warm-up
-    times = []
-    cpu = time.process_time()
-    for _ in range(repeats):
+# ------------------------------------------------------------------------------------------------ variants
+
+
+@dataclass
+class Window:
+    """One timed window: images done, wall seconds, CPU seconds, per-call latencies (seconds)."""
+
+    images: int
+    seconds: float
+    cpu_s: float
+    latencies: list[float]
+
+
+@dataclass
+class Variant:
+    name: str
+    kind: str
+    """pipeline, raw, vit or detector."""
+    precision: Precision | None
+    levels: tuple[int, ...]
+    measure: Callable[[int, float], Window]
+    memory_bytes: Callable[[], int]
+    memory_note: str
+    windows: dict[int, list[Window]] = field(default_factory=dict)
+
+
+def _closed_loop(call: Callable[[Any], Any], items: Sequence[Any], concurrency: int, seconds: float) -> Window:
+    """`concurrency` threads, each sending one request after another until `seconds` have passed."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors: list[BaseException] = []
+    deadline = time.perf_counter() + seconds
+
+    def worker(k: int) -> None:
+        i = k
+        try:
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                call(items[i % len(items)])
+                latencies[k].append(time.perf_counter() - t)
+                i += concurrency
+        except BaseException as exc:  # reported below, after every thread has stopped
+            errors.append(exc)
+
+    cpu, start = time.process_time(), time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise BenchError(f"a request failed at concurrency {concurrency}: {errors[0]}") from errors[0]
+    flat = [x for per in latencies for x in per]
+    return Window(len(flat), elapsed, time.process_time() - cpu, flat)
+
+
+def _timed_loop(step: Callable[[], int], seconds: float) -> Window:
+    """`step` (returns images done) again and again, at least once, until `seconds` have passed (the variant ran
+    it once when it loaded: first calls allocate)."""
+    latencies: list[float] = []
+    images = 0
+    cpu, start = time.process_time(), time.perf_counter()
+    while not latencies or time.perf_counter() - start < seconds:
         t = time.perf_counter()
-        session.run([spec.tensors.scores], feed)
-        times.append(time.perf_counter() - t)
-    cpu = time.process_time() - cpu
-    return {
-        "batch": bs,
-        "images_per_s": bs * repeats / sum(times),
-        "latency_ms": 1000 * float(np.median(times)),
-        "cpu_s_per_image": cpu / (bs * repeats),
-        "repeats": repeats,
-    }
+        images += step()
+        latencies.append(time.perf_counter() - t)
+    return Window(images, time.perf_counter() - start, time.process_time() - cpu, latencies)
 
 
-def bench_raw(session: Any, spec: ModelSpec, pixels: Sequence[np.ndarray], max_batch: int, repeats: int) -> dict:
-    """ONNX Runtime in process at batch sizes 1 .. max batch (default intra-op threads, as in the server)."""
-    rows = [raw_point(session, spec, pixels, bs, repeats) for bs in powers_of_two(max_batch)]
-    best = max(rows, key=lambda r: r["images_per_s"])
-    return {
-        "rows": rows,
-        "best_images_per_s": best["images_per_s"],
-        "best_batch": best["batch"],
-        "best_cpu_s_per_image": min(r["cpu_s_per_image"] for r in rows),
-    }
+def pipeline_variant(checkpoint: str, paths: Sequence[Path], batch: int) -> Variant:
+    """The pipeline at batch size 1 and at `batch` (its best is what the ratios use, so the baseline is not
+    handicapped by a batch size that does not suit it)."""
+    from transformers import pipeline
+
+    before = _rss()
+    pipe = pipeline("image-classification", model=checkpoint, device="cpu")
+    chunks = {b: [str(paths[i % len(paths)]) for i in range(b)] for b in sorted({1, batch})}
+    for b, chunk in chunks.items():
+        pipe(chunk, batch_size=b)
+    loaded = _rss() - before
+
+    def measure(b: int, seconds: float) -> Window:
+        def step() -> int:
+            pipe(chunks[b], batch_size=b)
+            return b
+
+        return _timed_loop(step, seconds)
+
+    return Variant(
+        "pipeline",
+        "pipeline",
+        None,
+        tuple(chunks),
+        measure,
+        lambda: loaded,
+        "added to this process by loading and one call per batch size",
+    )
 
 
-# ------------------------------------------------------------------------------------------------ sections 2, 3
+def raw_variant(
+    precision: Precision, spec: ModelSpec, onnx: Path, pixels: np.ndarray, levels: Sequence[int]
+) -> Variant:
+    before = _rss()
+    session = onnx_session(onnx)
+    feeds = {c: {spec.tensors.pixels: np.resize(pixels, (c, *pixels.shape[1:]))} for c in levels}
+    for feed in feeds.values():
+        session.run(None, feed)
+    loaded = _rss() - before
+
+    def measure(c: int, seconds: float) -> Window:
+        def step() -> int:
+            session.run(None, feeds[c])
+            return c
+
+        return _timed_loop(step, seconds)
+
+    return Variant(
+        f"raw_{precision}",
+        "raw",
+        precision,
+        tuple(levels),
+        measure,
+        lambda: loaded,
+        "added to this process by the session and one run per batch size",
+    )
 
 
-def _sweep(
-    name: str,
-    classify_many: Callable[[list[Any], int], list[Any]],
-    items: Sequence[Any],
-    levels: Sequence[int],
-    repeats: int,
-    server_pid: int,
-    console: Console,
-) -> list[dict[str, Any]]:
-    """`repeats` x concurrency requests per level: wall-clock images/s, and the CPU seconds per image that the
-    server (tritonserver and its stubs) and this client spent."""
-    from dfserve.bench.serverstats import process_tree_cpu
+@dataclass
+class ServedPair:
+    """One server (one precision) with its two SDK clients and its memory sampler."""
 
-    rows = []
-    for c in levels:
-        n = c * repeats
-        batch = [items[i % len(items)] for i in range(n)]
-        client_cpu, server_cpu = time.process_time(), process_tree_cpu(server_pid)
-        t = time.perf_counter()
-        results = classify_many(batch, c)
-        elapsed = time.perf_counter() - t
-        client_cpu, server_cpu = time.process_time() - client_cpu, process_tree_cpu(server_pid) - server_cpu
-        failed = [r for r in results if isinstance(r, Exception)]
-        if failed:
-            raise BenchError(f"{name}: {len(failed)} of {n} requests failed at concurrency {c}: {failed[0]}")
-        rows.append(
-            {
-                "concurrency": c,
-                "requests": n,
-                "images_per_s": n / elapsed,
-                "seconds": round(elapsed, 3),
-                "server_cpu_s_per_image": server_cpu / n,
-                "client_cpu_s_per_image": client_cpu / n,
-            }
-        )
-        console.print(
-            f"    {name} concurrency {c:>3}: {n / elapsed:7.2f} images/s ({n} requests; CPU s/image: server "
-            f"{server_cpu / n:.3f}, client {client_cpu / n:.3f})"
-        )
-    return rows
+    precision: Precision
+    spec: ModelSpec
+    server: Any
+    pixels_client: Any
+    files_client: Any
+    peak_rss: int = 0
+    idle_rss: int = 0
 
 
-def _client(url: str, mode: str) -> Any:
+def served_variants(
+    pair: ServedPair, engine_inputs: Sequence[np.ndarray], files: Sequence[bytes], levels: Sequence[int]
+) -> list[Variant]:
+    from dfserve.bench.serverstats import MemorySampler, process_tree_cpu
+
+    pid = pair.server.pid
+    assert pid is not None
+
+    def measured(client: Any, items: Sequence[Any]) -> Callable[[int, float], Window]:
+        warmed: set[int] = set()
+
+        def measure(c: int, seconds: float) -> Window:
+            if c not in warmed:  # opens the connections, once per level
+                warm = [items[i % len(items)] for i in range(c)]
+                client.classify_many(warm, concurrency=c, raise_on_error=True)
+                warmed.add(c)
+            server_cpu = process_tree_cpu(pid)
+            with MemorySampler(pid) as mem:
+                window = _closed_loop(client.classify, items, c, seconds)
+            pair.peak_rss = max(pair.peak_rss, mem.peak)
+            window.cpu_s += process_tree_cpu(pid) - server_cpu
+            return window
+
+        return measure
+
+    note = "tritonserver and its Python stubs, peak while measured (the server holds both models)"
+    return [
+        Variant(
+            f"vit_{pair.precision}",
+            "vit",
+            pair.precision,
+            tuple(levels),
+            measured(pair.pixels_client, engine_inputs),
+            lambda: pair.peak_rss,
+            note,
+        ),
+        Variant(
+            f"detector_{pair.precision}",
+            "detector",
+            pair.precision,
+            tuple(levels),
+            measured(pair.files_client, files),
+            lambda: pair.peak_rss,
+            note,
+        ),
+    ]
+
+
+def _client(url: str, mode: str, pool_size: int = 16) -> Any:
     from dfserve.client import Client
 
-    return Client(url, "http", mode=cast(Any, mode), timeout=600.0)  # checked by Client
+    return Client(url, "http", mode=cast(Any, mode), timeout=600.0, pool_size=pool_size)  # mode checked by Client
 
 
 def _server(repo: Path) -> Any:
@@ -239,85 +385,92 @@ def _server(repo: Path) -> Any:
     return TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0)
 
 
-def bench_served(
-    opts: BenchOptions,
-    spec: ModelSpec,
-    repo: Path,
-    images: Sequence[EncodedImage],
-    engine_inputs: Sequence[np.ndarray],
-    console: Console,
-) -> dict[str, Any]:
-    """Sections 2, 3 and the main server's part of 5."""
-    from dfserve.bench.serverstats import MemorySampler, inference_statistics, process_tree_rss, stats_delta
+def run_rounds(variants: Sequence[Variant], rounds: int, seconds: float, console: Console) -> None:
+    """Every variant at every level once per round, the variants' order rotating from round to round."""
+    for r in range(rounds):
+        order = list(variants[r % len(variants) :]) + list(variants[: r % len(variants)])
+        for v in order:
+            for c in v.levels:
+                w = v.measure(c, seconds)
+                v.windows.setdefault(c, []).append(w)
+                console.print(
+                    f"    round {r + 1}/{rounds} {v.name:<14} c={c:<3} {w.images / w.seconds:8.2f} images/s "
+                    f"({w.images} images, CPU {w.cpu_s / max(w.images, 1):.3f} s/image)"
+                )
 
-    mb = spec.batching.max_batch_size
-    levels = list(opts.concurrency or powers_of_two(2 * mb))
-    det_levels = list(opts.detector_concurrency or sorted({1, mb, 2 * mb}))
-    models = [spec.models.ensemble, spec.models.preprocess, spec.models.engine]
-    server = _server(repo)
-    t = time.perf_counter()
-    server.start(timeout=300)
-    started_s = time.perf_counter() - t
-    try:
-        assert server.pid is not None
-        time.sleep(1.0)
-        idle = process_tree_rss(server.pid)
-        pixels_client = _client(server.http_url, "pixels")
-        files_client = _client(server.http_url, "file")
-        try:
-            warm = [engine_inputs[i % len(engine_inputs)] for i in range(mb)]
-            pixels_client.classify_many(warm, concurrency=mb, raise_on_error=True)
-            before = inference_statistics(server.http_url, models)
-            with MemorySampler(server.pid) as vit_mem:
-                vit_rows = _sweep(
-                    spec.models.engine,
-                    lambda items, c: pixels_client.classify_many(items, concurrency=c),
-                    engine_inputs,
-                    levels,
-                    opts.repeats,
-                    server.pid,
-                    console,
-                )
-            vit_after = inference_statistics(server.http_url, models)
-            files = [img.data for img in images]
-            files_client.classify_many(files[:1], concurrency=1, raise_on_error=True)
-            middle = inference_statistics(server.http_url, models)
-            with MemorySampler(server.pid) as det_mem:
-                det_rows = _sweep(
-                    spec.models.ensemble,
-                    lambda items, c: files_client.classify_many(items, concurrency=c),
-                    files,
-                    det_levels,
-                    opts.repeats,
-                    server.pid,
-                    console,
-                )
-            after = inference_statistics(server.http_url, models)
-        finally:
-            pixels_client.close()
-            files_client.close()
-    finally:
-        server.stop()
+
+def summarise(v: Variant) -> dict[str, Any]:
+    rows = []
+    for c, windows in sorted(v.windows.items()):
+        lat = np.array([x for w in windows for x in w.latencies]) * 1000
+        images = sum(w.images for w in windows)
+        rows.append(
+            {
+                "level": c,
+                "images_per_s": statistics.median(w.images / w.seconds for w in windows),
+                "rounds": [round(w.images / w.seconds, 3) for w in windows],
+                "p50_ms": float(np.percentile(lat, 50)),
+                "p99_ms": float(np.percentile(lat, 99)),
+                "cpu_s_per_image": sum(w.cpu_s for w in windows) / images,
+                "images": images,
+            }
+        )
+    best = max(rows, key=lambda r: float(r["images_per_s"]))  # type: ignore[arg-type]
     return {
-        "server_start_s": round(started_s, 1),
-        "vit": {
-            "rows": vit_rows,
-            "best_images_per_s": max(r["images_per_s"] for r in vit_rows),
-            "best_server_cpu_s_per_image": min(r["server_cpu_s_per_image"] for r in vit_rows),
-            "triton": {spec.models.engine: stats_delta(before[spec.models.engine], vit_after[spec.models.engine])},
-        },
-        "detector": {
-            "rows": det_rows,
-            "best_images_per_s": max(r["images_per_s"] for r in det_rows),
-            "triton": {m: stats_delta(middle[m], after[m]) for m in models},
-        },
-        "memory": {
-            "max_batch": mb,
-            "idle_bytes": idle,
-            "vit_load_bytes": vit_mem.peak,
-            "detector_load_bytes": det_mem.peak,
-        },
+        "kind": v.kind,
+        "precision": v.precision,
+        "rows": rows,
+        "best_images_per_s": best["images_per_s"],
+        "best_level": best["level"],
+        "memory_bytes": v.memory_bytes(),
+        "memory_note": v.memory_note,
     }
+
+
+def ratios_and_goals(variants: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Every ratio and goal from the summarised variants, so a saved bench.json re-derives them."""
+
+    def best(name: str) -> float:
+        return float(variants[name]["best_images_per_s"])
+
+    def by_level(name: str) -> dict[int, float]:
+        return {int(r["level"]): float(r["images_per_s"]) for r in variants[name]["rows"]}
+
+    pipeline = best("pipeline")
+    ratios: dict[str, Any] = {"over_pipeline": {}, "over_raw": {}, "vit_over_raw_by_concurrency": {}}
+    for name, v in variants.items():
+        ratios["over_pipeline"][name] = best(name) / pipeline if pipeline else None
+        if v["kind"] in ("vit", "detector"):
+            raw = best(f"raw_{v['precision']}")
+            ratios["over_raw"][name] = best(name) / raw if raw else None
+    for p in PRECISIONS:
+        by_c = served_over_raw(by_level(f"vit_{p}"), by_level(f"raw_{p}"))
+        ratios["vit_over_raw_by_concurrency"][p] = {str(c): r for c, r in by_c.items()}  # JSON's keys are strings
+    det_int8_over_fp32 = best("detector_int8") / best("detector_fp32")
+
+    def goal(text: str, value: float | None, target: float | None) -> dict[str, Any]:
+        met = None if target is None or value is None else value >= target
+        return {"goal": text, "value": value, "target": target, "met": met}
+
+    goals = [goal("served detector INT8 / served detector FP32", det_int8_over_fp32, GOAL_INT8_OVER_FP32)]
+    for p in PRECISIONS:
+        by_c = ratios["vit_over_raw_by_concurrency"][p]
+        goals.append(
+            goal(
+                f"served vit {p.upper()} / raw {p.upper()}, worst of concurrency {','.join(map(str, by_c))}",
+                min(by_c.values()) if by_c else None,
+                GOAL_SERVED_RATIO,
+            )
+        )
+    goals.append(
+        goal(
+            "served detector INT8 / Transformers pipeline", ratios["over_pipeline"]["detector_int8"], GOAL_OVER_PIPELINE
+        )
+    )
+    goals.append(
+        goal("served detector FP32 / Transformers pipeline (beside it)", ratios["over_pipeline"]["detector_fp32"], None)
+    )
+    return ratios, goals
 
 
 def bench_memory(
@@ -339,8 +492,13 @@ def bench_memory(
     )
     from dfserve.triton.writer import write_repository
 
-    variant = spec.model_copy(update={"batching": _batching(max_batch, spec.batching)})
-    repo = write_repository(variant, work / f"repository-mb{max_batch}", target="python", onnx_path=onnx)
+    batching = spec.batching.model_copy(
+        update={"max_batch_size": max_batch, "preferred_batch_sizes": spec.batching.preferred_for(max_batch)}
+    )
+    variant = spec.model_copy(update={"batching": batching})
+    repo = write_repository(
+        variant, work / f"repository-{spec.precision}-mb{max_batch}", target="python", onnx_path=onnx
+    )
     server = _server(repo)
     server.start(timeout=300)
     try:
@@ -361,10 +519,11 @@ def bench_memory(
         server.stop()
     delta = stats_delta(before, after)
     console.print(
-        f"    max batch {max_batch:>3}: idle {idle / 2**20:.0f} MiB, under load {mem.peak / 2**20:.0f} MiB "
-        f"(avg batch {delta['avg_batch']})"
+        f"    {spec.precision} max batch {max_batch:>3}: idle {idle / 2**20:.0f} MiB, "
+        f"under load {mem.peak / 2**20:.0f} MiB (avg batch {delta['avg_batch']})"
     )
     return {
+        "precision": spec.precision,
         "max_batch": max_batch,
         "idle_bytes": idle,
         "load_bytes": mem.peak,
@@ -382,6 +541,7 @@ def bench_memory(
 def run_bench(opts: BenchOptions, console: Console | None = None) -> BenchResult:
     from dfserve.bench.preprocess import bench_preprocessing
     from dfserve.bench.report import plot_bench, render_markdown
+    from dfserve.bench.serverstats import inference_statistics, process_tree_rss, stats_delta
 
     console = console or Console(stderr=True)
     out = (opts.out or _default_out()).expanduser().resolve()
@@ -395,66 +555,100 @@ def run_bench(opts: BenchOptions, console: Console | None = None) -> BenchResult
 
     load_at_start = list(os.getloadavg())
     images = load_images(opts.images, count=opts.image_count)
-    console.print(f"[bold]dfserve bench[/] -> {out} ({len(images)} images, {opts.repeats} repetitions per point)")
+    image_dir = out / "images"
+    image_dir.mkdir(exist_ok=True)
+    paths = []
+    for i, img in enumerate(images):
+        path = image_dir / f"{i:03d}-{Path(img.name).name}"
+        path.write_bytes(img.data)
+        paths.append(path)
+    console.print(
+        f"[bold]dfserve bench[/] -> {out} ({len(images)} images, {opts.rounds} rounds of {opts.seconds} s windows)"
+    )
     t = time.perf_counter()
-    spec, repo, onnx, build_report = prepare_repository(opts, out, console)
+    checkpoint, random_weights = prepare_checkpoint(opts, out)
+    models = prepare_repositories(opts, checkpoint, random_weights, out, console)
     t = lap("build", t)
-    mb = spec.batching.max_batch_size
-    pixels = to_pixels(images, spec, spec.resize_mode)
+    spec = models["fp32"][0]
+    levels = opts.concurrency
+    pixels = np.stack(to_pixels(images, spec, spec.resize_mode))
     # the SDK's pixels mode takes images and preprocesses them itself: hand it arrays already at the engine's
     # input size, so its share of the work is a resize of the crop region only
     engine_inputs = [np.ascontiguousarray(p.transpose(1, 2, 0)) for p in pixels]
+    files = [img.data for img in images]
 
-    console.print("[bold]1. raw engine[/] (ONNX Runtime in process)")
-    sessions = [onnx_session(onnx)]  # dropped before the server starts, so it does not hold memory meanwhile
-    raw = bench_raw(sessions[0], spec, pixels, mb, opts.repeats)
-    for row in raw["rows"]:
-        console.print(f"    batch {row['batch']:>3}: {row['images_per_s']:7.2f} images/s")
-    t = lap("raw", t)
-
-    console.print("[bold]4. preprocessing[/] (dfserve vs the Transformers processor, one core)")
+    console.print("[bold]preprocessing[/] (dfserve vs the Transformers processor, one core)")
+    sessions = [onnx_session(models["fp32"][2])]  # dropped before the rounds, so it holds no memory meanwhile
 
     def run_model(batch: np.ndarray) -> np.ndarray:
         scores = sessions[0].run([spec.tensors.scores], {spec.tensors.pixels: batch})[0]
         return np.asarray(scores, dtype=np.float64)
 
     prep = bench_preprocessing(spec, images, opts.repeats, run_model)
-    for name, row in prep["methods"].items():
-        console.print(f"    {name:>12}: {row['images_per_s']:7.2f} images/s ({row['speedup']:.2f}x)")
     sessions.clear()
     t = lap("preprocessing", t)
 
-    console.print(f"[bold]2-3. served[/] (Triton, SDK over HTTP; {repo})")
-    served = bench_served(opts, spec, repo, images, engine_inputs, console)
-    t = lap("served", t)
+    console.print("[bold]side by side[/] (alternating rounds)")
+    variants = [pipeline_variant(checkpoint, paths, opts.pipeline_batch)]
+    variants += [raw_variant(p, models[p][0], models[p][2], pixels, levels) for p in PRECISIONS]
+    pairs: list[ServedPair] = []
+    try:
+        for p in PRECISIONS:
+            server = _server(models[p][1])
+            server.start(timeout=600)
+            pair = ServedPair(
+                p,
+                models[p][0],
+                server,
+                _client(server.http_url, "pixels", max(levels)),
+                _client(server.http_url, "file", max(levels)),
+            )
+            pairs.append(pair)
+            assert server.pid is not None
+            time.sleep(1.0)
+            pair.idle_rss = process_tree_rss(server.pid)
+            variants += served_variants(pair, engine_inputs, files, levels)
+        t = lap("servers_start", t)
+        names = [pair.spec.models for pair in pairs]
+        urls = [(pair.server.http_url, [m.engine, m.preprocess]) for pair, m in zip(pairs, names, strict=True)]
+        before = [inference_statistics(url, which) for url, which in urls]
+        run_rounds(variants, opts.rounds, opts.seconds, console)
+        after = [inference_statistics(url, which) for url, which in urls]
+        triton = {
+            pair.precision: {model: stats_delta(b[model], a[model]) for model in b}
+            for pair, b, a in zip(pairs, before, after, strict=True)
+        }
+        server_idle = {pair.precision: pair.idle_rss for pair in pairs}
+    finally:
+        for pair in pairs:
+            pair.pixels_client.close()
+            pair.files_client.close()
+            pair.server.stop()
+    t = lap("rounds", t)
 
-    console.print("[bold]5. server memory per max batch size[/]")
-    memory_rows = []
-    for size in opts.memory_batches or sorted({1, max(mb // 2, 1), mb}):
-        memory_rows.append(bench_memory(spec, onnx, out, size, engine_inputs, opts.repeats, console))
+    console.print("[bold]server memory per max batch size[/]")
+    memory_rows = [
+        bench_memory(models[p][0], models[p][2], out, size, engine_inputs, 2, console)
+        for p in PRECISIONS
+        for size in opts.memory_batches
+    ]
     t = lap("memory", t)
 
-    # the machine may be busier or quieter now than when section 1 ran: measure the raw engine's best batch again
-    # so that the served / raw ratio can be read against both
-    recheck = raw_point(onnx_session(onnx), spec, pixels, raw["best_batch"], opts.repeats)
-    raw["recheck"] = recheck
-    console.print(f"[bold]1'. raw engine again[/] batch {recheck['batch']}: {recheck['images_per_s']:.2f} images/s")
-    t = lap("raw_recheck", t)
-
-    raw_best = raw["best_images_per_s"]
-    served_best = served["vit"]["best_images_per_s"]
+    summary = {v.name: summarise(v) for v in variants}
+    ratios, goals = ratios_and_goals(summary)
     prep_rows = prep["methods"]
     data: dict[str, Any] = {
         "model": {
-            "source": spec.source,
+            "checkpoint": checkpoint,
             "architecture": spec.architecture,
-            "random_weights": spec.random_weights,
+            "random_weights": random_weights,
             "input_hw": list(spec.input_hw),
             "labels": list(spec.labels.names),
-            "max_batch": mb,
             "resize_mode": spec.resize_mode,
-            "repository": str(repo),
-            "onnx_bytes": onnx.stat().st_size,
+            "pipeline_batch": opts.pipeline_batch,
+            "repositories": {p: str(models[p][1]) for p in PRECISIONS},
+            "batching": {p: models[p][0].batching.model_dump() for p in PRECISIONS},
+            "onnx_bytes": {p: models[p][2].stat().st_size for p in PRECISIONS},
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -463,45 +657,29 @@ def run_bench(opts: BenchOptions, console: Console | None = None) -> BenchResult
             "python": platform.python_version(),
             "load_average_at_end": list(os.getloadavg()),
         },
-        "repeats": opts.repeats,
+        "rounds": opts.rounds,
+        "seconds": opts.seconds,
+        "concurrency": list(levels),
         "images": [img.describe() for img in images],
-        "raw": raw,
-        "served": served,
+        "variants": summary,
+        "ratios": ratios,
+        "goals": goals,
         "preprocessing": prep,
+        "triton": triton,
+        "server_idle_bytes": server_idle,
         "memory": memory_rows,
-        "ratios": {
-            "served_over_raw": _ratio(served_best, raw_best),
-            "served_over_raw_recheck": _ratio(served_best, recheck["images_per_s"]),
-            "raw_cpu_over_served_cpu_per_image": _ratio(
-                raw["best_cpu_s_per_image"], served["vit"]["best_server_cpu_s_per_image"]
-            ),
-            "detector_over_raw": _ratio(served["detector"]["best_images_per_s"], raw_best),
-            **{f"{m}_over_reference": prep_rows[m]["speedup"] for m in prep_rows if m != "transformers"},
+        "preprocessing_goal": {
+            "box_over_transformers": prep_rows["box"]["speedup"],
+            "met": prep_rows["box"]["speedup"] >= GOAL_PREPROCESS_RATIO,
         },
-        "goals": {
-            "served_vit_ge_0.9x_raw": served_best >= GOAL_SERVED_RATIO * raw_best,
-            "preprocessing_box_ge_1.5x_transformers": prep_rows["box"]["speedup"] >= GOAL_PREPROCESS_RATIO,
-        },
-        "build": build_report.get("timings_s"),
         "timings_s": timings,
     }
     timings["total"] = round(time.perf_counter() - t0, 1)
     markdown = render_markdown(data)
-    files = {
-        "json": str(out / "bench.json"),
-        "markdown": str(out / "bench.md"),
-        "png": str(out / "bench.png"),
-    }
-    data["files"] = files
+    files_out = {"json": str(out / "bench.json"), "markdown": str(out / "bench.md"), "png": str(out / "bench.png")}
+    data["files"] = files_out
     (out / "bench.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     (out / "bench.md").write_text(markdown)
     plot_bench(data, out / "bench.png")
     console.print(f"[bold green]bench done[/] in {timings['total']:.0f} s: {out}")
-    return BenchResult(data=data, markdown=markdown, out=out, files=files)
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """A ratio, or None where the denominator is missing or too small to measure (tiny models, coarse clocks)."""
-    if numerator is None or not denominator:
-        return None
-    return numerator / denominator
+    return BenchResult(data=data, markdown=markdown, out=out, files=files_out)

@@ -11,7 +11,6 @@ from dfserve.config import (
     DEFAULT_MODEL_ID,
     DEFAULT_RESIZE_MODE,
     RESIZE_MODES,
-    Batching,
     GpuServing,
     Limits,
     ModelSpec,
@@ -21,34 +20,37 @@ from dfserve.names import DEFAULT_REPOSITORY
 
 
 def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
-    """Dynamic batching flags, with defaults from `dfserve.config.Batching`."""
-    d = Batching()
-    g = parser.add_argument_group("batching (written into config.pbtxt)")
-    g.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="engine max batch (%(default)s)")
+    """Dynamic batching flags. Unset flags keep `dfserve.config.default_batching` for the engine and precision
+    (CPU-tuned for ONNX Runtime: `CPU_BATCHING`), so the help shows no fixed numbers."""
+    g = parser.add_argument_group(
+        "batching (written into config.pbtxt; default: dfserve.config.default_batching for the engine and precision)"
+    )
+    g.add_argument("--max-batch-size", type=int, default=None, help="engine max batch")
     g.add_argument(
         "--preferred-batch-sizes",
         type=positive_ints,
-        default=d.preferred_batch_sizes,
+        default=None,
         help="batch sizes the dynamic batcher sends at once, comma-separated (default: none, so the queue delay "
         "gathers batches; preferred sizes suit engines with several optimisation profiles)",
     )
     g.add_argument(
-        "--max-queue-delay-us",
-        type=int,
-        default=d.max_queue_delay_us,
-        help="how long a request may wait for others to fill a batch (%(default)s µs)",
+        "--max-queue-delay-us", type=int, default=None, help="how long a request may wait for others to fill a batch"
     )
     gpu = GpuServing()
     g.add_argument(
         "--engine-instances",
         type=int,
-        help=f"engine instances ({d.engine_instances}; {gpu.engine_instances} on the GPU target tensorrt)",
+        default=None,
+        help=f"engine instances ({gpu.engine_instances} on the GPU target tensorrt)",
     )
     g.add_argument(
         "--preprocess-instances",
         type=int,
-        help=f"decode/resize instances, each a process ({d.preprocess_instances}; one per CPU core of this host on "
-        "the GPU target tensorrt)",
+        default=None,
+        help="decode/resize instances, each a process (one per CPU core of this host on the GPU target tensorrt)",
+    )
+    g.add_argument(
+        "--engine-threads", type=int, default=None, help="ONNX Runtime intra-op threads per engine instance (0: all)"
     )
 
 
@@ -56,16 +58,22 @@ def _given(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def batching_from_args(args: argparse.Namespace) -> Batching:
-    max_batch = args.max_batch_size
-    return Batching(
-        max_batch_size=max_batch,
-        preferred_batch_sizes=tuple(b for b in args.preferred_batch_sizes if b <= max_batch),
-        max_queue_delay_us=args.max_queue_delay_us,
-        engine_instances=_given(args.engine_instances, Batching().engine_instances),
-        preprocess_instances=_given(args.preprocess_instances, Batching().preprocess_instances),
-        preprocess_max_batch_size=max_batch,
-    )
+def batching_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The `Batching` fields the command line set explicitly (the build applies them over its defaults)."""
+    given = {
+        "max_batch_size": args.max_batch_size,
+        "preferred_batch_sizes": args.preferred_batch_sizes,
+        "max_queue_delay_us": args.max_queue_delay_us,
+        "engine_instances": args.engine_instances,
+        "preprocess_instances": args.preprocess_instances,
+        "engine_threads": args.engine_threads,
+    }
+    out = {k: v for k, v in given.items() if v is not None}
+    if args.max_batch_size is not None:
+        out["preprocess_max_batch_size"] = args.max_batch_size
+        if args.preferred_batch_sizes is not None:
+            out["preferred_batch_sizes"] = tuple(b for b in args.preferred_batch_sizes if b <= args.max_batch_size)
+    return out
 
 
 def gpu_from_args(args: argparse.Namespace) -> GpuServing:
@@ -226,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
             target=target,
             precision=args.precision,
             engine="torch" if args.engine == "torch" else "onnx",
-            batching=batching_from_args(args),
+            batching_overrides=batching_from_args(args),
             gpu=gpu_from_args(args),
             resize_mode=args.resize_mode,
             opset=args.opset,

@@ -31,11 +31,13 @@ from dfserve.config import (
     DEFAULT_RESIZE_MODE,
     REPORT_FILENAME,
     Batching,
+    Engine,
     GpuServing,
     Limits,
     ModelSpec,
     Precision,
     ResizeMode,
+    default_batching,
 )
 from dfserve.export import checkpoint as ckpt_mod
 from dfserve.export.errors import BuildError, ParityError
@@ -62,7 +64,10 @@ class BuildOptions:
     """None: the engine's natural precision (FP16 for TensorRT, FP32 for ONNX Runtime and torch)."""
     engine: Literal["onnx", "torch"] = "onnx"
     """torch: PyTorch runs `vit` in the Python backend (in `precision`), instead of an ONNX graph."""
-    batching: Batching = field(default_factory=Batching)
+    batching: Batching | None = None
+    """None: `dfserve.config.default_batching` for the engine and precision (CPU-tuned for ONNX Runtime)."""
+    batching_overrides: dict[str, Any] = field(default_factory=dict)
+    """`Batching` fields set on top of `batching` (the command line's explicit flags)."""
     gpu: GpuServing = field(default_factory=GpuServing)
     """How the `tensorrt` target serves `vit` (instances, CUDA graphs, optimisation level): folded into `batching`
     for that target by `GpuServing.for_gpu`; the other targets ignore it."""
@@ -163,7 +168,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             random_weights=options.random_weights,
             labels=ckpt_mod.labels_for(ckpt, negative=options.negative_label, positive=options.positive_label),
             preprocessing=ckpt_mod.preprocessing_for(ckpt),
-            batching=options.gpu.for_gpu(options.batching) if options.target == "tensorrt" else options.batching,
+            batching=resolve_batching(options),
             limits=options.limits,
             onnx_opset=options.opset,
             resize_mode=options.resize_mode,
@@ -259,6 +264,15 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         f"(ONNX {onnx_bytes / 2**20:.1f} MiB); report: {out / REPORT_FILENAME}"
     )
     return BuildResult(spec=spec, out_dir=out, onnx_path=out / spec.models.engine / "1" / ONNX_FILENAME, report=report)
+
+
+def resolve_batching(options: BuildOptions) -> Batching:
+    """The one place where the defaults follow the spec's engine and precision."""
+    engine: Engine = "tensorrt" if options.target == "tensorrt" else options.engine
+    base = options.batching or default_batching(engine, _precision(options))
+    if options.batching_overrides:
+        base = Batching.model_validate({**base.model_dump(), **options.batching_overrides})
+    return options.gpu.for_gpu(base) if options.target == "tensorrt" else base
 
 
 def _precision(options: BuildOptions) -> Precision:

@@ -125,33 +125,43 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
 def _register_bench(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "bench",
-        help="raw engine vs Triton-served engine vs ensemble vs preprocessing, side by side",
+        help="Transformers pipeline vs raw ONNX Runtime vs served vit and detector, FP32 and INT8, side by side",
         description=(
-            "One run, same model and machine: ONNX Runtime in process, the engine served by Triton (through the "
-            "SDK), the whole ensemble with JPEG files, preprocessing against the checkpoint's Transformers "
-            "processor, and Triton's statistics and memory per max batch size. Writes bench.json, bench.md and "
-            "bench.png. Default model: the full-size ViT-S/16 at 384 with random weights."
+            "One run, alternating rounds, the same JPEG files: the Transformers pipeline in process, raw ONNX "
+            "Runtime FP32 and INT8, the served engine (uint8 pixels) and the served ensemble (files) for FP32 and "
+            "INT8 through the SDK; images/s, p50/p99 latency, CPU s per image, resident memory, ratios, goals; "
+            "preprocessing against the Transformers processor; server memory per max batch size. Writes "
+            "bench.json, bench.md and bench.png. Default model: the full-size ViT-S/16 at 384 with random weights "
+            "(about 10 minutes on 2 cores with given repositories)."
         ),
     )
+    from dfserve.bench.run import BenchOptions
+
+    d = BenchOptions()
     p.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the preset, random weights)")
-    p.add_argument("--repository", type=Path, default=None, help="an already built repository (skips the build)")
+    p.add_argument("--repository", type=Path, default=None, help="an already built FP32 repository (skips its build)")
+    p.add_argument("--int8-repository", type=Path, default=None, help="an already built INT8 repository")
     p.add_argument("--random-weights", action="store_true", help="build --model with random weights")
-    p.add_argument("--max-batch", type=int, default=8, help="max batch size of the served engine and the raw sweep")
-    p.add_argument(
-        "--memory-batches",
-        type=positive_ints,
-        default=None,
-        help="comma-separated max batch sizes for the memory section (default: 1,MAX/2,MAX)",
-    )
     p.add_argument(
         "--concurrency",
         type=positive_ints,
-        default=None,
-        help="comma-separated concurrency sweep (default: 1,2,4,..,2xMAX)",
+        default=d.concurrency,
+        help="comma-separated concurrency levels (default: %(default)s)",
     )
-    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per point")
+    p.add_argument("--rounds", type=int, default=d.rounds, help="alternating rounds (%(default)s)")
+    p.add_argument(
+        "--seconds", type=float, default=d.seconds, help="seconds per variant, level and round (%(default)s)"
+    )
+    p.add_argument("--pipeline-batch", type=int, default=d.pipeline_batch, help="Transformers pipeline batch size")
+    p.add_argument(
+        "--memory-batches",
+        type=positive_ints,
+        default=d.memory_batches,
+        help="comma-separated max batch sizes for the memory section (default: %(default)s)",
+    )
+    p.add_argument("--repeats", type=int, default=d.repeats, help="repetitions of the preprocessing section")
     p.add_argument("--images", type=Path, default=None, help="folder of JPEGs (default: generated photo-like)")
-    p.add_argument("--image-count", type=int, default=8)
+    p.add_argument("--image-count", type=int, default=d.image_count)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: ./bench-<time>)")
     p.set_defaults(func=_bench)
 
@@ -164,10 +174,13 @@ def _bench(args: argparse.Namespace) -> int:
     opts = BenchOptions(
         model=args.model,
         repository=args.repository,
+        int8_repository=args.int8_repository,
         random_weights=args.random_weights,
-        max_batch=args.max_batch,
-        memory_batches=args.memory_batches,
         concurrency=args.concurrency,
+        rounds=args.rounds,
+        seconds=args.seconds,
+        pipeline_batch=args.pipeline_batch,
+        memory_batches=args.memory_batches,
         repeats=args.repeats,
         images=args.images,
         image_count=args.image_count,

@@ -41,6 +41,13 @@ def _dynamic_batching(spec: ModelSpec, max_batch: int, preferred: bool = True) -
     return batching
 
 
+def _onnxruntime_threads(spec: ModelSpec) -> dict[str, Any]:
+    """The thread split for Triton's ONNX Runtime backend (its own parameter names); absent means its default."""
+    b = spec.batching
+    counts = {"intra_op_thread_count": b.engine_threads, "inter_op_thread_count": b.engine_inter_op_threads}
+    return {key: {"string_value": str(n)} for key, n in counts.items() if n}
+
+
 def _common(spec: ModelSpec, name: str, max_batch: int, preferred: bool = True) -> dict[str, Any]:
     return {
         "name": name,
@@ -91,6 +98,7 @@ def engine_config(spec: ModelSpec, target: Target, gpu: GpuServing | None = None
         cfg["platform"] = "onnxruntime_onnx"
         cfg["default_model_filename"] = ONNX_FILENAME
         cfg["instance_group"] = [{"count": count}]  # KIND_AUTO: the GPU where there is one, else the CPU
+        cfg["parameters"].update(_onnxruntime_threads(spec))
     elif target == "tensorrt":
         cfg["platform"] = "tensorrt_plan"
         cfg["default_model_filename"] = PLAN_FILENAME

@@ -28,9 +28,13 @@ class TritonPythonModel:
         # Inside Triton the engine shares the cores with the server and the preprocess instances: threads that
         # spin while idle would take their cycles.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        threads = int(os.environ.get(ORT_THREADS_ENV, "0"))
+        # The spec's thread split (chosen by `python -m dfserve.bench.tune`); the environment variable overrides
+        # it on one host without a rebuild.
+        threads = int(os.environ.get(ORT_THREADS_ENV, "0")) or self.spec.batching.engine_threads
         if threads:
             options.intra_op_num_threads = threads
+        if self.spec.batching.engine_inter_op_threads:
+            options.inter_op_num_threads = self.spec.batching.engine_inter_op_threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
