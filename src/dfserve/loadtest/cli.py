@@ -135,7 +135,7 @@ def _register_bench(subparsers: Any) -> None:
             "(about 10 minutes on 2 cores with given repositories)."
         ),
     )
-    from dfserve.bench.run import BenchOptions
+    from dfserve.bench.options import BenchOptions
 
     d = BenchOptions()
     p.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the preset, random weights)")
