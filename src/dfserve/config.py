@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -356,8 +357,6 @@ class GpuServing(_Frozen):
     def for_gpu(self, batching: Batching, cores: int | None = None) -> Batching:
         """`batching` as served on a GPU: no preferred sizes (the queue delay applies), GPU engine instances, and
         `preprocess` instances from `preprocess_instances` or else the host's cores."""
-        import os
-
         count = self.preprocess_instances or cores or os.cpu_count() or 1
         return batching.model_copy(
             update={

@@ -41,17 +41,22 @@ def nginx() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="module")
-def proxy(triton_server: TritonServer, nginx: str, built_repo: Path) -> Iterator[NginxProxy]:
-    settings = ProxySettings(
+def loopback_settings(triton_server: TritonServer, built_repo: Path, **extra: Any) -> ProxySettings:
+    """The proxy on free loopback ports in front of the test server, bounded by the built spec's request limit."""
+    return ProxySettings(
         http_listen=f"127.0.0.1:{free_port()}",
         grpc_listen=f"127.0.0.1:{free_port()}",
         http_upstream=triton_server.http_url,
         grpc_upstream=triton_server.grpc_url,
         max_body_bytes=request_limit(built_repo),
         workers="1",
+        **extra,
     )
-    with NginxProxy(settings, nginx=nginx) as running:
+
+
+@pytest.fixture(scope="module")
+def proxy(triton_server: TritonServer, nginx: str, built_repo: Path) -> Iterator[NginxProxy]:
+    with NginxProxy(loopback_settings(triton_server, built_repo), nginx=nginx) as running:
         yield running
 
 
@@ -339,13 +344,9 @@ def test_the_proxy_terminates_tls_for_both_protocols(
     from tests.tls.certs import make_certs
 
     certs = make_certs(tmp_path / "certs")
-    settings = ProxySettings(
-        http_listen=f"127.0.0.1:{free_port()}",
-        grpc_listen=f"127.0.0.1:{free_port()}",
-        http_upstream=triton_server.http_url,
-        grpc_upstream=triton_server.grpc_url,
-        max_body_bytes=request_limit(built_repo),
-        workers="1",
+    settings = loopback_settings(
+        triton_server,
+        built_repo,
         tls_cert=certs.server_cert,
         tls_key=certs.server_key,
     )
