@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import dfserve
-from dfserve.names import ADMIN_KEY_ENV
+from dfserve.spec.names import ADMIN_KEY_ENV
 
 
 def main(argv: list[str] | None = None) -> int:

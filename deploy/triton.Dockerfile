@@ -10,7 +10,7 @@ FROM nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3
 COPY . /tmp/dfserve-src
 RUN python3 -m pip install --no-cache-dir "/tmp/dfserve-src" "numpy<2" \
  && rm -rf /tmp/dfserve-src \
- && python3 -c "import dfserve.preprocessing, dfserve.export.tensorrt, PIL; print('dfserve ready')"
+ && python3 -c "import dfserve.preprocessing, dfserve.engine.tensorrt, PIL; print('dfserve ready')"
 
 COPY deploy/triton/start-triton.sh /opt/dfserve/start-triton.sh
 ENTRYPOINT ["/opt/dfserve/start-triton.sh"]

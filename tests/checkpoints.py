@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from dfserve.config import CLIP_MEAN, CLIP_STD
 from dfserve.export.checkpoint import save_random_checkpoint
+from dfserve.export.policy import CLIP_MEAN, CLIP_STD
 
 LabelShape = Literal["one", "two", "five"]
 Policy = Literal["fixed", "shortest_edge"]

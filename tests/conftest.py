@@ -1,7 +1,7 @@
 """Shared fixtures: a real checkpoint made at test time, a real build of it, a real Triton server.
 
 Everything here is the real component: the build runs optimum's export and the parity proof, the server is
-the `tritonserver` binary that nvidia-pytriton ships, started by `dfserve.triton.server.TritonServer` on free ports.
+the `tritonserver` binary that nvidia-pytriton ships, started by `dfserve.triton.process.TritonServer` on free ports.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfserve.config import Batching, ModelSpec
+from dfserve.spec.model import Batching, ModelSpec
 from tests.checkpoints import make_checkpoint
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -55,7 +55,7 @@ def built_spec(built_repo: Path) -> ModelSpec:
 @pytest.fixture(scope="session")
 def triton_server(built_repo: Path) -> Iterator[object]:
     """A real tritonserver process serving `built_repo` on free ports, stopped at the end of the session."""
-    from dfserve.triton.server import TritonServer
+    from dfserve.triton.process import TritonServer
 
     server = TritonServer(built_repo, http_port=0, grpc_port=0, metrics_port=0, allow_shared_memory=True)
     server.start(timeout=240)

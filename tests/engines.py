@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dfserve.export.tensorrt import EngineInfo, GpuInfo, write_engine_record
+from dfserve.engine.gpus import GpuInfo
+from dfserve.engine.records import EngineInfo, write_engine_record
 
 H100 = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from dfserve.cli import COMMAND_EXTRAS, main, missing_extra_message
+from dfserve.cli import main
+from dfserve.commandline import COMMAND_EXTRAS, missing_extra_message
 
 COMMANDS = ("build", "serve", "classify", "eval", "loadtest", "bench", "demo")
 
@@ -36,7 +37,7 @@ def test_missing_extra_is_named_verbatim(capsys: pytest.CaptureFixture[str], mon
     """Rich's markup would eat `[eval]`: the message is printed as plain text."""
     assert "pip install 'dfserve[eval]'" in missing_extra_message("eval", "sklearn")
 
-    import dfserve.client.cli as client_cli
+    import dfserve.quality.cli as client_cli
 
     def needs_sklearn(args: object) -> int:
         raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")

@@ -9,13 +9,8 @@ import logging
 import pytest
 
 from dfserve import __version__
-from dfserve.config import (
-    SPEC_FORMAT_VERSION,
-    IncompatibleSpecError,
-    Labels,
-    ModelSpec,
-    Preprocessing,
-)
+from dfserve.errors import IncompatibleSpecError
+from dfserve.spec.model import SPEC_FORMAT_VERSION, Labels, ModelSpec, Preprocessing
 
 
 def spec() -> ModelSpec:
@@ -40,7 +35,7 @@ def test_newer_minor_format_with_unknown_fields_is_read_and_logged_once(caplog: 
     data["future_field"] = {"anything": 1}
     data["batching"]["future_batching_knob"] = 3
     text = json.dumps(data)
-    with caplog.at_level(logging.WARNING, logger="dfserve.config"):
+    with caplog.at_level(logging.WARNING, logger="dfserve.spec.model"):
         first = ModelSpec.from_json(text)
         second = ModelSpec.from_json(text)
     assert first == second
@@ -75,7 +70,7 @@ def test_other_major_format_is_a_clear_error_naming_both(version: str) -> None:
 
 
 def test_backends_refuse_a_repository_of_another_dfserve() -> None:
-    from dfserve.triton.backends.common import spec_from_args
+    from dfserve.repository.backends.common import spec_from_args
 
     other = spec().model_copy(update={"dfserve_version": "0.0.1"})
     args = {

@@ -6,9 +6,9 @@ import pytest
 
 from dfserve.client import ClientConfigError
 from dfserve.client._core import resolve_endpoint
-from dfserve.endpoints import Endpoint, EndpointError, parse_endpoint
-from dfserve.loadtest.errors import TargetError
-from dfserve.loadtest.target import split_host
+from dfserve.errors import EndpointError, TargetError
+from dfserve.measure.target import split_host
+from dfserve.spec.endpoints import Endpoint, parse_endpoint
 
 
 @pytest.mark.parametrize(

@@ -70,8 +70,8 @@ import importlib, pkgutil, sys
 sys.path.insert(0, {str(target)!r})
 import dfserve
 assert dfserve.__file__.startswith({str(target)!r}), dfserve.__file__
-skip = ("dfserve.triton.backends.onnx_engine", "dfserve.triton.backends.preprocess",
-        "dfserve.triton.backends.torch_engine", "dfserve.loadtest.locustfile",
+skip = ("dfserve.repository.backends.onnx_engine", "dfserve.repository.backends.preprocess",
+        "dfserve.repository.backends.torch_engine", "dfserve.loadtest.locustfile",
         "dfserve.loadtest.users", "dfserve.loadtest.shapes")  # need Triton's stub, or gevent-patch the process
 names = [m.name for m in pkgutil.walk_packages(dfserve.__path__, "dfserve.") if m.name not in skip]
 for name in names:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from dfserve import preprocessing as P
-from dfserve.config import Limits, Preprocessing
+from dfserve.spec.model import Limits, Preprocessing
 from tests.checkpoints import processor_config
 
 CLIP = Preprocessing.from_processor_config(processor_config("shortest_edge", 384) | {"size": {"shortest_edge": 440}})

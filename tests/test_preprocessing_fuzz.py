@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dfserve import preprocessing as P
-from dfserve.config import RESIZE_MODES, Limits, Preprocessing
+from dfserve.spec.model import RESIZE_MODES, Limits, Preprocessing
 from tests import hostile
 
 PP = Preprocessing(resize="shortest_edge", size=64, crop=(56, 56), resample=3)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from dfserve import preprocessing as P
-from dfserve.config import RESIZE_MODES, Limits, Preprocessing
+from dfserve.spec.model import RESIZE_MODES, Limits, Preprocessing
 
 CLIP = Preprocessing(resize="shortest_edge", size=440, crop=(384, 384), resample=3)
 FIXED = Preprocessing(resize="fixed", size=(384, 384), resample=2)

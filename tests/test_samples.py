@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dfserve.names import SAMPLE_PHOTOS
 from dfserve.samples import photo_bytes, photos
+from dfserve.spec.names import SAMPLE_PHOTOS
 
 LICENSES = Path(__file__).resolve().parents[1] / "src" / "dfserve" / "photos" / "LICENSES.md"
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Entry point of the dfserve Triton image: NVIDIA's tritonserver run by dfserve's launcher (`dfserve serve`), so the
 # container gets the safeguards of the embedded server. Arguments are tritonserver's own (compose and Kubernetes
-# pass them); they reach the launcher after `--` (dfserve.triton.server.split_tritonserver_args reads them).
+# pass them); they reach the launcher after `--` (dfserve.triton.args.split_tritonserver_args reads them).
 #
 # 1. It serves only a finished build: it waits (DFSERVE_BUILD_WAIT_S, default 600 s) while the repository has no
 #    build_report.json or still carries the build's in-progress marker, so neither an empty volume nor a stale
@@ -43,7 +43,7 @@ while [ ! -f "$repository/build_report.json" ] || [ -e "$repository/.dfserve-bui
   waited=$((waited + 1))
 done
 
-python3 -m dfserve.export.tensorrt check "$repository"
+python3 -m dfserve.engine.tensorrt check "$repository"
 
 entry=""
 if [ -x /opt/nvidia/nvidia_entrypoint.sh ]; then

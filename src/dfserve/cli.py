@@ -15,50 +15,25 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from dfserve import __version__
+from dfserve._version import __version__
+from dfserve.commandline import missing_extra_message
 from dfserve.errors import DfserveError
 
-# Modules that provide `register(subparsers) -> None`, in the order their commands appear in --help.
+# Modules that provide `register(subparsers) -> None` (or the function named after a colon), in the order their
+# commands appear in --help.
 COMMAND_MODULES = (
     "dfserve.export.cli",
+    "dfserve.quality.cli:register_verify",
     "dfserve.triton.cli",
-    "dfserve.client.cli",
+    "dfserve.quality.cli",
     "dfserve.loadtest.cli",
+    "dfserve.bench.cli",
+    "dfserve.soak.cli",
     "dfserve.demo",
 )
 
-# The extra that brings each command's third-party packages (`pip install 'dfserve[EXTRA]'`).
-COMMAND_EXTRAS: dict[str, str] = {
-    "build": "build",
-    "serve": "server",
-    "classify": "",
-    "eval": "eval",
-    "loadtest": "loadtest",
-    "bench": "all",
-    "soak": "loadtest",
-    "demo": "all",
-    "verify": "build",
-}
 
 err_console = Console(stderr=True)
-
-
-def missing_extra_message(command: str, package: str | None) -> str:
-    """One line naming the extra to install; plain text (no console markup, which would eat `[build]`)."""
-    extra = COMMAND_EXTRAS.get(command, "all")
-    install = f"pip install 'dfserve[{extra}]'" if extra else "pip install dfserve"
-    return f"error: `dfserve {command}` needs the package {package!r}, which is not installed; run: {install}"
-
-
-def positive_ints(text: str) -> tuple[int, ...]:
-    """argparse type for comma-separated positive integers, e.g. batch sizes or a concurrency sweep ("4,8,16")."""
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,14 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dfserve {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for entry in COMMAND_MODULES:
+        name, _, function = entry.partition(":")
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("dfserve"):
                 continue  # an area not present in this install
             raise
-        module.register(sub)
+        getattr(module, function or "register")(sub)
     return parser
 
 

@@ -16,7 +16,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from dfserve.config import DEFAULT_MODEL_ID, REPORT_FILENAME, SPEC_FILENAME
+from dfserve.errors import CheckpointError
+from dfserve.export.policy import DEFAULT_MODEL_ID
+from dfserve.samples import photos
+from dfserve.spec.model import REPORT_FILENAME, SPEC_FILENAME
 
 console = Console()
 
@@ -37,7 +40,6 @@ def register(sub: Any) -> None:
 
 def write_sample_photos(folder: Path) -> list[Path]:
     """Real photographs that ship with dfserve: nothing is downloaded at run time."""
-    from dfserve.samples import photos
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -51,7 +53,6 @@ def write_sample_photos(folder: Path) -> list[Path]:
 def _build(model: str, repo: Path, rebuild: bool) -> dict[str, Any]:
     import json
 
-    from dfserve.export.errors import CheckpointError
     from dfserve.export.pipeline import BuildOptions, build
 
     report_path = repo / REPORT_FILENAME
@@ -85,7 +86,7 @@ def _random_weights_banner() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dfserve.client import Client
-    from dfserve.triton.server import TritonServer
+    from dfserve.triton.process import TritonServer
 
     out: Path = args.out
     repo = out / "repository"
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _verify(server: Any, report: dict[str, Any]) -> bool:
     """What `dfserve verify` does after a rollout, run on the demo's own server."""
-    from dfserve.export.verify import print_verification, verify
+    from dfserve.quality.verify import print_verification, verify
 
     result = verify(server.http_url, report["source"], random_weights=bool(report["random_weights"]))
     print_verification(result, console)

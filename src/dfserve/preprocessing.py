@@ -34,46 +34,19 @@ from typing import IO, TypeAlias
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dfserve.config import DEFAULT_RESIZE_MODE, Limits, Preprocessing, ResizeMode
-from dfserve.errors import DfserveError
+from dfserve.errors import (
+    EmptyImageError,
+    ExtremeAspectRatioError,
+    ImageTooLargeError,
+    InvalidImageError,
+    TooManyPixelsError,
+    UndecodableImageError,
+)
+from dfserve.spec.model import DEFAULT_RESIZE_MODE, Limits, Preprocessing, ResizeMode
 
 ImageInput: TypeAlias = "bytes | bytearray | memoryview | str | Path | IO[bytes] | Image.Image | np.ndarray"
 
 _DEFAULT_LIMITS = Limits()
-
-
-class InvalidImageError(DfserveError, ValueError):
-    """The input is not an image this service can classify. The message names the problem."""
-
-    reason = "invalid_image"
-
-
-class EmptyImageError(InvalidImageError):
-    reason = "empty"
-
-
-class ImageTooLargeError(InvalidImageError):
-    """The encoded file exceeds the byte limit."""
-
-    reason = "file_too_large"
-
-
-class TooManyPixelsError(InvalidImageError):
-    """The header announces more pixels than allowed (decompression-bomb guard)."""
-
-    reason = "too_many_pixels"
-
-
-class ExtremeAspectRatioError(InvalidImageError):
-    """Longer side over shorter side above `Limits.max_aspect_ratio` (resizing cost guard)."""
-
-    reason = "extreme_aspect_ratio"
-
-
-class UndecodableImageError(InvalidImageError):
-    """Not an image format Pillow knows, or a truncated/corrupt file."""
-
-    reason = "undecodable"
 
 
 def use_configured_limits_only() -> None:

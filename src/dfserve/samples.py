@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from importlib import resources
 
-from dfserve.names import SAMPLE_PHOTOS
+from dfserve.spec.names import SAMPLE_PHOTOS
 
 
 def photo_bytes(name: str) -> bytes:
-    """The JPEG file of one sample photograph (a name from `dfserve.names.SAMPLE_PHOTOS`)."""
+    """The JPEG file of one sample photograph (a name from `dfserve.spec.names.SAMPLE_PHOTOS`)."""
     if name not in SAMPLE_PHOTOS:
         raise KeyError(f"no sample photograph {name!r}; known: {', '.join(SAMPLE_PHOTOS)}")
     return resources.files("dfserve").joinpath("photos", f"{name}.jpg").read_bytes()

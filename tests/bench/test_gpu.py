@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from dfserve.config import Preprocessing
+from dfserve.spec.model import Preprocessing
 from tests.checkpoints import make_checkpoint
 
 pytestmark = pytest.mark.slow

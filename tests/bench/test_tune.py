@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dfserve.bench.tune import parse_candidate, render, run
-from dfserve.config import Batching
-from dfserve.loadtest.errors import BenchError
+from dfserve.errors import BenchError
+from dfserve.spec.model import Batching
 
 
 def test_candidates_parse_over_the_base_without_preferred_sizes() -> None:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from dfserve.cli import main
-from dfserve.triton.server import free_port
+from dfserve.triton.distribution import free_port
 
 pytestmark = pytest.mark.slow
 

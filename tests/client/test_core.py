@@ -38,8 +38,8 @@ from dfserve.client._core import (
     resolve_endpoint,
     spec_from_config,
 )
-from dfserve.config import SPEC_PARAMETER, Labels, ModelSpec, Preprocessing
 from dfserve.preprocessing import preprocess
+from dfserve.spec.model import SPEC_PARAMETER, Labels, ModelSpec, Preprocessing
 
 SPEC = ModelSpec(
     source="unit-test",

@@ -26,7 +26,7 @@ from dfserve.client import (
     Prediction,
     ServerUnavailableError,
 )
-from dfserve.config import ModelSpec
+from dfserve.spec.model import ModelSpec
 
 pytestmark = pytest.mark.slow
 
@@ -357,7 +357,8 @@ def test_shared_memory_without_the_key_is_refused_and_leaves_nothing(
 @pytest.fixture
 def own_server(built_repo: Path) -> Iterator[dict[str, Any]]:
     """A private server (the shared one is never stopped), restartable on the same ports."""
-    from dfserve.triton.server import TritonServer, free_port
+    from dfserve.triton.distribution import free_port
+    from dfserve.triton.process import TritonServer
 
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     state: dict[str, Any] = {"ports": ports}
@@ -424,7 +425,7 @@ async def test_async_outage_and_recovery(own_server: dict[str, Any], sample_imag
 
 
 def test_a_server_that_is_down_from_the_start(sample_images: dict[str, Path]) -> None:
-    from dfserve.triton.server import free_port
+    from dfserve.triton.distribution import free_port
 
     for protocol in PROTOCOLS:
         with Client(f"{protocol}://127.0.0.1:{free_port()}", timeout=2.0) as client:
@@ -451,7 +452,7 @@ def test_overhead_benchmark_runs_and_prints(
     triton_server: Any, sample_images: dict[str, Path], protocol: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The figure itself comes from a longer run (see the module's docstring); this proves the harness works."""
-    from dfserve.client._overhead import measure_sdk_overhead
+    from dfserve.bench.overhead import measure_sdk_overhead
 
     result = measure_sdk_overhead(url_of(triton_server, protocol), list(sample_images.values()), 4, 32, rounds=2)
     assert result.bare_ips > 0 and result.sdk_ips > 0 and result.sdk_cpu_us > 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dfserve.names import ADMIN_KEY_ENV
+from dfserve.spec.names import ADMIN_KEY_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "client"

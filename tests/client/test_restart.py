@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from dfserve.client import Client, Prediction
-from dfserve.triton.server import TritonServer, free_port
+from dfserve.triton.distribution import free_port
+from dfserve.triton.process import TritonServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

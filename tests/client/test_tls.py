@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from dfserve.client import AsyncClient, Client, Prediction, TLSError
-from dfserve.triton.server import TritonServer, free_port
+from dfserve.triton.distribution import free_port
+from dfserve.triton.process import TritonServer
 from tests.tls.certs import Certs, make_certs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from dfserve.names import ADMIN_KEY_HEADER, BUILD_MARKER_FILENAME
+from dfserve.spec.names import ADMIN_KEY_HEADER, BUILD_MARKER_FILENAME
 from tests.deploy.compose import (
     COMPOSE_FILE,
     COMPOSE_SCHEMA,
@@ -197,8 +197,8 @@ def test_only_the_proxy_publishes_http_and_grpc_with_the_rendered_config(
     """The proxy runs the committed deploy/nginx/nginx.conf, which is exactly what dfserve.triton.proxy renders for
     the container settings (one source: regenerate with `python -m dfserve.triton.proxy`), listens where the
     published ports point, and forwards to the triton service's HTTP and gRPC ports."""
+    from dfserve.triton.hardening import DEFAULT_MAX_REQUEST_BYTES
     from dfserve.triton.proxy import CONTAINER_SETTINGS, render_config
-    from dfserve.triton.server import DEFAULT_MAX_REQUEST_BYTES
 
     committed = REPO / "deploy" / "nginx" / "nginx.conf"
     assert committed.read_text() == render_config(CONTAINER_SETTINGS)
@@ -311,7 +311,7 @@ def test_triton_start_hands_tritonservers_arguments_to_the_launcher(services: di
     leftover cleanup) with compose's tritonserver arguments after `--`, never with the key on any command line;
     the launcher reads those arguments as its repository and ports and passes nothing else through."""
     from dfserve.cli import build_parser
-    from dfserve.triton.server import split_tritonserver_args
+    from dfserve.triton.args import split_tritonserver_args
 
     assert os.access(START_SCRIPT, os.X_OK)
     assert services["triton"]["entrypoint"] == ["/opt/dfserve/start-triton.sh"]
@@ -336,8 +336,9 @@ def test_triton_start_hands_tritonservers_arguments_to_the_launcher(services: di
 
 def test_the_launcher_refuses_arguments_that_would_undo_a_safeguard() -> None:
     from dfserve.cli import build_parser
+    from dfserve.errors import ServerError
+    from dfserve.triton.args import split_tritonserver_args
     from dfserve.triton.cli import _apply_tritonserver_args
-    from dfserve.triton.server import ServerError, split_tritonserver_args
 
     with pytest.raises(ServerError, match="the repository is --repository DIR; tritonserver's own arguments go after"):
         _apply_tritonserver_args(build_parser().parse_args(["serve", "model_repository"]))

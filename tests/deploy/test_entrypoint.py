@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dfserve.names import ADMIN_KEY_HEADER, TRITONSERVER_ENV
-from dfserve.triton.server import _bundled_tritonserver, free_port
+from dfserve.spec.names import ADMIN_KEY_HEADER, TRITONSERVER_ENV
+from dfserve.triton.distribution import _bundled_tritonserver, free_port
 from tests.deploy.compose import REPO, load_compose
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

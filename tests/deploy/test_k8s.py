@@ -217,7 +217,7 @@ def _wait_command(base: dict[str, dict[str, Any]]) -> tuple[list[str], str]:
 
 
 def test_wait_uses_the_file_names_of_dfserve_names(base: dict[str, dict[str, Any]]) -> None:
-    from dfserve.names import BUILD_MARKER_FILENAME, REPORT_FILENAME
+    from dfserve.spec.names import BUILD_MARKER_FILENAME, REPORT_FILENAME
 
     command, models = _wait_command(base)
     script = command[-1]
@@ -229,7 +229,7 @@ def test_wait_uses_the_file_names_of_dfserve_names(base: dict[str, dict[str, Any
 
 def test_wait_lets_only_a_finished_build_through(base: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     """The init container's own shell command, run here with its volume's mount path pointed at a folder."""
-    from dfserve.names import BUILD_MARKER_FILENAME, REPORT_FILENAME
+    from dfserve.spec.names import BUILD_MARKER_FILENAME, REPORT_FILENAME
 
     command, models = _wait_command(base)
     assert command[:2] == ["sh", "-c"]
@@ -302,7 +302,7 @@ def test_scale_up_rbac_is_least_privilege(base: dict[str, dict[str, Any]]) -> No
 
 
 def test_autoscaler_starts_after_the_build_and_reads_the_engine_queue() -> None:
-    from dfserve.config import ModelNames
+    from dfserve.spec.model import ModelNames
     from tests.deploy import promql
 
     docs = by_kind(render(K8S / "autoscaling"))

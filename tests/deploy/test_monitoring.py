@@ -144,7 +144,7 @@ def test_dashboard_metrics_exist_on_the_real_server(triton_server: Any, built_re
     has no GPU, so nv_gpu_* cannot appear there: they are checked by name only (TRITON_GPU_METRICS)."""
     import tritonclient.http as httpclient
 
-    from dfserve.config import ModelSpec
+    from dfserve.spec.model import ModelSpec
 
     spec = ModelSpec.load(built_repo)
     client = httpclient.InferenceServerClient(triton_server.http_url)
@@ -264,7 +264,7 @@ def test_every_committed_ratio_divides_like_with_like() -> None:
 
 def test_per_model_ratios_are_filtered_to_the_models_that_execute() -> None:
     """Names from the spec, not retyped: the engine and preprocess run batches, the ensemble only routes."""
-    from dfserve.config import ModelNames
+    from dfserve.spec.model import ModelNames
     from tests.deploy import promql
 
     names = ModelNames()
@@ -308,7 +308,7 @@ def test_committed_expressions_on_the_real_servers_metrics(
     import numpy as np
     import tritonclient.http as httpclient
 
-    from dfserve.config import ModelSpec
+    from dfserve.spec.model import ModelSpec
     from tests.deploy import promql
 
     spec = ModelSpec.load(built_repo)

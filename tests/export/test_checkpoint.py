@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from dfserve.cli import main
-from dfserve.config import CLIP_MEAN, DEFAULT_MODEL_ID
+from dfserve.errors import CheckpointError
 from dfserve.export.checkpoint import labels_for, preprocessing_for, resolve
-from dfserve.export.errors import CheckpointError
+from dfserve.export.policy import CLIP_MEAN, DEFAULT_MODEL_ID
 from tests.checkpoints import make_checkpoint
 
 

@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from dfserve.config import ModelSpec
 from dfserve.export.checkpoint import labels_for, load_model, preprocessing_for, resolve
 from dfserve.export.onnx_graph import export_onnx
 from dfserve.preprocessing import normalize
+from dfserve.spec.model import ModelSpec
 from tests.checkpoints import make_checkpoint
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfserve.config import FIDELITY_BARS, Labels
 from dfserve.export.fidelity import LOW_MARGIN, bar_for, compare
+from dfserve.export.policy import FIDELITY_BARS
+from dfserve.spec.model import Labels
 
 ONE = Labels(names=("real", "fake"), activation="sigmoid", num_logits=1)
 THREE = Labels(names=("a", "b", "c"), activation="softmax", num_logits=3)

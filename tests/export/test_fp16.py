@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from dfserve.config import REPORT_FILENAME
+from dfserve.spec.model import REPORT_FILENAME
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +52,9 @@ def test_served_fp16_scores_equal_build_time_scores(fp16_repo: Path, tmp_path: P
     scores the parity images as it did at build time."""
     import tritonclient.http as httpclient
 
-    from dfserve.config import ModelSpec
     from dfserve.export.parity import onnx_scores, parity_pixels, write_parity_images
-    from dfserve.triton.server import TritonServer
+    from dfserve.spec.model import ModelSpec
+    from dfserve.triton.process import TritonServer
 
     spec = ModelSpec.load(fp16_repo)
     images = write_parity_images(tmp_path / "parity", photos=4, seed=0)

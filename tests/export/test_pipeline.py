@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dfserve.config import ModelSpec
+from dfserve.errors import ParityError
 from dfserve.export.checkpoint import labels_for, load_model, preprocessing_for, resolve
-from dfserve.export.errors import ParityError
 from dfserve.export.onnx_graph import export_onnx
 from dfserve.export.parity import check_parity, write_parity_images
 from dfserve.export.pipeline import BuildOptions, build
-from dfserve.triton.configs import read_config
+from dfserve.repository.configs import read_config
+from dfserve.spec.model import ModelSpec
 from tests.checkpoints import make_checkpoint
 
 pytestmark = pytest.mark.slow

@@ -14,14 +14,14 @@ import onnx
 import pytest
 from rich.console import Console
 
-from dfserve import config
 from dfserve.client import Client
-from dfserve.config import ModelSpec
-from dfserve.export.errors import ParityError
+from dfserve.errors import ParityError
 from dfserve.export.onnx_graph import POST, PRE
 from dfserve.export.parity import onnx_scores, parity_pixels
 from dfserve.export.pipeline import BuildOptions, BuildResult, build
-from dfserve.triton.server import TritonServer
+from dfserve.spec import model as config
+from dfserve.spec.model import ModelSpec
+from dfserve.triton.process import TritonServer
 from tests.checkpoints import make_checkpoint
 from tests.conftest import TEST_BATCHING
 

@@ -18,28 +18,25 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dfserve.config import Batching, Labels, ModelSpec, Preprocessing
-from dfserve.export.errors import BuildError, ParityError
-from dfserve.export.tensorrt import (
-    INSTALL_HINT,
-    EngineCompatibilityError,
+from dfserve.engine.gpus import GpuInfo, local_gpus, parse_nvidia_smi
+from dfserve.engine.records import (
     EngineInfo,
-    EngineOptions,
-    GpuInfo,
-    TensorRTUnavailableError,
-    build_engine,
     check_engine_compatibility,
-    check_onnx_input,
     decode_infer_lib_version,
-    fp16_parity,
     installed_tensorrt_version,
-    local_gpus,
-    parse_nvidia_smi,
     record_path,
-    require_tensorrt,
+)
+from dfserve.engine.tensorrt import INSTALL_HINT, require_tensorrt
+from dfserve.errors import BuildError, EngineCompatibilityError, ParityError, TensorRTUnavailableError
+from dfserve.export.tensorrt import (
+    EngineOptions,
+    build_engine,
+    check_onnx_input,
+    fp16_parity,
     summarize_engine_information,
     tensor_dtype,
 )
+from dfserve.spec.model import Batching, Labels, ModelSpec, Preprocessing
 from tests.engines import H100, write_plan_with_record
 
 HW = (8, 8)
@@ -392,7 +389,7 @@ def test_libnvinfer_version_numbers_decode(value: int, version: str) -> None:
 
 def test_timing_cache_write_is_atomic(tmp_path: Path) -> None:
     """A failed write keeps the old cache whole and leaves no temporary file; a good one replaces it."""
-    from dfserve.export.tensorrt import write_atomic
+    from dfserve.engine.records import write_atomic
 
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"old")

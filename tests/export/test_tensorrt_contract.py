@@ -19,18 +19,12 @@ import onnx
 import pytest
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from dfserve.config import Batching
-from dfserve.export.errors import BuildError
-from dfserve.export.tensorrt import (
-    EngineBuildError,
-    EngineOptions,
-    build_engine,
-    cuda_gpus,
-    local_gpus,
-    read_engine_record,
-    record_path,
-    run_engine,
-)
+from dfserve.engine.gpus import cuda_gpus, local_gpus
+from dfserve.engine.records import read_engine_record, record_path
+from dfserve.engine.tensorrt import run_engine
+from dfserve.errors import BuildError, EngineBuildError
+from dfserve.export.tensorrt import EngineOptions, build_engine
+from dfserve.spec.model import Batching
 from tests.export.test_tensorrt import classifier, make_spec, run_ort
 from tests.export.trt_standin import BuilderFlag, StandIn, StandInError, plan_header
 
@@ -216,7 +210,7 @@ def test_dfserve_build_tensorrt_runs_the_whole_pipeline_with_the_standin(
     """`dfserve build --engine tensorrt`: FP16 graph proven on the CPU, engine built from that graph strongly typed,
     gated, inspected, and the repository written with the GPU serving settings."""
     from dfserve.cli import main
-    from dfserve.triton.configs import read_config
+    from dfserve.repository.configs import read_config
 
     out = tmp_path / "repo"
     code = main(["build", "--model", str(tiny_checkpoint), "--engine", "tensorrt", "--out", str(out)])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dfserve.triton.server import free_port
+from dfserve.triton.distribution import free_port
 from tests.checkpoints import make_checkpoint
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dfserve.loadtest.knee import StepFigures, find_knee, grows, steps_past_knee
 from dfserve.loadtest.ramp import StepRamp, percentile, read_steps, write_steps
+from dfserve.measure.knee import StepFigures, find_knee, grows, steps_past_knee
 
 
 def step(users: int, rps: float, p50: float = 10.0) -> StepFigures:

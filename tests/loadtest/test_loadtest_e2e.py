@@ -59,7 +59,7 @@ def test_constant_load_makes_requests_without_failures(
 
 
 def triton_server_spec(server: Any) -> Any:
-    from dfserve.config import ModelSpec
+    from dfserve.spec.model import ModelSpec
 
     return ModelSpec.load(server.repository)
 

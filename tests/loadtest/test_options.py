@@ -6,10 +6,10 @@ import argparse
 
 import pytest
 
-from dfserve.loadtest.errors import LoadtestError, TargetError
+from dfserve.errors import LoadtestError, TargetError
 from dfserve.loadtest.options import LoadSettings
 from dfserve.loadtest.runner import LoadtestOptions, run_time_seconds
-from dfserve.loadtest.target import spec_from_config, split_host
+from dfserve.measure.target import spec_from_config, split_host
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfserve.config import DEFAULT_PROCESSOR_CONFIG, Labels, ModelSpec, Preprocessing
-from dfserve.loadtest.errors import PayloadError
-from dfserve.loadtest.payloads import REALISTIC_SIZES, generate_images, load_folder, load_images, to_pixels
+from dfserve.errors import PayloadError
+from dfserve.export.policy import DEFAULT_PROCESSOR_CONFIG
+from dfserve.measure.payloads import REALISTIC_SIZES, generate_images, load_folder, load_images, to_pixels
+from dfserve.spec.model import Labels, ModelSpec, Preprocessing
 
 
 def _spec() -> ModelSpec:

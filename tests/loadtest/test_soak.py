@@ -16,11 +16,12 @@ import pytest
 from PIL import Image
 
 from dfserve.cli import main
-from dfserve.loadtest.drift import percent_change
-from dfserve.loadtest.soak import SoakError, SoakOptions, run_soak
-from dfserve.loadtest.soak_report import write_outputs
-from dfserve.names import SAMPLE_PHOTOS
-from dfserve.triton.server import TritonServer, stub_shm_regions
+from dfserve.soak.drift import percent_change
+from dfserve.soak.report import write_outputs
+from dfserve.soak.run import SoakError, SoakOptions, run_soak
+from dfserve.spec.names import SAMPLE_PHOTOS
+from dfserve.triton.process import TritonServer
+from dfserve.triton.state import stub_shm_regions
 
 
 def test_options_are_checked_before_any_load(tmp_path: Path) -> None:

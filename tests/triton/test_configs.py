@@ -9,9 +9,9 @@ import pytest
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
 
-from dfserve.config import Batching, Labels, ModelSpec, Preprocessing
-from dfserve.triton import configs
-from dfserve.triton.writer import write_repository
+from dfserve.repository import configs
+from dfserve.repository.writer import write_repository
+from dfserve.spec.model import Batching, Labels, ModelSpec, Preprocessing
 
 SPEC = ModelSpec(
     source="test",
@@ -74,7 +74,7 @@ def test_repository_layout(tmp_path: Path) -> None:
     assert ModelSpec.load(out) == SPEC
     assert (out / "vit/1/model.onnx").read_bytes() == onnx_path.read_bytes()
     shim = (out / "preprocess/1/model.py").read_text()
-    assert "DFSERVE_PYTHONPATH" in shim and "dfserve.triton.backends.preprocess" in shim
+    assert "DFSERVE_PYTHONPATH" in shim and "dfserve.repository.backends.preprocess" in shim
     compile(shim, "model.py", "exec")
     assert (out / "detector/labels.txt").read_text().split() == ["cat", "dog", "bird"]
     warm = (out / "preprocess/warmup/image.bin").read_bytes()
@@ -98,7 +98,7 @@ def test_default_batching_has_no_preferred_sizes_so_the_queue_delay_applies(tmp_
 
 def test_tensorrt_config_has_the_gpu_serving_settings(tmp_path: Path) -> None:
     """No preferred sizes (the queue delay applies), GPU instances, and CUDA graphs through Triton's schema."""
-    from dfserve.config import GpuServing
+    from dfserve.spec.model import GpuServing
 
     gpu = GpuServing(cuda_graph_batch_sizes=(1, 4, 8, 64))
     spec = SPEC.model_copy(update={"batching": gpu.for_gpu(SPEC.batching, cores=12)})
@@ -124,7 +124,7 @@ def test_tensorrt_config_has_the_gpu_serving_settings(tmp_path: Path) -> None:
 
 
 def test_gpu_serving_defaults_and_bounds() -> None:
-    from dfserve.config import GpuServing
+    from dfserve.spec.model import GpuServing
 
     gpu = GpuServing()
     assert (gpu.engine_instances, gpu.builder_optimization_level) == (2, 3)
@@ -143,8 +143,8 @@ def test_gpu_serving_defaults_and_bounds() -> None:
 @pytest.mark.parametrize("target", ["python", "container"])
 def test_cpu_defaults_flow_from_the_precision_into_config(precision: str, target: configs.Target) -> None:
     """A build that names no batching gets `CPU_BATCHING[precision]` (the one table), and config.pbtxt says so."""
-    from dfserve.config import CPU_BATCHING
     from dfserve.export.pipeline import BuildOptions, resolve_batching
+    from dfserve.export.policy import CPU_BATCHING
 
     batching = resolve_batching(BuildOptions(out=Path("unused"), precision=precision, target=target))  # type: ignore[arg-type]
     expected = CPU_BATCHING[precision]  # type: ignore[index]
@@ -166,8 +166,9 @@ def test_cpu_defaults_flow_from_the_precision_into_config(precision: str, target
 
 
 def test_explicit_batching_overrides_only_what_it_names() -> None:
-    from dfserve.config import CPU_BATCHING, Batching
     from dfserve.export.pipeline import BuildOptions, resolve_batching
+    from dfserve.export.policy import CPU_BATCHING
+    from dfserve.spec.model import Batching
 
     opts = BuildOptions(out=Path("unused"), precision="int8", batching_overrides={"max_batch_size": 3})
     assert resolve_batching(opts) == CPU_BATCHING["int8"].model_copy(update={"max_batch_size": 3})

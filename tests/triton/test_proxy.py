@@ -23,9 +23,12 @@ import pytest
 
 from dfserve.client import Client, Prediction, RequestTooLargeError, ServerUnavailableError
 from dfserve.client._core import map_error
-from dfserve.names import ADMIN_KEY_HEADER, GRPC_RESTRICTED_HEADER_PREFIX
+from dfserve.spec.names import ADMIN_KEY_HEADER, GRPC_RESTRICTED_HEADER_PREFIX
+from dfserve.triton.distribution import free_port
+from dfserve.triton.hardening import request_limit
+from dfserve.triton.process import TritonServer
 from dfserve.triton.proxy import NginxNotFoundError, NginxProxy, ProxySettings, find_nginx, render_config
-from dfserve.triton.server import STATE_DIR, TritonServer, clean_leftovers, free_port, request_limit
+from dfserve.triton.state import STATE_DIR, clean_leftovers
 from tests.triton.test_server import rest_of_output, start_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from dfserve.triton.server import STATE_DIR, TritonServer, clean_leftovers, stub_shm_regions
+from dfserve.triton.process import TritonServer
+from dfserve.triton.state import STATE_DIR, clean_leftovers, stub_shm_regions
 from tests.triton.test_server import alive, children, http, start_cli, wait_gone, write_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

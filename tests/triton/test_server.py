@@ -1,7 +1,7 @@
-"""dfserve.triton.server and `dfserve serve` against a real tritonserver (nvidia-pytriton's 2.51 binary).
+"""dfserve.triton.process and `dfserve serve` against a real tritonserver (nvidia-pytriton's 2.51 binary).
 
 The repositories are tiny Python-backend models written here, so these tests do not depend on the build.
-Their model.py imports numpy and dfserve.config through DFSERVE_PYTHONPATH, which is the hand-over that the
+Their model.py imports numpy and dfserve.spec.model through DFSERVE_PYTHONPATH, which is the hand-over that the
 generated shims rely on.
 """
 
@@ -26,24 +26,19 @@ from typing import IO
 import numpy as np
 import pytest
 
-from dfserve.config import Labels, ModelNames, ModelSpec, Preprocessing
-from dfserve.names import (
+from dfserve.errors import PortTakenError, ServerError, ServerStartError, TritonNotFoundError
+from dfserve.repository.overlay import overlay_repository
+from dfserve.spec.model import Labels, ModelNames, ModelSpec, Preprocessing
+from dfserve.spec.names import (
     ADMIN_KEY_HEADER,
     BUILD_MARKER_FILENAME,
     GRPC_RESTRICTED_HEADER_PREFIX,
     PYTHONPATH_ENV,
     TRITONSERVER_ENV,
 )
-from dfserve.triton.server import (
-    PortTakenError,
-    ServerError,
-    ServerStartError,
-    TritonNotFoundError,
-    TritonServer,
-    explain_log,
-    find_tritonserver,
-    overlay_repository,
-)
+from dfserve.triton.distribution import find_tritonserver
+from dfserve.triton.logs import explain_log
+from dfserve.triton.process import TritonServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -67,7 +62,7 @@ sys.path[:0] = os.environ["{PYTHONPATH_ENV}"].split(os.pathsep)
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-import dfserve.config  # noqa: F401  (proves the launcher's import path reaches model code)
+import dfserve.spec.model  # noqa: F401  (proves the launcher's import path reaches model code)
 
 ADD = {{add}}
 
@@ -578,7 +573,7 @@ def test_stop_with_an_idle_keep_alive_client_is_prompt_and_leaves_no_shared_memo
     and removes the Python-backend stubs' /dev/shm regions that a killed stub leaves behind."""
     import tritonclient.http as httpclient
 
-    from dfserve.triton.server import stub_shm_regions
+    from dfserve.triton.state import stub_shm_regions
 
     server = TritonServer(add_repo, http_port=0, grpc_port=0, metrics_port=0).start()
     assert server.pid is not None
@@ -644,9 +639,9 @@ def test_malformed_json_is_answered_500_by_triton_itself(server: TritonServer, b
 def test_serve_refuses_a_tensorrt_repository_on_pytritons_server_in_one_line(tmp_path: Path) -> None:
     """nvidia-pytriton's tritonserver has only the Python backend: a TensorRT repository is refused before anything
     starts (before the plan check too, which on a GPU host with TensorRT would pass), naming the missing backend."""
-    from dfserve.config import Labels, ModelSpec, Preprocessing
-    from dfserve.triton.server import TritonDistribution, required_backends
-    from dfserve.triton.writer import write_repository
+    from dfserve.repository.writer import write_repository
+    from dfserve.spec.model import Labels, ModelSpec, Preprocessing
+    from dfserve.triton.distribution import TritonDistribution, required_backends
     from tests.engines import write_plan_with_record
 
     dist = TritonDistribution.from_binary(find_tritonserver(None))

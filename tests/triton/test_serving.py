@@ -18,11 +18,11 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from dfserve.config import ModelSpec
 from dfserve.export.checkpoint import load_model, resolve
 from dfserve.export.fidelity import bar_for, compare
 from dfserve.export.parity import reference_scores, write_parity_images
 from dfserve.export.pipeline import BuildOptions, build
+from dfserve.spec.model import ModelSpec
 from tests.checkpoints import make_checkpoint
 from tests.conftest import TEST_BATCHING
 
@@ -166,7 +166,7 @@ def test_requests_are_batched_and_metrics_answer(triton_server: Any, sample_imag
 def served_checkpoint(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Path, Any, float]]:
-    from dfserve.triton.server import TritonServer
+    from dfserve.triton.process import TritonServer
 
     labels, policy, head_scale = request.param
     root = tmp_path_factory.mktemp(f"{labels}-{policy}")

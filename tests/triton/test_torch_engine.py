@@ -17,12 +17,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from dfserve.config import ModelSpec
+from dfserve.errors import ParityError
 from dfserve.export.checkpoint import load_model, resolve
-from dfserve.export.errors import ParityError
 from dfserve.export.parity import reference_scores, write_parity_images
 from dfserve.export.pipeline import BuildOptions, build
-from dfserve.names import ONNX_FILENAME, PYTHON_FILENAME
+from dfserve.spec.model import ModelSpec
+from dfserve.spec.names import ONNX_FILENAME, PYTHON_FILENAME
 from tests.checkpoints import make_checkpoint
 from tests.conftest import TEST_BATCHING
 from tests.triton.test_serving import _bad_inputs, _image_input
@@ -53,7 +53,7 @@ def test_torch_build_passes_parity_and_carries_its_weights(labels: str, policy: 
     version = repo / "vit" / "1"
     assert {"config.json", "model.safetensors", PYTHON_FILENAME} <= {p.name for p in version.iterdir()}
     assert not (version / ONNX_FILENAME).exists()
-    assert "dfserve.triton.backends.torch_engine" in (version / PYTHON_FILENAME).read_text()
+    assert "dfserve.repository.backends.torch_engine" in (version / PYTHON_FILENAME).read_text()
     # the repository does not depend on the checkpoint folder
     assert (version / "model.safetensors").read_bytes() != b"" and str(folder) not in (
         version / "config.json"
@@ -69,7 +69,7 @@ def test_fp16_torch_build_goes_through_the_fp16_bar(tmp_path: Path) -> None:
 
 def test_parity_gate_refuses_an_engine_beyond_its_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bar the engine cannot meet stops the build with the figures, before any repository is written."""
-    from dfserve.config import FIDELITY_BARS, FidelityBar
+    from dfserve.export.policy import FIDELITY_BARS, FidelityBar
 
     monkeypatch.setitem(FIDELITY_BARS, "fp32", FidelityBar(max_abs_diff=0.0, min_agreement=1.0))
     with pytest.raises(ParityError, match="torch engine"):
@@ -79,7 +79,7 @@ def test_parity_gate_refuses_an_engine_beyond_its_bar(tmp_path: Path, monkeypatc
 
 @pytest.fixture(scope="module")
 def torch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
-    from dfserve.triton.server import TritonServer
+    from dfserve.triton.process import TritonServer
 
     folder, repo = _build(tmp_path_factory.mktemp("torch-served"), "one", "shortest_edge")
     with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as server:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from dfserve import __version__
-from dfserve.config import Labels, ModelSpec, Preprocessing
-from dfserve.export.errors import OutputError
-from dfserve.names import BUILD_MARKER_FILENAME
-from dfserve.triton.server import ServerStartError, TritonServer
-from dfserve.triton.writer import write_repository
+from dfserve.errors import OutputError, ServerStartError
+from dfserve.repository.writer import write_repository
+from dfserve.spec.model import Labels, ModelSpec, Preprocessing
+from dfserve.spec.names import BUILD_MARKER_FILENAME
+from dfserve.triton.process import TritonServer
 
 
 def spec() -> ModelSpec:

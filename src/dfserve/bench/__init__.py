@@ -2,6 +2,6 @@
 
 run.py          the sections and their orchestration (`run_bench`)
 preprocess.py   dfserve's resize modes against the checkpoint's Transformers processor
-serverstats.py  Triton's per-model statistics and the server's CPU and memory
 report.py       JSON, markdown and PNG from one run
+tune.py, int8.py, gpu.py, overhead.py   the focused measurements behind the defaults and the docs
 """

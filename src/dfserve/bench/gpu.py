@@ -7,7 +7,7 @@
 Sections, each independent (one that fails records its error and the others still run) and each with a share
 of `--budget-s`, so the whole run ends on time on any host:
 
-1. ceiling: PyTorch images/s of the `vit` engine (`dfserve.export.torch_engine.ScoringModule`: uint8 in, scores
+1. ceiling: PyTorch images/s of the `vit` engine (`dfserve.engine.torch_module.ScoringModule`: uint8 in, scores
    out) in FP16 at batch 1 … 256, eager and compiled (torch.compile, CUDA graphs where the device has them);
 2. drift: the FP16 (and FP32) GPU engine against the CPU FP32 reference on the parity set, through
    `dfserve.export.fidelity.compare` (the head is scaled so random-weight scores spread over (0, 1));
@@ -45,7 +45,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dfserve.config import DEFAULT_PROCESSOR_CONFIG, DEFAULT_VIT_CONFIG, Labels, Preprocessing, ResizeMode
+from dfserve.engine.torch_module import ScoringModule, sensitive_head, use_sdpa
+from dfserve.errors import InvalidImageError
+from dfserve.export.checkpoint import labels_for, preprocessing_for, resolve
+from dfserve.export.fidelity import compare
+from dfserve.export.parity import write_parity_images
+from dfserve.export.policy import DEFAULT_PROCESSOR_CONFIG, DEFAULT_VIT_CONFIG, FIDELITY_BARS
+from dfserve.preprocessing import preprocess_bytes, resized_size
+from dfserve.samples import photos
+from dfserve.spec.model import Labels, Preprocessing, ResizeMode
+from dfserve.triton.distribution import find_tritonserver
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 COMPILED_BATCHES = (1, 8, 32, 128)
@@ -76,9 +85,6 @@ class Setup:
 def load_setup(args: argparse.Namespace) -> Setup:
     import torch
     from transformers import ViTConfig, ViTForImageClassification
-
-    from dfserve.export.checkpoint import labels_for, preprocessing_for, resolve
-    from dfserve.export.torch_engine import sensitive_head, use_sdpa
 
     torch.manual_seed(args.seed)
     if args.model:
@@ -111,7 +117,6 @@ def load_setup(args: argparse.Namespace) -> Setup:
 
 def _photo_arrays() -> list[np.ndarray]:
     """The photographs that ship with dfserve, decoded."""
-    from dfserve.samples import photos
 
     return [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for _, data in photos()]
 
@@ -134,8 +139,6 @@ def parity_files() -> list[tuple[str, bytes]]:
     """The build's parity set where the build module can make it (real photographs and hostile generated files),
     else the sample photographs alone."""
     try:
-        from dfserve.export.parity import write_parity_images
-
         with tempfile.TemporaryDirectory() as tmp:
             return [(p.name, p.read_bytes()) for p in write_parity_images(Path(tmp))]
     except Exception:
@@ -186,8 +189,6 @@ def _run_clone(fn: Callable[[Any], Any], x: Any) -> Any:
 def section_ceiling(s: Setup, budget: float) -> dict[str, Any]:
     import torch
 
-    from dfserve.export.torch_engine import ScoringModule
-
     h, w = s.preprocessing.output_hw
     half = s.device.startswith("cuda") or s.device == "cpu"
     engine = ScoringModule(s.classifier, s.preprocessing, s.labels, half=half).to(s.device).eval()
@@ -234,7 +235,6 @@ def section_ceiling(s: Setup, budget: float) -> dict[str, Any]:
 
 
 def _pixels(s: Setup, files: list[tuple[str, bytes]], mode: ResizeMode = "exact") -> tuple[list[str], np.ndarray]:
-    from dfserve.preprocessing import InvalidImageError, preprocess_bytes
 
     names, arrays = [], []
     for name, data in files:
@@ -249,8 +249,6 @@ def _pixels(s: Setup, files: list[tuple[str, bytes]], mode: ResizeMode = "exact"
 def _scores(s: Setup, pixels: np.ndarray, device: str, half: bool, compiled: bool = False) -> np.ndarray:
     import torch
 
-    from dfserve.export.torch_engine import ScoringModule
-
     engine = ScoringModule(s.classifier, s.preprocessing, s.labels, half=half).to(device).eval()
     run = torch.compile(engine, dynamic=False) if compiled else engine
     out = []
@@ -261,8 +259,6 @@ def _scores(s: Setup, pixels: np.ndarray, device: str, half: bool, compiled: boo
 
 
 def section_drift(s: Setup, budget: float) -> dict[str, Any]:
-    from dfserve.config import FIDELITY_BARS
-    from dfserve.export.fidelity import compare
 
     names, pixels = _pixels(s, s.parity)
     reference = _scores(s, pixels, "cpu", half=False)
@@ -283,7 +279,6 @@ def section_drift(s: Setup, budget: float) -> dict[str, Any]:
 
 
 def _preprocess_all(args: tuple[list[bytes], Preprocessing, str, float]) -> int:
-    from dfserve.preprocessing import preprocess_bytes
 
     jpegs, pp, mode, seconds = args
     done, deadline = 0, time.perf_counter() + seconds
@@ -321,8 +316,6 @@ def gpu_resize_and_crop(images: Any, pp: Preprocessing) -> Any:
     antialiased like Pillow) and Transformers' centre crop."""
     import torch
     import torch.nn.functional as F
-
-    from dfserve.preprocessing import resized_size
 
     _, _, h, w = images.shape
     rh, rw = resized_size(pp, w, h)
@@ -365,7 +358,6 @@ def section_gpu_decode(s: Setup, budget: float) -> dict[str, Any]:
         "mean_abs": round(float(diff.mean()), 4),
         "share_differing": round(float((diff > 0).mean()), 4),
     }
-    from dfserve.export.fidelity import compare
 
     reference = _scores(s, exact, device, half=False)
     out["scores_vs_exact"] = compare(reference, _scores(s, gpu_pixels, device, half=False), s.labels).as_report()
@@ -374,12 +366,10 @@ def section_gpu_decode(s: Setup, budget: float) -> dict[str, Any]:
 
 def section_served(s: Setup, budget: float) -> dict[str, Any]:
     try:
-        importlib.import_module("dfserve.triton.backends.torch_engine")
+        importlib.import_module("dfserve.repository.backends.torch_engine")
     except Exception as exc:
         return {"skipped": f"no torch engine backend for the embedded server in this dfserve ({type(exc).__name__})"}
     try:
-        from dfserve.triton.server import find_tritonserver
-
         find_tritonserver(None)
     except Exception as exc:
         return {"skipped": f"no tritonserver on this host: {exc}"[:300]}

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from dfserve.config import ModelSpec
 from dfserve.export.fidelity import compare
 from dfserve.export.parity import parity_pixels, write_parity_images
 from dfserve.export.precision import to_int8
-from dfserve.triton.configs import ONNX_FILENAME
+from dfserve.spec.model import ModelSpec
+from dfserve.spec.names import ONNX_FILENAME
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
 """As `export.precision.to_int8` quantizes."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfserve.loadtest.errors import BenchError
+from dfserve.errors import BenchError
 
 
 @dataclass

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from dfserve.config import RESIZE_MODES, ModelSpec
-from dfserve.loadtest.errors import BenchError
-from dfserve.loadtest.payloads import EncodedImage
+from dfserve.errors import BenchError
+from dfserve.export.checkpoint import PROCESSOR_FILE, resolve
+from dfserve.measure.payloads import EncodedImage
 from dfserve.preprocessing import preprocess_bytes
+from dfserve.spec.model import RESIZE_MODES, ModelSpec
 
 REFERENCE = "transformers"
 
@@ -34,8 +35,6 @@ REFERENCE = "transformers"
 def reference_processor(spec: ModelSpec) -> Any:
     """The checkpoint's own slow image processor (`use_fast=False`), from its preprocessor_config.json."""
     from transformers import AutoImageProcessor
-
-    from dfserve.export.checkpoint import PROCESSOR_FILE, resolve
 
     try:
         ckpt = resolve(spec.source, revision=spec.revision, random_weights=True)

@@ -38,10 +38,26 @@ import numpy as np
 from rich.console import Console
 
 from dfserve.bench.options import BenchOptions
-from dfserve.config import DEFAULT_MODEL_ID, DEFAULT_PROCESSOR_CONFIG, DEFAULT_VIT_CONFIG, ModelSpec, Precision
-from dfserve.loadtest.errors import BenchError
-from dfserve.loadtest.payloads import load_images, to_pixels
-from dfserve.names import ONNX_FILENAME
+from dfserve.bench.preprocess import bench_preprocessing
+from dfserve.bench.report import plot_bench, render_markdown
+from dfserve.client import Client
+from dfserve.errors import BenchError
+from dfserve.export.checkpoint import save_random_checkpoint
+from dfserve.export.pipeline import BuildOptions, build
+from dfserve.export.policy import DEFAULT_MODEL_ID, DEFAULT_PROCESSOR_CONFIG, DEFAULT_VIT_CONFIG
+from dfserve.measure.payloads import load_images, to_pixels
+from dfserve.measure.serverstats import (
+    MemorySampler,
+    inference_statistics,
+    process_count,
+    process_tree_cpu,
+    process_tree_rss,
+    stats_delta,
+)
+from dfserve.repository.writer import write_repository
+from dfserve.spec.model import ModelSpec, Precision
+from dfserve.spec.names import ONNX_FILENAME
+from dfserve.triton.process import TritonServer
 
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
 GOAL_SERVED_RATIO = 0.95
@@ -101,7 +117,6 @@ def prepare_checkpoint(opts: BenchOptions, out: Path) -> tuple[str, bool]:
     """(checkpoint for the pipeline and the builds, whether its weights are random)."""
     if opts.model is not None:
         return opts.model, opts.random_weights
-    from dfserve.export.checkpoint import save_random_checkpoint
 
     folder = save_random_checkpoint(
         out / "checkpoint", config=DEFAULT_VIT_CONFIG, processor_config=DEFAULT_PROCESSOR_CONFIG, seed=0
@@ -113,8 +128,7 @@ def prepare_repositories(
     opts: BenchOptions, checkpoint: str, random_weights: bool, out: Path, console: Console
 ) -> dict[Precision, tuple[ModelSpec, Path, Path]]:
     """(spec, repository, onnx graph) per precision: the given repositories, or fresh python-target builds with
-    the CPU defaults of each precision (`dfserve.config.default_batching`)."""
-    from dfserve.export.pipeline import BuildOptions, build
+    the CPU defaults of each precision (`dfserve.export.policy.default_batching`)."""
 
     given = {"fp32": opts.repository, "int8": opts.int8_repository}
     result: dict[Precision, tuple[ModelSpec, Path, Path]] = {}
@@ -295,7 +309,6 @@ class ServedPair:
 def served_variants(
     pair: ServedPair, engine_inputs: Sequence[np.ndarray], files: Sequence[bytes], levels: Sequence[int]
 ) -> list[Variant]:
-    from dfserve.bench.serverstats import MemorySampler, process_tree_cpu
 
     pid = pair.server.pid
     assert pid is not None
@@ -341,13 +354,11 @@ def served_variants(
 
 
 def _client(url: str, mode: str, pool_size: int = 16) -> Any:
-    from dfserve.client import Client
 
     return Client(url, "http", mode=cast(Any, mode), timeout=600.0, pool_size=pool_size)  # mode checked by Client
 
 
 def _server(repo: Path) -> Any:
-    from dfserve.triton.server import TritonServer
 
     return TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0)
 
@@ -450,14 +461,6 @@ def bench_memory(
     console: Console,
 ) -> dict[str, Any]:
     """Server RSS at idle and while `vit` runs full batches, for a repository with this max batch size."""
-    from dfserve.bench.serverstats import (
-        MemorySampler,
-        inference_statistics,
-        process_count,
-        process_tree_rss,
-        stats_delta,
-    )
-    from dfserve.triton.writer import write_repository
 
     batching = spec.batching.model_copy(
         update={"max_batch_size": max_batch, "preferred_batch_sizes": spec.batching.preferred_for(max_batch)}
@@ -506,9 +509,6 @@ def bench_memory(
 
 
 def run_bench(opts: BenchOptions, console: Console | None = None) -> BenchResult:
-    from dfserve.bench.preprocess import bench_preprocessing
-    from dfserve.bench.report import plot_bench, render_markdown
-    from dfserve.bench.serverstats import inference_statistics, process_tree_rss, stats_delta
 
     console = console or Console(stderr=True)
     out = (opts.out or _default_out()).expanduser().resolve()

@@ -1,4 +1,4 @@
-"""The measurement behind the CPU serving defaults (`dfserve.config.CPU_BATCHING`): served `vit` against raw ONNX
+"""The measurement behind the CPU serving defaults (`dfserve.export.policy.CPU_BATCHING`): served `vit` against raw ONNX
 Runtime at every concurrency, for candidate batching and thread settings, in alternating rounds.
 
     python -m dfserve.bench.tune REPOSITORY [--candidate mb=1,delay=0,threads=0 ...] [--concurrency 1,2,4,8,16]
@@ -34,11 +34,13 @@ from typing import Any
 import numpy as np
 
 from dfserve.bench.run import _client, _closed_loop, _server, onnx_session, powers_of_two, served_over_raw
-from dfserve.bench.serverstats import process_tree_cpu
-from dfserve.config import Batching, ModelSpec
-from dfserve.loadtest.errors import BenchError
-from dfserve.loadtest.payloads import load_images, to_pixels
-from dfserve.names import ONNX_FILENAME
+from dfserve.commandline import positive_ints
+from dfserve.errors import BenchError
+from dfserve.measure.payloads import load_images, to_pixels
+from dfserve.measure.serverstats import process_tree_cpu
+from dfserve.repository.writer import write_repository
+from dfserve.spec.model import Batching, ModelSpec
+from dfserve.spec.names import ONNX_FILENAME
 
 KEYS = {
     "mb": "max_batch_size",
@@ -104,7 +106,6 @@ def run(
     log: Any = print,
 ) -> dict[str, Any]:
     """Medians over `rounds` of raw images/s per batch size and served images/s per candidate and concurrency."""
-    from dfserve.triton.writer import write_repository
 
     spec = ModelSpec.load(repository)
     onnx = repository / spec.models.engine / "1" / ONNX_FILENAME
@@ -210,7 +211,6 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dfserve.cli import positive_ints
 
     parser = argparse.ArgumentParser(prog="python -m dfserve.bench.tune", description=__doc__.splitlines()[0])
     parser.add_argument("repository", type=Path)

@@ -6,7 +6,7 @@
 
 `Client` and `AsyncClient` take the same arguments and have the same methods (`classify`, `classify_many`,
 `health`, `is_ready`, `model_spec`); every error they raise on purpose is a `DfserveClientError`.
-The `dfserve classify` and `dfserve eval` commands live in `dfserve.client.cli`.
+The `dfserve classify` and `dfserve eval` commands live in `dfserve.quality.cli`.
 """
 
 from __future__ import annotations

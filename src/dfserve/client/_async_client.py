@@ -44,8 +44,8 @@ from dfserve.client._core import (
 from dfserve.client._exceptions import ClientConfigError, DfserveClientError, ModelNotReadyError
 from dfserve.client._shm import ShmPool, ShmSlot
 from dfserve.client._types import Health, Prediction, Result
-from dfserve.config import ModelSpec, ResizeMode
 from dfserve.preprocessing import ImageInput
+from dfserve.spec.model import ModelSpec, ResizeMode
 
 T = TypeVar("T")
 

@@ -42,8 +42,8 @@ from dfserve.client._exceptions import DfserveClientError, ModelNotReadyError
 from dfserve.client._pool import ConnectionPool
 from dfserve.client._shm import ShmPool, ShmSlot
 from dfserve.client._types import Health, Prediction, Result
-from dfserve.config import ModelSpec, ResizeMode
 from dfserve.preprocessing import ImageInput
+from dfserve.spec.model import ModelSpec, ResizeMode
 
 T = TypeVar("T")
 

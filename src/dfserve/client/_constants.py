@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
-from dfserve.endpoints import DEFAULT_PORTS, PROTOCOLS
-from dfserve.endpoints import Protocol as ProtocolName
+from dfserve.spec.endpoints import DEFAULT_PORTS, PROTOCOLS
+from dfserve.spec.endpoints import Protocol as ProtocolName
 
 __all__ = ["DEFAULT_PORTS", "PROTOCOLS", "ProtocolName"]
 

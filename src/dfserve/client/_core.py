@@ -38,19 +38,10 @@ from dfserve.client._exceptions import (
     TLSError,
 )
 from dfserve.client._types import Prediction
-from dfserve.config import RESIZE_MODES, SPEC_PARAMETER, ModelNames, ModelSpec, ResizeMode, spec_from_model_config
-from dfserve.endpoints import Endpoint, EndpointError, parse_endpoint
-from dfserve.preprocessing import (
-    EmptyImageError,
-    ImageInput,
-    ImageTooLargeError,
-    InvalidImageError,
-    array_to_image,
-    check_size,
-    load_rgb,
-    preprocess,
-    read_image_bytes,
-)
+from dfserve.errors import EmptyImageError, EndpointError, ImageTooLargeError, InvalidImageError
+from dfserve.preprocessing import ImageInput, array_to_image, check_size, load_rgb, preprocess, read_image_bytes
+from dfserve.spec.endpoints import Endpoint, parse_endpoint
+from dfserve.spec.model import RESIZE_MODES, SPEC_PARAMETER, ModelNames, ModelSpec, ResizeMode, spec_from_model_config
 
 if TYPE_CHECKING:
     from dfserve.client._shm import ShmSlot
@@ -65,6 +56,7 @@ from dfserve.client._constants import (
     Mode,
     ProtocolName,
 )
+from dfserve.spec.names import ADMIN_KEY_HEADER, GRPC_RESTRICTED_HEADER_PREFIX
 
 MAX_JITTER = 0.25
 """Each backoff delay is shortened by a random fraction up to this, so clients that failed together retry apart."""
@@ -87,7 +79,7 @@ def resolve_endpoint(url: str, protocol: str | None) -> tuple[str, ProtocolName]
 
 
 def endpoint(url: str, protocol: str | None) -> Endpoint:
-    """`dfserve.endpoints.parse_endpoint` (the one parser the SDK, the load tests and verify share), its
+    """`dfserve.spec.endpoints.parse_endpoint` (the one parser the SDK, the load tests and verify share), its
     refusal as our `ClientConfigError`. ``https://`` and ``grpcs://`` mean TLS."""
     try:
         return parse_endpoint(url, protocol)
@@ -711,7 +703,6 @@ class BaseClient:
     def _admin_kwargs(self) -> dict[str, Any]:
         """`_call_kwargs` plus the server's key for its restricted APIs (shared memory), in the form each
         protocol wants: an HTTP header, or gRPC metadata with Triton's restricted-protocol prefix."""
-        from dfserve.names import ADMIN_KEY_HEADER, GRPC_RESTRICTED_HEADER_PREFIX
 
         kwargs = self._call_kwargs()
         if self._settings.admin_key:

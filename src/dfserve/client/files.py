@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from dfserve.names import IMAGE_SUFFIXES
+from dfserve.spec.names import IMAGE_SUFFIXES
 
 
 def find_images(paths: Iterable[str | Path]) -> list[str]:

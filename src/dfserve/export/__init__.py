@@ -2,7 +2,9 @@
 
 checkpoint.py   resolving a hub id or folder, checking it, labels and preprocessing from its files
 onnx_graph.py   optimum's export composed with dfserve's uint8 input and scoring graphs
+precision.py    reduced-precision graphs; fidelity.py how far scores are from the reference
 parity.py       the reference Transformers pipeline against the built graph
 tensorrt.py     the FP16 engine on a GPU host (TensorRT cannot run on the project's CPU machines)
+policy.py       the fidelity bars, CPU serving defaults and presets the build applies
 pipeline.py     the stages in order, the report; cli.py the command
 """

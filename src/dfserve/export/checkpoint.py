@@ -6,7 +6,7 @@ activation, preprocessing) is read from those files here and nowhere else.
 
 `--random-weights` builds the same architecture from `config.json` alone: for throughput work where the weights
 cannot be fetched. Offline, even the default model's `config.json` is out of reach, so its published shape is
-kept as a preset in `dfserve.config`.
+kept as a preset in `dfserve.spec.model`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dfserve.config import (
-    DEFAULT_MODEL_ID,
-    DEFAULT_PROCESSOR_CONFIG,
-    DEFAULT_VIT_CONFIG,
-    Labels,
-    Preprocessing,
-)
-from dfserve.export.errors import CheckpointError
+from dfserve.errors import CheckpointError
+from dfserve.export.policy import DEFAULT_MODEL_ID, DEFAULT_PROCESSOR_CONFIG, DEFAULT_VIT_CONFIG
+from dfserve.spec.model import Labels, Preprocessing
 
 log = logging.getLogger(__name__)
 

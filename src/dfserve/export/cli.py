@@ -6,24 +6,17 @@ import argparse
 from pathlib import Path
 from typing import Any, get_args
 
-from dfserve.cli import positive_ints
-from dfserve.config import (
-    DEFAULT_MODEL_ID,
-    DEFAULT_RESIZE_MODE,
-    RESIZE_MODES,
-    GpuServing,
-    Limits,
-    ModelSpec,
-    Precision,
-)
-from dfserve.names import DEFAULT_REPOSITORY
+from dfserve.commandline import positive_ints
+from dfserve.export.policy import DEFAULT_MODEL_ID
+from dfserve.spec.model import DEFAULT_RESIZE_MODE, RESIZE_MODES, GpuServing, Limits, ModelSpec, Precision
+from dfserve.spec.names import DEFAULT_REPOSITORY
 
 
 def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
-    """Dynamic batching flags. Unset flags keep `dfserve.config.default_batching` for the engine and precision
+    """Dynamic batching flags. Unset flags keep `dfserve.export.policy.default_batching` for the engine and precision
     (CPU-tuned for ONNX Runtime: `CPU_BATCHING`), so the help shows no fixed numbers."""
     g = parser.add_argument_group(
-        "batching (written into config.pbtxt; default: dfserve.config.default_batching for the engine and precision)"
+        "batching (written into config.pbtxt; default: dfserve.export.policy.default_batching for engine and precision)"
     )
     g.add_argument("--max-batch-size", type=int, default=None, help="engine max batch")
     g.add_argument(
@@ -157,70 +150,11 @@ def register(sub: Any) -> None:
     )
     add_batching_arguments(p)
     p.set_defaults(func=run)
-    register_verify(sub)
-
-
-def register_verify(sub: Any) -> None:
-    p = sub.add_parser(
-        "verify",
-        help="prove a live server answers like the reference Transformers pipeline (needs the build extra)",
-        description=(
-            "Run the reference Transformers pipeline of CHECKPOINT here on the parity set (and --images), send the "
-            "same files to the server, and compare. Exits 0 only when max |Δscore| is within the bar of the "
-            "precision the server declares and no decision flips; 1 otherwise. Run it after every rollout."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--url", required=True, help="server address, e.g. http://127.0.0.1:8000 or grpc://host:8001")
-    p.add_argument("--model", required=True, help="the checkpoint the server should be serving (folder or hub id)")
-    p.add_argument("--revision", default=None, help="hub revision of --model")
-    p.add_argument("--images", type=Path, default=None, help="a folder of your own images to compare as well")
-    p.add_argument("--protocol", choices=("http", "grpc"), default=None, help="default: from the URL's scheme")
-    p.add_argument("--mode", choices=("file", "pixels"), default="file", help="what the SDK sends the server")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request, retries included")
-    p.add_argument(
-        "--json",
-        nargs="?",
-        const="-",
-        default=None,
-        metavar="FILE",
-        help="the full report as JSON: alone, on stdout instead of the table; with FILE, written there as well",
-    )
-    p.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="the server runs a `dfserve build --random-weights` build: compare with the same seeded weights",
-    )
-    p.set_defaults(func=run_verify)
-
-
-def run_verify(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from dfserve.export.verify import print_verification, verify, write_json
-
-    result = verify(
-        args.url,
-        args.model,
-        images=args.images,
-        protocol=args.protocol,
-        mode=args.mode,
-        revision=args.revision,
-        timeout=args.timeout,
-        random_weights=args.random_weights,
-    )
-    if args.json == "-":
-        print(write_json(result, None))
-    else:
-        print_verification(result, Console())
-        if args.json is not None:
-            write_json(result, Path(args.json))
-    return 0 if result.passed else 1
 
 
 def run(args: argparse.Namespace) -> int:
     from dfserve.export.pipeline import BuildOptions, build
-    from dfserve.triton.configs import Target
+    from dfserve.repository.configs import Target
 
     target: Target = "tensorrt" if args.engine == "tensorrt" else args.target
     build(

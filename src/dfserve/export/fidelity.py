@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from dfserve.config import FIDELITY_BARS, FidelityBar, Labels
+from dfserve.export.policy import FIDELITY_BARS, FidelityBar
+from dfserve.spec.model import Labels
 
 LOW_MARGIN = 1e-3
 """A reference decision this close to its boundary (|p − 0.5|, or top-1 minus top-2) is a low-margin one."""
@@ -96,7 +97,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: Labels, names:
 
 
 def bar_for(precision: str) -> FidelityBar:
-    """The bar a model served in `precision` must pass (`dfserve.config.FIDELITY_BARS`)."""
+    """The bar a model served in `precision` must pass (`dfserve.export.policy.FIDELITY_BARS`)."""
     try:
         return FIDELITY_BARS[precision]
     except KeyError as exc:

@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
-from dfserve.config import ModelSpec
-from dfserve.export.errors import ExportError
+from dfserve.errors import ExportError
+from dfserve.spec.model import ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dfserve.config import DEFAULT_RESIZE_MODE, RESIZE_MODES, FidelityBar, Limits, ModelSpec, ResizeMode
+from dfserve.errors import ParityError
 from dfserve.export.checkpoint import PROCESSOR_FILE, Checkpoint
-from dfserve.export.errors import ParityError
 from dfserve.export.fidelity import compare, decisions
-from dfserve.names import SAMPLE_PHOTOS
+from dfserve.export.policy import FidelityBar
 from dfserve.preprocessing import preprocess_bytes
 from dfserve.samples import photos as sample_photos
+from dfserve.spec.model import DEFAULT_RESIZE_MODE, RESIZE_MODES, Limits, ModelSpec, ResizeMode
+from dfserve.spec.names import SAMPLE_PHOTOS
 
 log = logging.getLogger(__name__)
 

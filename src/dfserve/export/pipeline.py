@@ -26,8 +26,25 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from dfserve.config import (
-    DEFAULT_MODEL_ID,
+from dfserve.engine import torch_module as torch_engine
+from dfserve.engine.tensorrt import require_tensorrt, run_engine
+from dfserve.errors import BuildError, ParityError
+from dfserve.export import checkpoint as ckpt_mod
+from dfserve.export import tensorrt as trt_mod
+from dfserve.export.fidelity import bar_for, compare
+from dfserve.export.parity import (
+    TOLERANCE,
+    check_parity,
+    onnx_scores,
+    parity_pixels,
+    reference_scores,
+    write_parity_images,
+)
+from dfserve.export.policy import DEFAULT_MODEL_ID, default_batching
+from dfserve.export.precision import convert
+from dfserve.repository.configs import Target
+from dfserve.repository.writer import check_writable, write_repository
+from dfserve.spec.model import (
     DEFAULT_RESIZE_MODE,
     REPORT_FILENAME,
     Batching,
@@ -37,14 +54,8 @@ from dfserve.config import (
     ModelSpec,
     Precision,
     ResizeMode,
-    default_batching,
 )
-from dfserve.export import checkpoint as ckpt_mod
-from dfserve.export.errors import BuildError, ParityError
-from dfserve.export.parity import TOLERANCE, check_parity, write_parity_images
-from dfserve.names import BUILD_MARKER_FILENAME
-from dfserve.triton.configs import ONNX_FILENAME, Target
-from dfserve.triton.writer import check_writable, write_repository
+from dfserve.spec.names import BUILD_MARKER_FILENAME, ONNX_FILENAME
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +76,7 @@ class BuildOptions:
     engine: Literal["onnx", "torch"] = "onnx"
     """torch: PyTorch runs `vit` in the Python backend (in `precision`), instead of an ONNX graph."""
     batching: Batching | None = None
-    """None: `dfserve.config.default_batching` for the engine and precision (CPU-tuned for ONNX Runtime)."""
+    """None: `dfserve.export.policy.default_batching` for the engine and precision (CPU-tuned for ONNX Runtime)."""
     batching_overrides: dict[str, Any] = field(default_factory=dict)
     """`Batching` fields set on top of `batching` (the command line's explicit flags)."""
     gpu: GpuServing = field(default_factory=GpuServing)
@@ -153,8 +164,6 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
     _quiet_libraries()
     stages = _Stages(console)
     if options.target == "tensorrt":  # before minutes of export, not after
-        from dfserve.export.tensorrt import require_tensorrt
-
         require_tensorrt()
     started = time.perf_counter()
     console.print(f"[bold]dfserve build[/] {options.model} -> {out} (target {options.target})")
@@ -196,6 +205,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             model = ckpt_mod.load_model(ckpt, seed=options.seed)
         if options.engine == "torch":
             return _torch_build(stages, ckpt, model, spec, tmp, options, out, started)
+
         from dfserve.export.onnx_graph import export_onnx  # onnx and optimum: not needed by the torch engine
 
         onnx_tmp = tmp / ONNX_FILENAME
@@ -288,9 +298,6 @@ def _reduced_precision(
 ) -> dict[str, Any]:
     """Convert the FP32 graph and hold the result to its precision's bar against the reference pipeline, on the
     parity set; the drift against the FP32 graph is reported beside it. Fails closed."""
-    from dfserve.export.fidelity import bar_for, compare
-    from dfserve.export.parity import onnx_scores, parity_pixels
-    from dfserve.export.precision import convert
 
     convert(fp32_path, core_path, spec, out)
     pixels = parity_pixels(spec, images, spec.resize_mode)
@@ -343,8 +350,6 @@ def _tensorrt_stage(
     the FP32 graph), then gated against the FP32 ONNX graph with the FP16 bar; its drift from the graph it was built
     from is reported beside it. Runs only on a GPU host with TensorRT; elsewhere `require_tensorrt` stops the build
     with one line before any work."""
-    from dfserve.export import tensorrt as trt_mod
-    from dfserve.export.parity import onnx_scores, parity_pixels
 
     trt_mod.require_tensorrt()
     precision = "fp16" if spec.precision == "fp16" else "fp32"
@@ -354,7 +359,7 @@ def _tensorrt_stage(
         info = trt_mod.build_engine(served_onnx, plan, spec, engine_options)
     with stages.stage("engine_parity", "engine parity with the FP32 ONNX graph proven"):
         pixels = parity_pixels(spec, images, spec.resize_mode)
-        engine_scores = trt_mod.run_engine(plan, pixels, spec)
+        engine_scores = run_engine(plan, pixels, spec)
         figures = trt_mod.fp16_parity(onnx_scores(fp32_onnx, spec, pixels), engine_scores)
         vs_graph = float(np.abs(onnx_scores(served_onnx, spec, pixels) - engine_scores).max())
     return plan, {**info.to_dict(), "parity": figures.to_dict(), "max_abs_diff_vs_built_graph": vs_graph}
@@ -372,9 +377,6 @@ def _torch_build(
 ) -> BuildResult:
     """The torch engine: the same parity gate (the pipeline against the served classifier, here on the CPU, through
     the precision's bar), then the classifier's config and weights into the repository."""
-    from dfserve.export import torch_engine
-    from dfserve.export.fidelity import bar_for, compare
-    from dfserve.export.parity import parity_pixels, reference_scores
 
     with stages.stage("parity", f"parity of the torch engine ({spec.precision}) with the Transformers pipeline"):
         images = write_parity_images(tmp / "parity", photos=options.parity_photos, seed=options.seed)

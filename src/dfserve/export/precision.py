@@ -17,7 +17,7 @@ The input and scoring nodes are excluded by name (`onnx_graph.PRE`/`POST`).
 Dynamic INT8 quantizes MatMul/Gemm only: the normalisation (Mul/Sub/Div) and the scoring nodes, also excluded by
 name, are left as they are.
 
-Each graph then passes the fidelity gate of its precision (`dfserve.config.FIDELITY_BARS`) against the
+Each graph then passes the fidelity gate of its precision (`dfserve.export.policy.FIDELITY_BARS`) against the
 reference Transformers pipeline, and is compared with the FP32 graph; both figures go in the build report.
 """
 
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import onnx
 
-from dfserve.config import ModelSpec
-from dfserve.export.errors import ExportError
+from dfserve.errors import ExportError
 from dfserve.export.onnx_graph import POST, PRE, compose_served_graph
+from dfserve.spec.model import ModelSpec
 
 FP16_KEEP_FP32_OPS = ("LayerNormalization", "Softmax")
 """Operator types kept in FP32 inside the classifier (the graphs around it are FP32 anyway)."""

@@ -45,19 +45,12 @@ What has run where -- said plainly, because it matters:
 
 from __future__ import annotations
 
-import ctypes
-import importlib
 import json
 import logging
 import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -66,59 +59,19 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dfserve.config import GpuServing, ModelSpec
-from dfserve.export.errors import BuildError, ParityError
-from dfserve.names import TIMING_CACHE_ENV
+from dfserve.engine.gpus import GpuInfo, local_gpus
+from dfserve.engine.records import EngineInfo, write_atomic, write_engine_record
+from dfserve.engine.tensorrt import require_tensorrt
+from dfserve.errors import BuildError, EngineBuildError, ParityError, TensorRTUnavailableError
+from dfserve.spec.model import GpuServing, ModelSpec
+from dfserve.spec.names import TIMING_CACHE_ENV
 
 log = logging.getLogger(__name__)
 
-RECORD_SUFFIX = ".json"
-"""The compatibility record sits next to the plan: ``model.plan`` -> ``model.plan.json``."""
-RECORD_FORMAT = 1
 
 FP16_MAX_ABS_DIFF = 1e-2
 """Largest |Δscore| the FP16 engine may show against the FP32 ONNX reference (issue 6)."""
 FP16_MIN_TOP1_AGREEMENT = 0.995
-
-INSTALL_HINT = (
-    "TensorRT is not installed: build engines on a GPU host, e.g. `docker compose run --rm build` "
-    "(NVIDIA's TensorRT container of the same release as the Triton image), or pip install 'dfserve[gpu]' "
-    "on a host with an NVIDIA driver"
-)
-REBUILD_HINT = "rebuild with `dfserve build --engine tensorrt` on this host"
-
-
-class TensorRTUnavailableError(BuildError):
-    """TensorRT (or the CUDA runtime bindings) is not importable on this host."""
-
-
-class EngineBuildError(BuildError):
-    """TensorRT refused the ONNX graph or failed to build the plan."""
-
-
-class EngineCompatibilityError(BuildError):
-    """A plan was built for another TensorRT version or GPU than this host has."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder and os.replace it: two builds sharing the timing-cache
-    volume, or a build killed mid-write, never leave a truncated cache for the next build to load."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def require_tensorrt() -> ModuleType:
-    """Import `tensorrt`, or stop with one message saying where engines can be built."""
-    try:
-        return importlib.import_module("tensorrt")
-    except ImportError as exc:  # also OSError-like failures of a broken install surface as ImportError
-        raise TensorRTUnavailableError(f"{INSTALL_HINT} ({exc})") from exc
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -305,261 +258,11 @@ def summarize_engine_information(text: str) -> dict[str, Any]:
 # The compatibility record
 
 
-@dataclass(frozen=True)
-class GpuInfo:
-    name: str
-    compute_capability: str
-    """"major.minor", e.g. "9.0"."""
-    pci_bus_id: str = ""
-    """"domain:bus:device.0" as nvidia-smi and CUDA print it; empty where the probe did not say."""
-    uuid: str = ""
-    """"GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"; empty where the probe did not say."""
-
-    @property
-    def sm(self) -> str:
-        return "sm_" + self.compute_capability.replace(".", "")
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """What a built plan is, and where it can run. Stored as the plan's sidecar and in build_report.json."""
-
-    tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
-    hardware_compatibility: str
-    precision: str
-    min_batch: int
-    opt_batch: int
-    max_batch: int
-    input_shape: tuple[int, int, int]
-    build_seconds: float
-    plan_bytes: int
-    timing_cache: str | None = None
-    strongly_typed: bool = True
-    optimization_level: int | None = None
-    gpu_uuid: str = ""
-    layers: dict[str, Any] | None = None
-    """`summarize_engine_information` of the engine inspector's JSON: what TensorRT did with the graph."""
-    format: int = RECORD_FORMAT
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EngineInfo:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["input_shape"] = tuple(known.get("input_shape", ()))
-        return cls(**known)
-
-
-def record_path(plan_path: Path) -> Path:
-    return plan_path.with_name(plan_path.name + RECORD_SUFFIX)
-
-
-def write_engine_record(plan_path: Path, info: EngineInfo) -> Path:
-    path = record_path(plan_path)
-    path.write_text(json.dumps(info.to_dict(), indent=2) + "\n")
-    return path
-
-
-def read_engine_record(path: Path) -> EngineInfo:
-    try:
-        return EngineInfo.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        raise EngineCompatibilityError(f"cannot read the engine record {path}: {exc}; {REBUILD_HINT}") from exc
-
-
-def find_engine_records(location: Path) -> list[Path]:
-    """Records for a plan file, a record file, or every plan under a folder (a model repository).
-
-    A plan without its record is refused: nothing says where it may run.
-    """
-    location = Path(location)
-    if location.is_file():
-        if location.name.endswith(".plan" + RECORD_SUFFIX):
-            return [location]
-        plans = [location]
-    elif location.is_dir():
-        plans = sorted(location.rglob("*.plan"))
-    else:
-        raise EngineCompatibilityError(f"{location} does not exist")
-    missing = [p for p in plans if not record_path(p).is_file()]
-    if missing:
-        raise EngineCompatibilityError(
-            f"TensorRT plan {missing[0]} has no compatibility record ({record_path(missing[0]).name}); {REBUILD_HINT}"
-        )
-    return [record_path(p) for p in plans]
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    """major.minor.patch; the build number (a 4th field) does not change plan compatibility."""
-    parts = []
-    for part in version.strip().split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts + [0] * (3 - len(parts)))
-
-
-def _cc_key(cc: str) -> tuple[int, int]:
-    major, _, minor = cc.strip().partition(".")
-    try:
-        return int(major), int(minor or 0)
-    except ValueError as exc:
-        raise EngineCompatibilityError(f"unreadable compute capability {cc!r}") from exc
-
-
-def _gpu_compatible(record: EngineInfo, gpu: GpuInfo) -> bool:
-    if record.hardware_compatibility == "ampere_plus":
-        return _cc_key(gpu.compute_capability) >= (8, 0)
-    return _cc_key(gpu.compute_capability) == _cc_key(record.compute_capability)
-
-
-def check_engine_compatibility(
-    location: Path,
-    installed_tensorrt: str | None,
-    gpus: Sequence[GpuInfo],
-) -> None:
-    """Refuse, in one sentence, a plan that this host's TensorRT or GPUs cannot load.
-
-    `location` is a plan, its record, or a model repository (every plan below it is checked; a repository
-    without plans passes). `installed_tensorrt` is the TensorRT version that will load the plan (the one
-    Triton's TensorRT backend links), None when there is none; `gpus` are the GPUs it will run on.
-    A different GPU model of the same compute capability loads (TensorRT only warns), so it is logged.
-    """
-    for path in find_engine_records(Path(location)):
-        rec = read_engine_record(path)
-        sm = GpuInfo(rec.gpu_name, rec.compute_capability).sm
-        built = f"TensorRT {rec.tensorrt_version} on {rec.gpu_name} ({sm})"
-        if rec.hardware_compatibility == "ampere_plus":
-            built += " with Ampere+ hardware compatibility"
-        if installed_tensorrt is None:
-            raise EngineCompatibilityError(
-                f"engine {path.with_suffix('')} was built for {built} but this host has no TensorRT: serve it "
-                "with NVIDIA's Triton container of the same release, or build with `--target container` (ONNX)"
-            )
-        host_gpus = " / ".join(f"{g.name} ({g.sm})" for g in gpus) or "no GPU"
-        host = f"TensorRT {installed_tensorrt} / {host_gpus}"
-        same_trt = _version_key(installed_tensorrt) == _version_key(rec.tensorrt_version)
-        if not gpus or not same_trt or not all(_gpu_compatible(rec, g) for g in gpus):
-            raise EngineCompatibilityError(
-                f"engine {path.with_suffix('')} was built for {built} but this host has {host}: {REBUILD_HINT}"
-            )
-        for g in gpus:
-            if g.name != rec.gpu_name:
-                log.warning("engine %s was built on %s and will run on %s: rebuild for best speed", path, built, g.name)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Probing the host (no torch: the SDK and `dfserve serve` call these)
 
 
-def decode_infer_lib_version(value: int) -> str:
-    """`getInferLibVersion()` of libnvinfer: major*10000+minor*100+patch from TensorRT 10, *1000 before."""
-    if value >= 100000:
-        return f"{value // 10000}.{value // 100 % 100}.{value % 100}"
-    return f"{value // 1000}.{value // 100 % 10}.{value % 100}"
-
-
-def installed_tensorrt_version() -> str | None:
-    """TensorRT's version from its Python module, or else from libnvinfer (Triton's container has only that)."""
-    try:
-        return str(importlib.import_module("tensorrt").__version__)
-    except ImportError:
-        pass
-    candidates = ["libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"]
-    candidates += sorted(str(p) for d in NVINFER_DIRS for p in Path(d).glob("libnvinfer.so.*"))
-    for name in candidates:
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        lib.getInferLibVersion.restype = ctypes.c_int32
-        return decode_infer_lib_version(int(lib.getInferLibVersion()))
-    return None
-
-
-NVINFER_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/opt/tritonserver/backends/tensorrt")
 """Where Triton's containers keep libnvinfer when it is not on the loader's path."""
-
-
-def _text(value: Any) -> str:
-    """cuda-python hands `char[]` fields over as bytes (NUL-padded); accept str as well."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).split(b"\0", 1)[0].decode("utf-8", "replace").strip()
-    return str(value).strip()
-
-
-def format_uuid(raw: bytes) -> str:
-    """nvidia-smi's spelling of a GPU UUID: "GPU-" and the 16 bytes as 8-4-4-4-12 hex digits."""
-    h = bytes(raw).hex()
-    if len(h) != 32:
-        raise ValueError(f"a GPU UUID has 16 bytes, got {len(raw)}")
-    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def cuda_gpus(cudart: Any | None = None) -> list[GpuInfo]:
-    """The GPUs of the CUDA runtime, in its device order (the one Triton's `gpus` and instance groups use),
-    limited by CUDA_VISIBLE_DEVICES: ``cudaGetDeviceCount`` and ``cudaGetDeviceProperties``.
-
-    Preferred over nvidia-smi, which lists GPUs in PCI order whatever CUDA_DEVICE_ORDER says and whose older
-    drivers lack the `compute_cap` query. Raises `TensorRTUnavailableError` without cuda-python and
-    `EngineBuildError` when the runtime fails (no driver, no device)."""
-    rt = cudart or _cudart()
-    count = int(_check(rt.cudaGetDeviceCount()))
-    gpus = []
-    for device in range(count):
-        props = _check(rt.cudaGetDeviceProperties(device))
-        pci = f"{int(props.pciDomainID):08x}:{int(props.pciBusID):02x}:{int(props.pciDeviceID):02x}.0".upper()
-        gpus.append(
-            GpuInfo(
-                name=_text(props.name),
-                compute_capability=f"{int(props.major)}.{int(props.minor)}",
-                pci_bus_id=pci,
-                uuid=format_uuid(bytes(props.uuid.bytes)),
-            )
-        )
-    return gpus
-
-
-def parse_nvidia_smi(text: str) -> list[GpuInfo]:
-    """Lines of ``nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader``."""
-    gpus = []
-    for line in text.strip().splitlines():
-        name, sep, cc = line.rpartition(",")
-        if not sep or not name.strip():
-            raise ValueError(f"unexpected nvidia-smi line {line!r}")
-        gpus.append(GpuInfo(name=name.strip(), compute_capability=cc.strip()))
-    return gpus
-
-
-def _nvidia_smi_gpus() -> list[GpuInfo]:
-    """The fallback where cuda-python is missing (NVIDIA's Triton image installs dfserve without the `gpu` extra).
-    Its order is PCI order, and drivers before 510 lack `compute_cap` (the call then fails and nothing is listed)."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
-    cmd = [smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    if visible:
-        cmd.append(f"--id={visible}")
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
-        return parse_nvidia_smi(out)
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        log.warning("nvidia-smi could not list GPUs: %s", exc)
-        return []
-
-
-def local_gpus() -> list[GpuInfo]:
-    """The GPUs this process may use, empty when there is none: from the CUDA runtime, else from nvidia-smi."""
-    try:
-        return cuda_gpus()
-    except TensorRTUnavailableError:
-        return _nvidia_smi_gpus()
-    except EngineBuildError as exc:  # cuda-python present, but no driver or device
-        log.warning("the CUDA runtime lists no GPU: %s", exc)
-        return []
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -759,98 +462,3 @@ def build_engine(
     )
     write_engine_record(plan_path, info)
     return info
-
-
-def _cudart() -> Any:
-    """cuda-python's runtime bindings: ``cuda.bindings.runtime`` (the `gpu` extra pins cuda-python 12.6.2+, the CUDA
-    of the pinned containers), else the older ``cuda.cudart`` spelling of the same module."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime
-        except ImportError as exc:
-            raise TensorRTUnavailableError(
-                "the CUDA runtime bindings are missing: pip install 'dfserve[gpu]' (cuda-python)"
-            ) from exc
-    return runtime
-
-
-def _check(result: Any) -> Any:
-    err, *values = result
-    if int(err) != 0:
-        raise EngineBuildError(f"CUDA call failed: {getattr(err, 'name', err)}")
-    return values[0] if values else None
-
-
-def run_engine(plan_path: Path, pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Scores [N, K] of a plan for uint8 pixels [N, 3, H, W], in chunks of the plan's max batch.
-
-    Used by the build's FP16 parity gate; the server runs plans through Triton, not through this.
-    """
-    trt, cudart = require_tensorrt(), _cudart()
-    record = read_engine_record(record_path(plan_path))
-    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan_path.read_bytes())
-    if engine is None:
-        raise EngineCompatibilityError(f"TensorRT could not load {plan_path}; {REBUILD_HINT}")
-    context = engine.create_execution_context()
-    inp, out = spec.tensors.pixels, spec.tensors.scores
-    in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(inp)))
-    h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-    stream = _check(cudart.cudaStreamCreate())
-    results = []
-    try:
-        for start in range(0, len(pixels), record.max_batch):
-            chunk = np.ascontiguousarray(pixels[start : start + record.max_batch], dtype=in_dtype)
-            if not context.set_input_shape(inp, tuple(chunk.shape)):
-                raise EngineBuildError(f"{plan_path} does not accept input shape {tuple(chunk.shape)}")
-            out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(out)))
-            host_out = np.empty(tuple(context.get_tensor_shape(out)), dtype=out_dtype)
-            allocated: list[int] = []
-            try:
-                d_in = _check(cudart.cudaMalloc(chunk.nbytes))
-                allocated.append(d_in)
-                d_out = _check(cudart.cudaMalloc(host_out.nbytes))
-                allocated.append(d_out)
-                _check(cudart.cudaMemcpy(d_in, chunk.ctypes.data, chunk.nbytes, h2d))
-                context.set_tensor_address(inp, d_in)
-                context.set_tensor_address(out, d_out)
-                if not context.execute_async_v3(int(stream)):  # TensorRT takes the stream as an integer handle
-                    raise EngineBuildError(f"TensorRT failed to run {plan_path}")
-                _check(cudart.cudaStreamSynchronize(stream))
-                _check(cudart.cudaMemcpy(host_out.ctypes.data, d_out, host_out.nbytes, d2h))
-            finally:
-                for pointer in allocated:
-                    cudart.cudaFree(pointer)
-            results.append(host_out.astype(np.float32))
-    finally:
-        cudart.cudaStreamDestroy(stream)
-    return np.concatenate(results)
-
-
-def check_host(location: Path) -> None:
-    """`check_engine_compatibility` against this host's TensorRT and GPUs (what `dfserve serve` should call)."""
-    check_engine_compatibility(location, installed_tensorrt_version(), local_gpus())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dfserve.export.tensorrt check REPOSITORY``: run by the Triton container before tritonserver,
-    so a plan from another GPU or TensorRT stops the container with one line instead of a backend failure."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m dfserve.export.tensorrt")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="refuse TensorRT plans this host cannot load").add_argument("location", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        check_host(args.location)
-    except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    plans = len(find_engine_records(args.location))
-    print(f"engine check: {plans} TensorRT plan(s) under {args.location} match this host", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

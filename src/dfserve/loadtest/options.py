@@ -11,9 +11,9 @@ import argparse
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from dfserve.endpoints import PROTOCOLS, Protocol
-from dfserve.loadtest.errors import LoadtestError
-from dfserve.loadtest.target import MODES, Mode
+from dfserve.errors import LoadtestError
+from dfserve.measure.target import MODES, Mode
+from dfserve.spec.endpoints import PROTOCOLS, Protocol
 
 Shape = Literal["constant", "step"]
 SHAPES: tuple[Shape, ...] = ("constant", "step")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from dfserve.loadtest.knee import StepFigures, find_knee, steps_past_knee
+from dfserve.measure.knee import StepFigures, find_knee, steps_past_knee
 
 
 class CumulativeStats(Protocol):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dfserve.loadtest.errors import LocustRunError
-from dfserve.loadtest.knee import StepFigures
+from dfserve.errors import LocustRunError
+from dfserve.measure.knee import StepFigures
 
 AGGREGATED = "Aggregated"
 

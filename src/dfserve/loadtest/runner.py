@@ -20,14 +20,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from dfserve.loadtest.errors import LoadtestError, LocustRunError
-from dfserve.loadtest.knee import find_knee
+from dfserve.commandline import default_out_dir
+from dfserve.errors import LoadtestError, LocustRunError
 from dfserve.loadtest.options import LoadSettings
 from dfserve.loadtest.ramp import read_steps
 from dfserve.loadtest.report import (
@@ -39,7 +38,8 @@ from dfserve.loadtest.report import (
     points_by_users,
     points_from_steps,
 )
-from dfserve.loadtest.target import Protocol, split_host
+from dfserve.measure.knee import find_knee
+from dfserve.measure.target import Protocol, split_host
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 CSV_PREFIX = "locust"
@@ -65,18 +65,6 @@ def run_time_seconds(text: str) -> int:
     if seconds <= 0:
         raise LoadtestError(f"run time must be positive, got {text!r}")
     return seconds
-
-
-def default_out_dir(base: Path | None = None, prefix: str = "loadtest") -> Path:
-    """A new folder under `base` (default: the current directory) named after the command and the time."""
-    root = base or Path.cwd()
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    candidate = root / f"{prefix}-{stamp}"
-    n = 1
-    while candidate.exists():
-        n += 1
-        candidate = root / f"{prefix}-{stamp}-{n}"
-    return candidate
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Any
 
 from locust import LoadTestShape
 
-from dfserve.loadtest.knee import StepFigures
 from dfserve.loadtest.options import LoadSettings
 from dfserve.loadtest.ramp import StepRamp, write_steps
+from dfserve.measure.knee import StepFigures
 
 
 def classes_for_protocol(user_classes: list[type[Any]], protocol: str) -> list[type[Any]] | None:

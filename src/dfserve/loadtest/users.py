@@ -35,11 +35,11 @@ from locust.exception import (
     StopUser,
 )
 
-from dfserve.config import ModelSpec
-from dfserve.loadtest.errors import LoadtestError
+from dfserve.errors import LoadtestError
 from dfserve.loadtest.options import LoadSettings
-from dfserve.loadtest.payloads import load_images, to_pixels
-from dfserve.loadtest.target import Protocol, fetch_spec, make_client, split_host
+from dfserve.measure.payloads import load_images, to_pixels
+from dfserve.measure.target import Protocol, fetch_spec, make_client, split_host
+from dfserve.spec.model import ModelSpec
 
 CONTROL_FLOW: tuple[type[BaseException], ...] = (
     StopUser,

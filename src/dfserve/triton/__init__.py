@@ -1,7 +1,10 @@
-"""Everything Triton-specific: the repository dfserve writes and the server process it runs.
+"""`dfserve serve`: a real tritonserver run and supervised on a built repository.
 
-configs.py      config.pbtxt from Triton's own ModelConfig protobuf
-writer.py       the repository layout (models, shims, labels, warm-up, spec)
-backends/       the Python-backend models (`preprocess`, and `vit` on ONNX Runtime for the embedded server)
-server.py       starting, supervising and stopping a real tritonserver; cli.py is `dfserve serve`
+distribution.py  which tritonserver (bundled or installed), its backends, ports
+hardening.py     restricted APIs behind a key, key checks and erasure, the request-size bound
+state.py         what a launcher leaves for the next one (process group, shared-memory regions)
+logs.py          why tritonserver stopped, from its log
+args.py          the tritonserver options a user may pass through, and those refused
+process.py       `TritonServer`: start, supervise, heal and stop the process
+proxy.py         nginx in front of it; cli.py is the command
 """

@@ -1,7 +1,7 @@
 """`dfserve serve`: run tritonserver on a built model repository until Ctrl-C or SIGTERM.
 
 Run-time tuning flags (instance counts, queue delay) never edit the given repository: they are applied to a
-private overlay of it (see `dfserve.triton.server.overlay_repository`) that lives as long as the server.
+private overlay of it (see `dfserve.repository.overlay.overlay_repository`) that lives as long as the server.
 """
 
 from __future__ import annotations
@@ -20,28 +20,29 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from dfserve.names import (
+from dfserve.engine.records import find_engine_records
+from dfserve.errors import ServerError, ServerExitedError
+from dfserve.repository.overlay import overlay_repository
+from dfserve.spec.model import SPEC_FILENAME, ModelSpec
+from dfserve.spec.names import (
     ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,
     DEFAULT_REPOSITORY,
     GRPC_RESTRICTED_HEADER_PREFIX,
     TRITONSERVER_ENV,
 )
-from dfserve.triton.server import (
-    RESTRICTED_APIS,
-    ServerError,
-    ServerExitedError,
+from dfserve.triton.args import split_tritonserver_args
+from dfserve.triton.distribution import (
     TritonDistribution,
-    TritonServer,
     check_backends,
     check_port_free,
-    clean_leftovers,
     find_tritonserver,
     free_port,
-    overlay_repository,
-    request_limit,
-    split_tritonserver_args,
 )
+from dfserve.triton.hardening import RESTRICTED_APIS, request_limit
+from dfserve.triton.process import TritonServer
+from dfserve.triton.proxy import NginxProxy, ProxySettings, find_nginx
+from dfserve.triton.state import clean_leftovers
 
 if TYPE_CHECKING:
     from dfserve.triton.proxy import NginxProxy
@@ -176,7 +177,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _instance_overrides(repository: Path, args: argparse.Namespace) -> dict[str, int]:
     if args.engine_instances is None and args.preprocess_instances is None:
         return {}
-    from dfserve.config import SPEC_FILENAME, ModelSpec
 
     try:
         spec = ModelSpec.load(repository)
@@ -199,7 +199,7 @@ def _check_engines(repository: Path) -> None:
     """Refuse, in one line, TensorRT plans built for another GPU or TensorRT version (they would otherwise fail
     inside the backend with an obscure deserialisation error)."""
     try:
-        from dfserve.export.tensorrt import check_host, find_engine_records
+        from dfserve.engine.tensorrt import check_host
     except ImportError:  # an install without the build extra cannot have built a plan either
         return
     if find_engine_records(repository):
@@ -270,8 +270,6 @@ def run_serve(args: argparse.Namespace) -> int:
         if given is not None and not Path(given).is_file():
             raise ServerError(f"{given} is not a file")
     if args.proxy:
-        from dfserve.triton.proxy import find_nginx
-
         find_nginx()  # before anything starts: one line naming how to install it
     repository = Path(args.repository).expanduser().resolve()
     if not repository.is_dir():
@@ -370,7 +368,6 @@ def run_serve(args: argparse.Namespace) -> int:
 def _start_proxy(
     server: TritonServer, host: str, public: dict[str, int], tls_cert: Path | None, tls_key: Path | None
 ) -> NginxProxy:
-    from dfserve.triton.proxy import NginxProxy, ProxySettings
 
     def listen(what: str) -> str:
         return f"[{host}]:{public[what]}" if ":" in host else f"{host or '0.0.0.0'}:{public[what]}"

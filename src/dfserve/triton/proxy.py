@@ -37,13 +37,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfserve.triton.server import (
-    DEFAULT_MAX_REQUEST_BYTES,
-    STATE_DIR,
-    ServerError,
-    ServerStartError,
-    _die_with_parent,
-)
+from dfserve.errors import ServerError, ServerStartError
+from dfserve.triton.hardening import DEFAULT_MAX_REQUEST_BYTES
+from dfserve.triton.process import _die_with_parent
+from dfserve.triton.state import STATE_DIR
 
 NGINX_ENV = "DFSERVE_NGINX"
 NGINX_INSTALL_HINT = (
@@ -120,7 +117,7 @@ CONTAINER_SETTINGS = ProxySettings(
 )
 """The settings of ``deploy/nginx/nginx.conf`` (compose service `proxy`, the Kubernetes sidecar): the proxy
 listens on 8080 (HTTP) and 8081 (gRPC) and forwards to the `triton` host (the compose service; in the pod a host
-alias for 127.0.0.1). The body limit is `dfserve.triton.server.DEFAULT_MAX_REQUEST_BYTES`, the bound for a
+alias for 127.0.0.1). The body limit is `dfserve.triton.hardening.DEFAULT_MAX_REQUEST_BYTES`, the bound for a
 repository of unknown spec: the container serves whatever the build wrote."""
 
 
@@ -272,7 +269,7 @@ def _dial(address: str) -> tuple[str, int]:
 class NginxProxy:
     """One nginx process with `render_config(settings)`, supervised like tritonserver: it dies with the thread
     that started it (``PR_SET_PDEATHSIG``), runs in its own process group, and is recorded in `STATE_DIR` so
-    that `dfserve.triton.server.clean_leftovers` kills it after a SIGKILLed launcher."""
+    that `dfserve.triton.state.clean_leftovers` kills it after a SIGKILLed launcher."""
 
     def __init__(self, settings: ProxySettings, *, nginx: str | Path | None = None) -> None:
         self._binary = find_nginx(nginx)

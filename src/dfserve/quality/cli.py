@@ -1,0 +1,341 @@
+"""`dfserve classify` and `dfserve eval`: thin wrappers over `Client.classify_many` and `dfserve.quality.eval`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_PORTS, DEFAULT_TIMEOUT, ProgressCallback
+from dfserve.client._types import Prediction, Result
+from dfserve.spec.names import ADMIN_KEY_ENV
+
+PROGRESS_MIN_ITEMS = 20
+"""Runs with fewer images finish before a progress bar would tell anyone anything."""
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default in --help, except where the help already says it or there is none (None, a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, []) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
+def register(subparsers: Any) -> None:
+    classify = subparsers.add_parser(
+        "classify",
+        help="classify image files and folders with a running server",
+        description="Classify images (files, or folders searched recursively) with a running dfserve server. "
+        "Exits with status 1 if any image failed.",
+        formatter_class=DefaultsFormatter,
+    )
+    classify.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
+    _connection_args(classify)
+    fmt = classify.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON lines: path, label, score, scores, error")
+    fmt.add_argument("--csv", action="store_true", help="CSV: path, label, score, one column per label, error")
+    classify.set_defaults(func=run_classify)
+
+    evaluate = subparsers.add_parser(
+        "eval",
+        help="measure accuracy, ROC-AUC, ... on a folder with one sub-folder per label",
+        description="Classify DIR/<label>/* with a running server and print scikit-learn's accuracy, precision, "
+        "recall, F1, ROC-AUC, average precision, the confusion matrix and a threshold sweep; write them as "
+        "JSON and a PNG (ROC curve, score histograms per label).",
+        formatter_class=DefaultsFormatter,
+    )
+    evaluate.add_argument("directory", metavar="DIR", type=Path, help="folder with one sub-folder per label")
+    evaluate.add_argument("--out", type=Path, default=Path("eval-out"), help="where eval.json and eval.png go")
+    evaluate.add_argument(
+        "--positive",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=[],
+        metavar="LABEL[,FOLDER...]",
+        help="the positive class (a model label), then other folder names that mean it, e.g. fake,FAKE,generated "
+        "(default: the spec's positive class; folder names match labels in any case)",
+    )
+    operating = evaluate.add_mutually_exclusive_group()
+    operating.add_argument("--threshold", type=float, default=0.5, help="P(positive) at or above which it is positive")
+    operating.add_argument(
+        "--target-fpr",
+        type=float,
+        default=None,
+        metavar="FPR",
+        help="choose the lowest threshold whose false positive rate is at most FPR (e.g. 0.01)",
+    )
+    _connection_args(evaluate)
+    evaluate.set_defaults(func=run_eval)
+
+
+def _connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=None,
+        help=f"server host:port (default localhost:{DEFAULT_PORTS['http']}, or :{DEFAULT_PORTS['grpc']} with "
+        "--protocol grpc); a scheme picks the protocol: http://, https:// (TLS), grpc://, grpcs:// (TLS)",
+    )
+    parser.add_argument("--protocol", choices=("http", "grpc"), default=None, help="default: from the URL, else http")
+    parser.add_argument(
+        "--mode",
+        choices=("file", "pixels"),
+        default="file",
+        help="file: send the encoded file (fewest bytes); pixels: preprocess here and send pixels",
+    )
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per image, retries included")
+    parser.add_argument("--model", default=None, help="entry model (default: the ensemble name from the spec)")
+    parser.add_argument("--ca-file", type=Path, default=None, help="TLS: CA bundle (PEM) to trust (https://, grpcs://)")
+    parser.add_argument("--cert-file", type=Path, default=None, help="TLS: client certificate (PEM), with --key-file")
+    parser.add_argument("--key-file", type=Path, default=None, help="TLS: the client certificate's private key (PEM)")
+    parser.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help=f"pixels through system shared memory (same host as the server; needs the admin key, ${ADMIN_KEY_ENV})",
+    )
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from dfserve.client._client import Client
+
+    url = args.url or f"localhost:{DEFAULT_PORTS[args.protocol or 'http']}"
+    return Client(
+        url,
+        args.protocol,
+        timeout=args.timeout,
+        mode=args.mode,
+        model=args.model,
+        shared_memory=args.shared_memory,
+        admin_key=os.environ.get(ADMIN_KEY_ENV),
+        pool_size=args.concurrency,  # one connection per request in flight
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+    )
+
+
+@contextmanager
+def _progress(total: int, description: str) -> Iterator[ProgressCallback | None]:
+    """A rich progress bar on stderr for long runs; None (no callback) for short ones."""
+    if total < PROGRESS_MIN_ITEMS:
+        yield None
+        return
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def update(done: int, _total: int) -> None:
+            bar.update(task, completed=done)
+
+        yield update
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    from dfserve.client.files import find_images
+
+    paths = find_images(args.paths)
+    err = Console(stderr=True)
+    if not paths:
+        err.print("no images found", highlight=False)
+        return 1
+    with _client(args) as client:
+        spec = client.model_spec()  # an unreachable server fails here, once, as one line
+        with _progress(len(paths), "classifying") as progress:
+            results = client.classify_many(paths, concurrency=args.concurrency, progress=progress)
+    labels = list(spec.labels.names)
+    if args.json:  # into a closed pipe (`| head`): dfserve.cli.main ends quietly
+        _print_json(paths, results)
+    elif args.csv:
+        _print_csv(paths, results, labels)
+    else:
+        _print_table(paths, results)
+    failed = sum(1 for r in results if not isinstance(r, Prediction))
+    if spec.random_weights:
+        err.print("[yellow]warning:[/] the served model has random weights: its scores mean nothing", highlight=False)
+    if failed:
+        err.print(f"{failed} of {len(results)} images failed", highlight=False)
+        return 1
+    return 0
+
+
+def result_record(path: str, result: Result) -> dict[str, Any]:
+    """The JSON-lines object for one image: path, label, score, scores, error."""
+    if isinstance(result, Prediction):
+        return {"path": path, "label": result.label, "score": result.score, "scores": result.scores, "error": None}
+    return {"path": path, "label": None, "score": None, "scores": None, "error": str(result)}
+
+
+def _print_json(paths: Sequence[str], results: Sequence[Result]) -> None:
+    for path, result in zip(paths, results, strict=True):
+        sys.stdout.write(json.dumps(result_record(path, result)) + "\n")
+    sys.stdout.flush()
+
+
+def _print_csv(paths: Sequence[str], results: Sequence[Result], labels: Sequence[str]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["path", "label", "score", *(f"score_{name}" for name in labels), "error"])
+    for path, result in zip(paths, results, strict=True):
+        if isinstance(result, Prediction):
+            scores = [f"{result.scores[name]:.6f}" for name in labels]
+            writer.writerow([path, result.label, f"{result.score:.6f}", *scores, ""])
+        else:
+            writer.writerow([path, "", "", *([""] * len(labels)), str(result)])
+    sys.stdout.flush()
+
+
+def _print_table(paths: Sequence[str], results: Sequence[Result]) -> None:
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("path", overflow="fold")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    table.add_column("error", overflow="fold", style="red")
+    for path, result in zip(paths, results, strict=True):
+        if isinstance(result, Prediction):
+            table.add_row(Text(path), Text(result.label), f"{result.score:.4f}", "")
+        else:
+            table.add_row(Text(path), "", "", Text(str(result)))  # Text: paths and errors are never markup
+    Console(soft_wrap=False).print(table, highlight=False)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from dfserve.quality.eval import collect_labelled, evaluate_folder, write_report
+
+    console = Console()
+    with _client(args) as client:
+        spec = client.model_spec()
+        labels = list(spec.labels.names)
+        positive = args.positive[0] if args.positive else spec.labels.positive
+        aliases = dict.fromkeys(args.positive[1:], positive) if positive else {}
+        total = len(collect_labelled(args.directory, labels, aliases))
+        with _progress(total, "evaluating") as progress:
+            report, y_true, scores = evaluate_folder(
+                client,
+                args.directory,
+                concurrency=args.concurrency,
+                progress=progress,
+                positive=args.positive,
+                threshold=args.threshold,
+                target_fpr=args.target_fpr,
+            )
+    json_path, png_path = write_report(report, y_true, scores, args.out)
+
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    summary = Table(title=f"{report.n_images} images ({report.average} averages)", show_edge=False)
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision"):
+        summary.add_row(name, fmt(getattr(report, name)))
+    console.print(summary)
+
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)", show_edge=False)
+    matrix.add_column("")
+    for name in report.labels:
+        matrix.add_column(name, justify="right")
+    for name, row in zip(report.labels, report.confusion_matrix, strict=True):
+        matrix.add_row(name, *(str(v) for v in row))
+    console.print(matrix)
+
+    if report.threshold_sweep:
+        sweep = Table(title=f"threshold sweep on P({report.positive_label})", show_edge=False)
+        for col in ("threshold", "accuracy", "precision", "recall", "f1", "FPR"):
+            sweep.add_column(col, justify="right")
+        for p in report.threshold_sweep:
+            sweep.add_row(
+                *(f"{v:.2f}" for v in (p.threshold, p.accuracy, p.precision, p.recall, p.f1)),
+                f"{p.false_positive_rate:.2f}",
+            )
+        console.print(sweep)
+    op = report.operating_point
+    if op is not None:
+        console.print(
+            f"operating point ({report.threshold_rule}): threshold {op.threshold:.4g}, precision "
+            f"{op.precision:.4f}, recall {op.recall:.4f}, F1 {op.f1:.4f}, FPR {op.false_positive_rate:.4f}",
+            highlight=False,
+            markup=False,
+        )
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False)
+    for failure in report.failed:
+        console.print(Text.assemble(("failed: ", "red"), f"{failure['path']}: {failure['error']}"), highlight=False)
+    console.print(f"wrote {json_path} and {png_path}", highlight=False)
+    return 1 if report.failed else 0
+
+
+def register_verify(sub: Any) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="prove a live server answers like the reference Transformers pipeline (needs the build extra)",
+        description=(
+            "Run the reference Transformers pipeline of CHECKPOINT here on the parity set (and --images), send the "
+            "same files to the server, and compare. Exits 0 only when max |Δscore| is within the bar of the "
+            "precision the server declares and no decision flips; 1 otherwise. Run it after every rollout."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--url", required=True, help="server address, e.g. http://127.0.0.1:8000 or grpc://host:8001")
+    p.add_argument("--model", required=True, help="the checkpoint the server should be serving (folder or hub id)")
+    p.add_argument("--revision", default=None, help="hub revision of --model")
+    p.add_argument("--images", type=Path, default=None, help="a folder of your own images to compare as well")
+    p.add_argument("--protocol", choices=("http", "grpc"), default=None, help="default: from the URL's scheme")
+    p.add_argument("--mode", choices=("file", "pixels"), default="file", help="what the SDK sends the server")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request, retries included")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="the full report as JSON: alone, on stdout instead of the table; with FILE, written there as well",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="the server runs a `dfserve build --random-weights` build: compare with the same seeded weights",
+    )
+    p.set_defaults(func=run_verify)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from dfserve.quality.verify import print_verification, verify, write_json
+
+    result = verify(
+        args.url,
+        args.model,
+        images=args.images,
+        protocol=args.protocol,
+        mode=args.mode,
+        revision=args.revision,
+        timeout=args.timeout,
+        random_weights=args.random_weights,
+    )
+    if args.json == "-":
+        print(write_json(result, None))
+    else:
+        print_verification(result, Console())
+        if args.json is not None:
+            write_json(result, Path(args.json))
+    return 0 if result.passed else 1
