@@ -1,4 +1,6 @@
-"""TODO-overlay"""
+"""Run-time overrides of a built repository (instance counts, queue delay) in a private view of it: `dfserve serve`
+adapts a repository to the host without rewriting what the build wrote. The one other writer of `config.pbtxt`
+beside `dfserve.repository.configs`, through the same Triton protobuf."""
 
 from __future__ import annotations
 
