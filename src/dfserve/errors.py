@@ -1,13 +1,41 @@
-"""The root of dfserve's exceptions.
+"""Every exception dfserve raises on purpose, in one tree per area, each under the area that raises it.
 
-    DfserveError
-    ├── dfserve.errors.BuildError            checkpoint, export, parity, repository writing
-    ├── dfserve.errors.ServerError                  starting and supervising tritonserver
-    ├── dfserve.errors.IncompatibleSpecError        a spec of another format major, or another dfserve's backends
-    ├── dfserve.errors.InvalidImageError     not an image we can classify (also a ValueError)
-    └── dfserve.client.DfserveClientError          everything an SDK caller catches
+    DfserveError                         exit_code; the CLI prints the message as one line, no traceback
+    ├── SpecError                        spec/: a served model's description or an address that cannot be used
+    │   ├── IncompatibleSpecError        another format major, or another dfserve's backends (also a ValueError)
+    │   └── EndpointError                an address that cannot be used as written (also a ValueError)
+    ├── InvalidImageError                preprocessing: not an image we can classify (also a ValueError)
+    │   ├── EmptyImageError, ImageTooLargeError, TooManyPixelsError
+    │   └── ExtremeAspectRatioError, UndecodableImageError
+    ├── EngineError                      engine/: running an engine on this host
+    │   ├── TensorRTUnavailableError     TensorRT or the CUDA bindings not importable
+    │   └── EngineCompatibilityError     a plan built for another TensorRT or GPU
+    ├── BuildError                       export/: `dfserve build`
+    │   ├── CheckpointError, ExportError, ParityError, OutputError
+    │   └── EngineBuildError             TensorRT refused the graph
+    ├── ServerError                      triton/: starting and supervising tritonserver
+    │   ├── TritonNotFoundError, ServerExitedError
+    │   ├── ServerStartError
+    │   │   └── PortTakenError
+    │   └── ProxyError
+    │       └── NginxNotFoundError
+    ├── MeasureError                     measure/: what a measurement sends and aims at
+    │   ├── PayloadError
+    │   └── TargetError
+    ├── LoadtestError                    loadtest/: `dfserve loadtest`
+    │   └── LocustRunError
+    ├── SoakError                        soak/: `dfserve soak`
+    ├── BenchError                       bench/: `dfserve bench`
+    ├── QualityError                     quality/
+    │   ├── VerifyError                  `dfserve verify` cannot compare
+    │   └── EvalError                    `dfserve eval` cannot evaluate the folder
+    └── dfserve.client.DfserveClientError   the SDK's own tree, in dfserve/client/_exceptions.py: what a caller
+                                            of a running server catches, importable without the rest
 
-The CLI prints a `DfserveError` as one line (no traceback) and exits with its `exit_code`.
+Why one module: the areas sit in layers whose imports only run downward (pyproject.toml's import-linter
+contract), and an error is often raised in one area and caught in another above it; at the bottom, every area
+can raise and catch any of them without an upward import. The SDK keeps its tree beside its code because it is
+a public API of its own.
 """
 
 from __future__ import annotations
@@ -53,11 +81,15 @@ class UndecodableImageError(InvalidImageError):
     reason = "undecodable"
 
 
-class EndpointError(DfserveError, ValueError):
+class SpecError(DfserveError):
+    """Root of the spec area's errors."""
+
+
+class EndpointError(SpecError, ValueError):
     """An address that cannot be used as written; the message says why."""
 
 
-class IncompatibleSpecError(DfserveError, ValueError):
+class IncompatibleSpecError(SpecError, ValueError):
     """A spec written in a format major version this dfserve cannot read, or by another dfserve version where
     the code must match (the Python backends)."""
 
@@ -67,42 +99,46 @@ class BuildError(DfserveError):
 
 
 class CheckpointError(BuildError):
-    pass
+    """The checkpoint cannot be found, read or served."""
 
 
 class ExportError(BuildError):
-    pass
+    """The model cannot be exported to the served graph."""
 
 
 class ParityError(BuildError):
-    pass
+    """The built graph or engine is further from the reference than its bar allows."""
 
 
 class OutputError(BuildError):
-    pass
+    """The repository cannot be written where asked."""
 
 
 class LoadtestError(DfserveError):
-    """Base of load-test and benchmark errors."""
+    """Root of `dfserve loadtest`'s errors."""
 
 
-class PayloadError(LoadtestError):
-    pass
+class MeasureError(DfserveError):
+    """Root of the measuring instruments' errors (payloads, targets)."""
 
 
-class TargetError(LoadtestError):
-    pass
+class PayloadError(MeasureError):
+    """The images a measurement should send cannot be read or made."""
+
+
+class TargetError(MeasureError):
+    """The server a measurement aims at cannot be reached or does not serve a dfserve model."""
 
 
 class LocustRunError(LoadtestError):
-    pass
+    """Locust failed or wrote no usable output."""
 
 
-class BenchError(LoadtestError):
-    pass
+class BenchError(DfserveError):
+    """Root of `dfserve bench`'s errors."""
 
 
-class SoakError(LoadtestError):
+class SoakError(DfserveError):
     """A soak that cannot start or cannot be judged (bad options, an unreachable server)."""
 
 
@@ -126,7 +162,11 @@ class PortTakenError(ServerStartError):
     """A port the server should bind is already in use by another process."""
 
 
-class TensorRTUnavailableError(BuildError):
+class EngineError(DfserveError):
+    """Root of the engine area's errors: what keeps an engine from running on this host."""
+
+
+class TensorRTUnavailableError(EngineError):
     """TensorRT (or the CUDA runtime bindings) is not importable on this host."""
 
 
@@ -134,5 +174,25 @@ class EngineBuildError(BuildError):
     """TensorRT refused the ONNX graph or failed to build the plan."""
 
 
-class EngineCompatibilityError(BuildError):
+class EngineCompatibilityError(EngineError):
     """A plan was built for another TensorRT version or GPU than this host has."""
+
+
+class ProxyError(ServerError):
+    """nginx could not be found, configured or started."""
+
+
+class NginxNotFoundError(ProxyError):
+    """No nginx binary: the message says how to install one."""
+
+
+class QualityError(DfserveError):
+    """Root of the quality area's errors (verify, eval)."""
+
+
+class VerifyError(QualityError):
+    """The reference and the server cannot be compared (labels that differ, nothing to compare)."""
+
+
+class EvalError(QualityError):
+    """The folder cannot be evaluated (no label sub-folders, labels the model does not know, no images)."""

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dfserve.quality.eval import EvalError, collect_labelled, compute_metrics, plot_report, write_report
+from dfserve.errors import EvalError
+from dfserve.quality.eval import collect_labelled, compute_metrics, plot_report, write_report
 
 Y = ["real", "real", "fake", "fake", "fake"]
 P_FAKE = np.array([0.1, 0.6, 0.4, 0.8, 0.9])

@@ -23,11 +23,12 @@ import pytest
 
 from dfserve.client import Client, Prediction, RequestTooLargeError, ServerUnavailableError
 from dfserve.client._core import map_error
+from dfserve.errors import NginxNotFoundError
 from dfserve.spec.names import ADMIN_KEY_HEADER, GRPC_RESTRICTED_HEADER_PREFIX
 from dfserve.triton.distribution import free_port
 from dfserve.triton.hardening import request_limit
 from dfserve.triton.process import TritonServer
-from dfserve.triton.proxy import NginxNotFoundError, NginxProxy, ProxySettings, find_nginx, render_config
+from dfserve.triton.proxy import NginxProxy, ProxySettings, find_nginx, render_config
 from dfserve.triton.state import STATE_DIR, clean_leftovers
 from tests.triton.test_server import rest_of_output, start_cli
 

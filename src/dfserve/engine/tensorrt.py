@@ -21,7 +21,7 @@ from dfserve.engine.records import (
     read_engine_record,
     record_path,
 )
-from dfserve.errors import BuildError, EngineBuildError, EngineCompatibilityError, TensorRTUnavailableError
+from dfserve.errors import BuildError, EngineBuildError, EngineCompatibilityError, EngineError, TensorRTUnavailableError
 from dfserve.spec.model import ModelSpec
 
 INSTALL_HINT = (
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_host(args.location)
-    except BuildError as exc:
+    except (EngineError, BuildError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     plans = len(find_engine_records(args.location))

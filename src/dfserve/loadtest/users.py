@@ -35,7 +35,7 @@ from locust.exception import (
     StopUser,
 )
 
-from dfserve.errors import LoadtestError
+from dfserve.errors import EndpointError
 from dfserve.loadtest.options import LoadSettings
 from dfserve.measure.payloads import load_images, to_pixels
 from dfserve.measure.target import Protocol, fetch_spec, make_client, split_host
@@ -126,7 +126,7 @@ class TritonUser(User):
             raise LocustError(f"{type(self).__name__} needs a host: pass --host HOST:PORT ({self.protocol} endpoint)")
         try:
             self.url, _, self.ssl = split_host(self.host, self.protocol)
-        except LoadtestError as exc:
+        except EndpointError as exc:
             raise LocustError(str(exc)) from exc
         self.client: Any = None
         self._outputs: list[Any] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from dfserve.errors import EndpointError, TargetError
+from dfserve.errors import TargetError
 from dfserve.spec.endpoints import Protocol, parse_endpoint
 from dfserve.spec.model import SPEC_PARAMETER, ModelNames, ModelSpec, spec_from_model_config
 
@@ -21,10 +21,7 @@ MODES: tuple[Mode, ...] = ("file", "pixels")
 def split_host(host: str, protocol: Protocol | None = None) -> tuple[str, Protocol, bool]:
     """``[scheme://]host[:port]`` to (``host:port``, protocol, tls), with the SDK's rules
     (`dfserve.spec.endpoints.parse_endpoint`)."""
-    try:
-        endpoint = parse_endpoint(host, protocol)
-    except EndpointError as exc:
-        raise TargetError(str(exc)) from exc
+    endpoint = parse_endpoint(host, protocol)
     return endpoint.address, endpoint.protocol, endpoint.tls
 
 

@@ -24,18 +24,14 @@ from pydantic import BaseModel, ConfigDict
 
 from dfserve.client._client import Client
 from dfserve.client._constants import ProgressCallback
-from dfserve.client._exceptions import DfserveClientError
 from dfserve.client._types import Prediction
 from dfserve.client.files import find_images
+from dfserve.errors import EvalError
 from dfserve.spec.model import ModelSpec
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(t, 2) for t in np.arange(0.05, 1.0, 0.05))
 REPORT_JSON = "eval.json"
 REPORT_PNG = "eval.png"
-
-
-class EvalError(DfserveClientError):
-    """The folder cannot be evaluated (no label sub-folders, labels the model does not know, no images)."""
 
 
 class SweepPoint(BaseModel):

@@ -25,16 +25,12 @@ from rich.table import Table
 
 from dfserve.client import Client, DfserveClientError
 from dfserve.client.files import find_images
-from dfserve.errors import BuildError, InvalidImageError
+from dfserve.errors import InvalidImageError, VerifyError
 from dfserve.export.checkpoint import load_model, resolve
 from dfserve.export.fidelity import Drift, bar_for, compare, decisions
 from dfserve.export.parity import reference_scores, write_parity_images
 from dfserve.preprocessing import preprocess_bytes, read_image_bytes
 from dfserve.spec.model import ModelSpec
-
-
-class VerifyError(BuildError):
-    """The reference and the server cannot be compared (labels that differ, nothing to compare)."""
 
 
 @dataclass

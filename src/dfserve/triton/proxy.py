@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfserve.errors import ServerError, ServerStartError
+from dfserve.errors import NginxNotFoundError, ProxyError, ServerStartError
 from dfserve.triton.hardening import DEFAULT_MAX_REQUEST_BYTES
 from dfserve.triton.process import _die_with_parent
 from dfserve.triton.state import STATE_DIR
@@ -60,14 +60,6 @@ CudaSharedMemory*, LogSettings, TraceSetting."""
 
 GRPC_RESOURCE_EXHAUSTED = 8
 GRPC_UNAVAILABLE = 14
-
-
-class ProxyError(ServerError):
-    """nginx could not be found, configured or started."""
-
-
-class NginxNotFoundError(ProxyError):
-    """No nginx binary: the message says how to install one."""
 
 
 @dataclass(frozen=True)
