@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from dfserve.errors import LoadtestError, TargetError
+from dfserve.errors import EndpointError, LoadtestError, TargetError
 from dfserve.loadtest.options import LoadSettings
 from dfserve.loadtest.runner import LoadtestOptions, run_time_seconds
 from dfserve.measure.target import spec_from_config, split_host
@@ -39,7 +39,7 @@ def test_split_host(host: str, protocol: str | None, expected: tuple) -> None:
     ],
 )
 def test_split_host_refuses(host: str, protocol: str | None, message: str) -> None:
-    with pytest.raises(TargetError, match=message):
+    with pytest.raises(EndpointError, match=message):
         split_host(host, protocol)  # type: ignore[arg-type]
 
 
