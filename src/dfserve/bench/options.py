@@ -8,6 +8,11 @@ from pathlib import Path
 
 from dfserve.errors import BenchError
 
+GOAL_SERVED_RATIO = 0.95
+"""Served `vit` against raw ONNX Runtime in the same process: what serving may cost (the bench and the tune)."""
+GOAL_INT8_OVER_FP32 = 1.5
+"""Served INT8 against served FP32 on a CPU with VNNI or AMX."""
+
 
 @dataclass
 class BenchOptions:

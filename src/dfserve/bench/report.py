@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dfserve.bench.options import GOAL_SERVED_RATIO
+
 MIB = 2**20
 
 
@@ -304,7 +306,7 @@ def plot_bench(data: dict[str, Any], path: Path) -> Path:
         ax.plot(
             [c for c, _ in items], [r for _, r in items], "o-", color=COLOUR[precision], label=f"vit / raw {precision}"
         )
-    ax.axhline(0.95, color="grey", linestyle=":", label="goal 0.95")
+    ax.axhline(GOAL_SERVED_RATIO, color="grey", linestyle=":", label=f"goal {GOAL_SERVED_RATIO}")
     ax.set(title="served vit / raw ONNX Runtime", xlabel="concurrent requests", ylabel="ratio")
     log2_axis(ax, levels)
     ax.legend(fontsize=8)

@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from typing import Any, cast
 import numpy as np
 from rich.console import Console
 
-from dfserve.bench.options import BenchOptions
+from dfserve.bench.options import GOAL_INT8_OVER_FP32, GOAL_SERVED_RATIO, BenchOptions
 from dfserve.bench.preprocess import bench_preprocessing
 from dfserve.bench.report import plot_bench, render_markdown
 from dfserve.client import Client
@@ -45,23 +44,16 @@ from dfserve.errors import BenchError
 from dfserve.export.checkpoint import save_random_checkpoint
 from dfserve.export.pipeline import BuildOptions, build
 from dfserve.export.policy import DEFAULT_MODEL_ID, DEFAULT_PROCESSOR_CONFIG, DEFAULT_VIT_CONFIG
+from dfserve.measure.closedloop import run_for
 from dfserve.measure.payloads import load_images, to_pixels
-from dfserve.measure.serverstats import (
-    MemorySampler,
-    inference_statistics,
-    process_count,
-    process_tree_cpu,
-    process_tree_rss,
-    stats_delta,
-)
+from dfserve.measure.processes import MemorySampler, process_count, process_tree_cpu, process_tree_rss
+from dfserve.measure.serverstats import inference_statistics, stats_delta
 from dfserve.repository.writer import write_repository
 from dfserve.spec.model import ModelSpec, Precision
 from dfserve.spec.names import ONNX_FILENAME
 from dfserve.triton.process import TritonServer
 
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
-GOAL_SERVED_RATIO = 0.95
-GOAL_INT8_OVER_FP32 = 1.5
 GOAL_OVER_PIPELINE = 2.5
 GOAL_PREPROCESS_RATIO = 1.5
 
@@ -192,34 +184,13 @@ class Variant:
     windows: dict[int, list[Window]] = field(default_factory=dict)
 
 
-def _closed_loop(call: Callable[[Any], Any], items: Sequence[Any], concurrency: int, seconds: float) -> Window:
-    """`concurrency` threads, each sending one request after another until `seconds` have passed."""
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    errors: list[BaseException] = []
-    deadline = time.perf_counter() + seconds
-
-    def worker(k: int) -> None:
-        i = k
-        try:
-            while time.perf_counter() < deadline:
-                t = time.perf_counter()
-                call(items[i % len(items)])
-                latencies[k].append(time.perf_counter() - t)
-                i += concurrency
-        except BaseException as exc:  # reported below, after every thread has stopped
-            errors.append(exc)
-
-    cpu, start = time.process_time(), time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise BenchError(f"a request failed at concurrency {concurrency}: {errors[0]}") from errors[0]
-    flat = [x for per in latencies for x in per]
-    return Window(len(flat), elapsed, time.process_time() - cpu, flat)
+def closed_loop(call: Callable[[Any], Any], items: Sequence[Any], concurrency: int, seconds: float) -> Window:
+    """`concurrency` callers, one request after another, for `seconds` (`dfserve.measure.closedloop.run_for`); a
+    bench that saw a failed request is not a measurement, so the first failure stops it."""
+    run = run_for(call, items, concurrency, seconds)
+    if run.failures:
+        raise BenchError(f"a request failed at concurrency {concurrency}: {run.failures[0].message}")
+    return Window(run.requests, run.seconds, run.cpu_s, run.latencies_s)
 
 
 def _timed_loop(step: Callable[[], int], seconds: float) -> Window:
@@ -323,7 +294,7 @@ def served_variants(
                 warmed.add(c)
             server_cpu = process_tree_cpu(pid)
             with MemorySampler(pid) as mem:
-                window = _closed_loop(client.classify, items, c, seconds)
+                window = closed_loop(client.classify, items, c, seconds)
             pair.peak_rss = max(pair.peak_rss, mem.peak)
             window.cpu_s += process_tree_cpu(pid) - server_cpu
             return window

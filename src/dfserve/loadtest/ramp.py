@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dfserve.measure.knee import StepFigures, find_knee, steps_past_knee
+from dfserve.measure.stats import histogram_percentile
 
 
 class CumulativeStats(Protocol):
@@ -42,20 +43,6 @@ class Snapshot:
         return cls(int(stats.num_requests), int(stats.num_failures), dict(stats.response_times))
 
 
-def percentile(histogram: Mapping[int, int], fraction: float) -> float:
-    """The response time (ms) below which `fraction` of the requests in a histogram fall."""
-    total = sum(histogram.values())
-    if total <= 0:
-        return 0.0
-    needed = fraction * total
-    seen = 0
-    for value in sorted(histogram):
-        seen += histogram[value]
-        if seen >= needed:
-            return float(value)
-    return float(max(histogram))
-
-
 def figures_between(first: Snapshot, last: Snapshot, users: int, duration_s: float) -> StepFigures:
     hist = {k: v - first.histogram.get(k, 0) for k, v in last.histogram.items()}
     hist = {k: v for k, v in hist.items() if v > 0}
@@ -66,9 +53,9 @@ def figures_between(first: Snapshot, last: Snapshot, users: int, duration_s: flo
         requests=requests,
         failures=last.failures - first.failures,
         rps=requests / duration_s if duration_s > 0 else 0.0,
-        p50_ms=percentile(hist, 0.50),
-        p90_ms=percentile(hist, 0.90),
-        p99_ms=percentile(hist, 0.99),
+        p50_ms=histogram_percentile(hist, 0.50),
+        p90_ms=histogram_percentile(hist, 0.90),
+        p99_ms=histogram_percentile(hist, 0.99),
     )
 
 

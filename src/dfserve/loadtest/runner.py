@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from dfserve.loadtest.report import (
     points_from_steps,
 )
 from dfserve.measure.knee import find_knee
+from dfserve.measure.stats import parse_duration
 from dfserve.measure.target import Protocol, split_host
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
@@ -48,23 +48,17 @@ PLOT_FILE = "users.png"
 HTML_FILE = "report.html"
 STEPS_FILE = "steps.json"
 LOG_FILE = "locust.log"
-_RUN_TIME = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 def run_time_seconds(text: str) -> int:
-    """Locust's run-time syntax (``90``, ``30s``, ``2m``, ``1h30m``) in seconds."""
-    value = text.strip()
-    if value.isdigit():
-        seconds = int(value)
-    else:
-        match = _RUN_TIME.match(value)
-        if not value or not match or not any(match.groups()):
-            raise LoadtestError(f"run time {text!r} is not like 90, 30s, 2m or 1h30m")
-        h, m, s = (int(g) if g else 0 for g in match.groups())
-        seconds = h * 3600 + m * 60 + s
-    if seconds <= 0:
-        raise LoadtestError(f"run time must be positive, got {text!r}")
-    return seconds
+    """Locust's run-time syntax (``90``, ``30s``, ``2m``, ``1h30m``) in whole seconds, as Locust takes it."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise LoadtestError(f"run time: {exc}") from exc
+    if seconds != int(seconds):
+        raise LoadtestError(f"run time must be whole seconds for Locust, got {text!r}")
+    return int(seconds)
 
 
 @dataclass

@@ -1,5 +1,7 @@
-"""The soak's load: threads calling the SDK in a closed loop (each sends its next request when its previous one
-returns), every outcome kept, and the short step ramp that finds the knee to run the soak at.
+"""The one closed loop every measurement runs: threads calling the SDK (or an engine) one request after another
+(each sends its next request when its previous one returns), every outcome kept. The soak runs it for hours and
+reads it window by window; the bench and the tune run it for a few seconds at a time (`run_for`); the short step
+ramp here finds the knee to run the soak at.
 
 Every request is accounted for: it ends in a result or in an explicit error of the SDK (its timeout bounds
 each call, retries included); one that is still running `timeout + HUNG_GRACE_S` after it was sent is
@@ -9,7 +11,6 @@ counted as hung, and so is one that returned that late.
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import time
 from collections import Counter
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dfserve.client import DfserveClientError
-from dfserve.errors import SoakError
+from dfserve.errors import MeasureError, SoakError
 from dfserve.measure.knee import StepFigures, find_knee, steps_past_knee
+from dfserve.measure.stats import percentile
 
 HUNG_GRACE_S = 5.0
 """How long past its timeout a request may take before it counts as hung (thread scheduling on a busy host)."""
@@ -28,12 +30,6 @@ RAMP_PATIENCE = 2
 """Steps past the knee before the ramp stops."""
 RAMP_MIN_REQUESTS = 40
 RAMP_MAX_STRETCH = 6.0
-
-
-@dataclass(frozen=True)
-class Payload:
-    name: str
-    data: bytes
 
 
 @dataclass(frozen=True)
@@ -46,22 +42,22 @@ class Outcome:
     message: str = ""
 
 
-def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
-    """Nearest-rank percentile of already sorted values; None for none."""
-    if not sorted_values:
-        return None
-    rank = min(max(1, math.ceil(fraction * len(sorted_values) - 1e-9)), len(sorted_values))
-    return float(sorted_values[rank - 1])
-
-
 class ClosedLoop:
-    """`target` threads, each calling `call(payload)` in turn until told to stop; every outcome is kept."""
+    """`target` threads, each calling `call(item)` on the items in turn until told to stop; every outcome is kept.
+    `name(item)` labels an item in error messages."""
 
-    def __init__(self, call: Callable[[bytes], object], payloads: Sequence[Payload], timeout_s: float) -> None:
-        if not payloads:
-            raise SoakError("no payloads to send")
+    def __init__(
+        self,
+        call: Callable[[Any], object],
+        items: Sequence[Any],
+        timeout_s: float,
+        name: Callable[[Any], str] = lambda item: str(getattr(item, "name", type(item).__name__)),
+    ) -> None:
+        if not items:
+            raise MeasureError("no items to send")
         self._call = call
-        self._payloads = list(payloads)
+        self._items = list(items)
+        self._name = name
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._next = itertools.count()
@@ -91,20 +87,20 @@ class ClosedLoop:
         while index < self._target:
             with self._lock:
                 token = next(self._next)
-                payload = self._payloads[token % len(self._payloads)]
+                item = self._items[token % len(self._items)]
                 self.sent += 1
                 started = time.monotonic()
                 self._in_flight[token] = started
             error, message = None, ""
             try:
-                self._call(payload.data)
+                self._call(item)
             except DfserveClientError as exc:
-                error, message = type(exc).__name__, f"{payload.name}: {exc}"
+                error, message = type(exc).__name__, f"{self._name(item)}: {exc}"
             except Exception as exc:  # not the SDK's contract, but still this request's answer: count it
-                error, message = f"unexpected {type(exc).__name__}", f"{payload.name}: {exc}"
+                error, message = f"unexpected {type(exc).__name__}", f"{self._name(item)}: {exc}"
             done = time.monotonic()
             if error is None and done - started > self._timeout_s + HUNG_GRACE_S:
-                error, message = "PastTimeout", f"{payload.name}: answered after {done - started:.1f}s"
+                error, message = "PastTimeout", f"{self._name(item)}: answered after {done - started:.1f}s"
             with self._lock:
                 del self._in_flight[token]
                 self._outcomes.append(Outcome(done, done - started, error, message[:300]))
@@ -205,3 +201,31 @@ def find_concurrency(
             "the ramp found no throughput at all: every request failed; first errors: " + "; ".join(first_errors)
         )
     return knee.users, steps, knee.as_dict(), accounting
+
+
+@dataclass(frozen=True)
+class LoopRun:
+    """What `run_for` measured: requests answered, wall and client CPU seconds, each answered request's latency
+    (seconds), and the failed requests."""
+
+    requests: int
+    seconds: float
+    cpu_s: float
+    latencies_s: list[float]
+    failures: list[Outcome]
+
+
+def run_for(
+    call: Callable[[Any], object], items: Sequence[Any], concurrency: int, seconds: float, *, timeout_s: float = 600.0
+) -> LoopRun:
+    """`concurrency` callers in a closed loop for `seconds`; each caller's last request is waited for, so every
+    request sent is counted and the elapsed time covers them."""
+    loop = ClosedLoop(call, items, timeout_s)
+    cpu, start = time.process_time(), time.perf_counter()
+    loop.set_target(concurrency)
+    time.sleep(seconds)
+    loop.drain()
+    elapsed = time.perf_counter() - start
+    outcomes = loop.take()
+    ok = [o.latency_s for o in outcomes if o.error is None]
+    return LoopRun(len(ok), elapsed, time.process_time() - cpu, ok, [o for o in outcomes if o.error is not None])

@@ -123,16 +123,17 @@ def load_folder(folder: str | Path, *, limit: int | None = None) -> list[Encoded
         raise PayloadError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {path}")
     if limit is not None:
         files = files[:limit]
-    images = []
-    for file in files:
-        data = file.read_bytes()
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                width, height, fmt = img.width, img.height, str(img.format)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise PayloadError(f"{file} is not a readable image: {exc}") from exc
-        images.append(EncodedImage(name=file.name, data=data, width=width, height=height, format=fmt))
-    return images
+    return [encoded(file.name, file.read_bytes(), where=str(file)) for file in files]
+
+
+def encoded(name: str, data: bytes, *, where: str | None = None) -> EncodedImage:
+    """An image file's bytes with its size and format read from its header (not decoded)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height, fmt = img.width, img.height, str(img.format)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise PayloadError(f"{where or name} is not a readable image: {exc}") from exc
+    return EncodedImage(name=name, data=data, width=width, height=height, format=fmt)
 
 
 def load_images(folder: str | Path | None, *, count: int = len(REALISTIC_SIZES), seed: int = 0) -> list[EncodedImage]:

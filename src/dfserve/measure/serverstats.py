@@ -10,79 +10,10 @@ counted once per process, so the sum is an upper bound of what they hold togethe
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
-
-
-def process_count(pid: int) -> int:
-    """How many processes the tree of `pid` holds (tritonserver plus one stub per Python model instance)."""
-    import psutil
-
-    try:
-        return 1 + len(psutil.Process(pid).children(recursive=True))
-    except psutil.NoSuchProcess:
-        return 0
-
-
-def _sum_over_tree(pid: int, figure: Callable[[Any], float]) -> float:
-    """`figure(process)` summed over `pid` and its live descendants (processes that vanish meanwhile are skipped)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for proc in procs:
-        try:
-            total += figure(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
-
-
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by `pid` and its live descendants."""
-    return _sum_over_tree(pid, lambda p: p.cpu_times().user + p.cpu_times().system)
-
-
-def process_tree_rss(pid: int) -> int:
-    """RSS in bytes of `pid` and all its descendants."""
-    return int(_sum_over_tree(pid, lambda p: p.memory_info().rss))
-
-
-@dataclass
-class MemorySampler:
-    """Samples the tree's RSS on a background thread; `peak` is the highest value seen."""
-
-    pid: int
-    interval_s: float = 0.2
-    peak: int = 0
-    samples: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> MemorySampler:
-        self.peak = process_tree_rss(self.pid)
-        self._thread = threading.Thread(target=self._run, name="dfserve-rss", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.peak = max(self.peak, process_tree_rss(self.pid))
-            self.samples += 1
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        self.peak = max(self.peak, process_tree_rss(self.pid))
 
 
 def inference_statistics(http_url: str, models: Iterable[str]) -> dict[str, dict[str, Any]]:

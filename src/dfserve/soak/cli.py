@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from dfserve.commandline import default_out_dir
+from dfserve.measure.stats import parse_duration
 from dfserve.measure.target import MODES
-from dfserve.soak.drift import parse_duration
 from dfserve.spec.endpoints import PROTOCOLS
 
 

@@ -13,28 +13,11 @@ Pure arithmetic on plain numbers (no numpy): the soak runner, its report and the
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
-
-
-def parse_duration(text: str) -> float:
-    """``600``, ``90s``, ``10m``, ``1h30m`` in seconds (a positive number)."""
-    value = text.strip().lower()
-    try:
-        seconds = float(value)
-    except ValueError:
-        match = _DURATION.match(value)
-        if not value or not match or not any(match.groups()):
-            raise ValueError(f"duration {text!r} is not like 600, 90s, 10m or 1h30m") from None
-        h, m, s = (float(g) if g else 0.0 for g in match.groups())
-        seconds = h * 3600 + m * 60 + s
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"duration must be positive, got {text!r}")
-    return seconds
+from dfserve.measure.stats import parse_duration
 
 
 def parse_warmup(text: str, duration_s: float) -> float:

@@ -13,7 +13,7 @@ classified (real photographs), so a refusal is the server going wrong, not a hos
 hostile files belong to the reliability suite, where refusing them is the expected answer.
 Windows, totals and the verdict are in `dfserve.soak.windows`.
 
-Memory (`dfserve.measure.servermemory`) is sampled every `sample_s` from the server process's pid: the one
+Memory (`dfserve.measure.processes`) is sampled every `sample_s` from the server process's pid: the one
 this command started (`repository`), or one the caller names (`pid`, with `url`); without a pid it is said
 plainly that memory is not measured, and the verdict rests on the failures alone.
 """
@@ -26,10 +26,10 @@ from typing import Any
 
 from dfserve.client import Client, DfserveClientError
 from dfserve.errors import SoakError
-from dfserve.measure.closedloop import ClosedLoop, Payload, find_concurrency
+from dfserve.measure.closedloop import ClosedLoop, find_concurrency
 from dfserve.measure.knee import StepFigures
-from dfserve.measure.payloads import load_folder
-from dfserve.measure.servermemory import sample_tree
+from dfserve.measure.payloads import EncodedImage, encoded, load_folder
+from dfserve.measure.processes import sample_tree
 from dfserve.measure.target import Mode
 from dfserve.samples import photos
 from dfserve.soak.drift import parse_warmup
@@ -72,12 +72,11 @@ class SoakResult:
         }
 
 
-def photo_payloads(images: Path | None) -> list[Payload]:
+def photo_payloads(images: Path | None) -> list[EncodedImage]:
     """Real photographs: a folder's image files, or the sample photographs shipped with dfserve."""
     if images is not None:
-        return [Payload(i.name, i.data) for i in load_folder(images)]
-
-    return [Payload(f"{name}.jpg", data) for name, data in photos()]
+        return load_folder(images)
+    return [encoded(f"{name}.jpg", data) for name, data in photos()]
 
 
 @dataclass
@@ -167,7 +166,7 @@ def _soak(
     opts: SoakOptions,
     hooks: SoakHooks,
     warmup_s: float,
-    payloads: list[Payload],
+    payloads: list[EncodedImage],
     url: str,
     pid: int | None,
     own_server: bool,
@@ -193,7 +192,7 @@ def _soak(
         sample = (lambda: sample_tree(pid)) if pid is not None else None
         memory_start = sample().as_dict() if sample else None
         hooks.started({"target": target, "warmup_s": warmup_s, "duration_s": opts.duration_s})
-        loop = ClosedLoop(lambda data: client.classify(data, timeout=opts.timeout_s), payloads, opts.timeout_s)
+        loop = ClosedLoop(lambda image: client.classify(image.data, timeout=opts.timeout_s), payloads, opts.timeout_s)
         ramp: list[StepFigures] = []
         knee = None
         if opts.concurrency is None:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dfserve.measure.closedloop import ClosedLoop, Outcome, percentile
-from dfserve.measure.servermemory import TreeMemory
+from dfserve.measure.processes import TreeMemory
 from dfserve.soak.drift import Drift, drift
 
 

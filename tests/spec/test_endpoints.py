@@ -6,7 +6,7 @@ import pytest
 
 from dfserve.client import ClientConfigError
 from dfserve.client._core import resolve_endpoint
-from dfserve.errors import EndpointError, TargetError
+from dfserve.errors import EndpointError
 from dfserve.measure.target import split_host
 from dfserve.spec.endpoints import Endpoint, parse_endpoint
 
@@ -32,7 +32,7 @@ def test_sdk_and_load_tests_refuse_the_same_addresses(url: str) -> None:
         parse_endpoint(url, "http")
     with pytest.raises(ClientConfigError) as sdk:
         resolve_endpoint(url, "http")
-    with pytest.raises(TargetError) as loadtest:
+    with pytest.raises(EndpointError) as loadtest:
         split_host(url, "http")
     assert str(parsed.value) == str(sdk.value) == str(loadtest.value)
 

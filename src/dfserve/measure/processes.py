@@ -1,5 +1,7 @@
-"""The memory a running tritonserver holds: the resident set of the server and of each of its children (one
-Python-backend stub per model instance), and the /dev/shm regions they have mapped.
+"""The processes of a running tritonserver, sampled one way for every measurement: the resident set and CPU time
+of the server and of each of its children (one Python-backend stub per model instance), and the /dev/shm regions
+they have mapped. The soak samples the whole picture (`sample_tree`), the bench and the tune the totals
+(`process_tree_rss`, `process_tree_cpu`, `MemorySampler`).
 
 Regions are found through ``/proc/PID/maps`` of every process in the tree rather than by name, so that the
 stubs' own regions (``triton_python_backend_shm_region_*``) and any region a client registered with the
@@ -15,6 +17,8 @@ named in `unreadable` rather than counted as zero.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,16 +97,24 @@ def shm_allocated(name: str) -> int | None:
         return None
 
 
-def sample_tree(pid: int) -> TreeMemory:
-    """The memory of `pid` and all its descendants now."""
+def tree(pid: int) -> list[Any]:
+    """`pid` first, then its descendants, as psutil processes; empty when `pid` is gone. The one walk of a server's
+    process tree: every figure here is taken over it."""
     import psutil
 
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return TreeMemory(alive=False)
-    if root.status() == psutil.STATUS_ZOMBIE:
+        return []
+
+
+def sample_tree(pid: int) -> TreeMemory:
+    """The memory of `pid` and all its descendants now."""
+    import psutil
+
+    procs = tree(pid)
+    if not procs or procs[0].status() == psutil.STATUS_ZOMBIE:
         return TreeMemory(alive=False)
     out: list[ProcessMemory] = []
     regions: set[str] = set()
@@ -125,3 +137,60 @@ def sample_tree(pid: int) -> TreeMemory:
             unreadable.append(proc.pid)
     sizes = {name: size for name in regions if (size := shm_allocated(name)) is not None}
     return TreeMemory(alive=True, processes=tuple(out), shm_regions=sizes, unreadable=tuple(unreadable))
+
+
+def process_count(pid: int) -> int:
+    """How many processes the tree of `pid` holds (tritonserver plus one stub per Python model instance)."""
+    return len(tree(pid))
+
+
+def _sum_over_tree(pid: int, figure: Callable[[Any], float]) -> float:
+    """`figure(process)` summed over `pid` and its live descendants (processes that vanish meanwhile are skipped)."""
+    import psutil
+
+    total = 0.0
+    for proc in tree(pid):
+        try:
+            total += figure(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its live descendants."""
+    return _sum_over_tree(pid, lambda p: p.cpu_times().user + p.cpu_times().system)
+
+
+def process_tree_rss(pid: int) -> int:
+    """RSS in bytes of `pid` and all its descendants."""
+    return int(_sum_over_tree(pid, lambda p: p.memory_info().rss))
+
+
+@dataclass
+class MemorySampler:
+    """Samples the tree's RSS on a background thread; `peak` is the highest value seen."""
+
+    pid: int
+    interval_s: float = 0.2
+    peak: int = 0
+    samples: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> MemorySampler:
+        self.peak = process_tree_rss(self.pid)
+        self._thread = threading.Thread(target=self._run, name="dfserve-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, process_tree_rss(self.pid))
+            self.samples += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.peak = max(self.peak, process_tree_rss(self.pid))

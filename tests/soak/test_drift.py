@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dfserve.measure.closedloop import Outcome, percentile
-from dfserve.soak.drift import drift, fitted_slope, parse_duration, parse_warmup, percent_change
+from dfserve.measure.closedloop import Outcome
+from dfserve.measure.stats import parse_duration, percentile
+from dfserve.soak.drift import drift, fitted_slope, parse_warmup, percent_change
 from dfserve.soak.windows import Totals, Window, judge, make_window, totals
 
 MIB = 2**20
@@ -75,7 +76,7 @@ def test_percentile_nearest_rank() -> None:
 
 def _window(index: int, rss_mib: float, *, warmup: bool = False, failed: int = 0) -> Window:
     outcomes = [Outcome(0.0, 0.1)] * 10 + [Outcome(0.0, 0.1, "ServerUnavailableError", "x")] * failed
-    from dfserve.measure.servermemory import ProcessMemory, TreeMemory
+    from dfserve.measure.processes import ProcessMemory, TreeMemory
 
     memory = [TreeMemory(alive=True, processes=(ProcessMemory(1, "tritonserver", int(rss_mib * MIB)),))]
     return make_window(index, index * 10.0, index * 10.0 + 10, warmup, outcomes, 0, memory)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dfserve.loadtest.ramp import StepRamp, percentile, read_steps, write_steps
+from dfserve.loadtest.ramp import StepRamp, read_steps, write_steps
 from dfserve.measure.knee import StepFigures, find_knee, grows, steps_past_knee
+from dfserve.measure.stats import histogram_percentile
 
 
 def step(users: int, rps: float, p50: float = 10.0) -> StepFigures:
@@ -48,10 +49,10 @@ def test_growth_is_relative_to_the_rise_in_users() -> None:
 
 def test_percentile_of_a_histogram() -> None:
     hist = {10: 50, 20: 40, 100: 10}
-    assert percentile(hist, 0.5) == 10
-    assert percentile(hist, 0.9) == 20
-    assert percentile(hist, 0.99) == 100
-    assert percentile({}, 0.5) == 0.0
+    assert histogram_percentile(hist, 0.5) == 10
+    assert histogram_percentile(hist, 0.9) == 20
+    assert histogram_percentile(hist, 0.99) == 100
+    assert histogram_percentile({}, 0.5) == 0.0
 
 
 @dataclass
