@@ -162,7 +162,7 @@ def _rss() -> int:
 
 
 @dataclass
-class Window:
+class Timing:
     """One timed window: images done, wall seconds, CPU seconds, per-call latencies (seconds)."""
 
     images: int
@@ -178,22 +178,22 @@ class Variant:
     """pipeline, raw, vit or detector."""
     precision: Precision | None
     levels: tuple[int, ...]
-    measure: Callable[[int, float], Window]
+    measure: Callable[[int, float], Timing]
     memory_bytes: Callable[[], int]
     memory_note: str
-    windows: dict[int, list[Window]] = field(default_factory=dict)
+    windows: dict[int, list[Timing]] = field(default_factory=dict)
 
 
-def closed_loop(call: Callable[[Any], Any], items: Sequence[Any], concurrency: int, seconds: float) -> Window:
+def closed_loop(call: Callable[[Any], Any], items: Sequence[Any], concurrency: int, seconds: float) -> Timing:
     """`concurrency` callers, one request after another, for `seconds` (`dfserve.measure.closedloop.run_for`); a
     bench that saw a failed request is not a measurement, so the first failure stops it."""
     run = run_for(call, items, concurrency, seconds)
     if run.failures:
         raise BenchError(f"a request failed at concurrency {concurrency}: {run.failures[0].message}")
-    return Window(run.requests, run.seconds, run.cpu_s, run.latencies_s)
+    return Timing(run.requests, run.seconds, run.cpu_s, run.latencies_s)
 
 
-def _timed_loop(step: Callable[[], int], seconds: float) -> Window:
+def _timed_loop(step: Callable[[], int], seconds: float) -> Timing:
     """`step` (returns images done) again and again, at least once, until `seconds` have passed (the variant ran
     it once when it loaded: first calls allocate)."""
     latencies: list[float] = []
@@ -203,7 +203,7 @@ def _timed_loop(step: Callable[[], int], seconds: float) -> Window:
         t = time.perf_counter()
         images += step()
         latencies.append(time.perf_counter() - t)
-    return Window(images, time.perf_counter() - start, time.process_time() - cpu, latencies)
+    return Timing(images, time.perf_counter() - start, time.process_time() - cpu, latencies)
 
 
 def pipeline_variant(checkpoint: str, paths: Sequence[Path], batch: int) -> Variant:
@@ -218,7 +218,7 @@ def pipeline_variant(checkpoint: str, paths: Sequence[Path], batch: int) -> Vari
         pipe(chunk, batch_size=b)
     loaded = _rss() - before
 
-    def measure(b: int, seconds: float) -> Window:
+    def measure(b: int, seconds: float) -> Timing:
         def step() -> int:
             pipe(chunks[b], batch_size=b)
             return b
@@ -246,7 +246,7 @@ def raw_variant(
         session.run(None, feed)
     loaded = _rss() - before
 
-    def measure(c: int, seconds: float) -> Window:
+    def measure(c: int, seconds: float) -> Timing:
         def step() -> int:
             session.run(None, feeds[c])
             return c
@@ -284,10 +284,10 @@ def served_variants(
     pid = pair.server.pid
     assert pid is not None
 
-    def measured(client: Any, items: Sequence[Any]) -> Callable[[int, float], Window]:
+    def measured(client: Any, items: Sequence[Any]) -> Callable[[int, float], Timing]:
         warmed: set[int] = set()
 
-        def measure(c: int, seconds: float) -> Window:
+        def measure(c: int, seconds: float) -> Timing:
             if c not in warmed:  # opens the connections, once per level
                 warm = [items[i % len(items)] for i in range(c)]
                 client.classify_many(warm, concurrency=c, raise_on_error=True)

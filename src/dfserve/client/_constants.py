@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, TypeAlias
+from typing import TypeAlias
 
 from dfserve.spec.endpoints import DEFAULT_PORTS, PROTOCOLS
 from dfserve.spec.endpoints import Protocol as ProtocolName
+from dfserve.spec.names import MODES, Mode
 
-__all__ = ["DEFAULT_PORTS", "PROTOCOLS", "ProtocolName"]
+__all__ = ["DEFAULT_PORTS", "MODES", "PROTOCOLS", "Mode", "ProtocolName"]
 
-Mode: TypeAlias = Literal["file", "pixels"]
 ProgressCallback: TypeAlias = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each item of `classify_many` finishes, success or not."""
 
-MODES: tuple[Mode, ...] = ("file", "pixels")
 
 # Every default in one place (openai-python's `_constants.py`).
 DEFAULT_URL = "localhost:8000"

@@ -40,7 +40,7 @@ def margins(scores: np.ndarray, labels: Labels) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Drift:
+class ScoreDrift:
     """The figures of one comparison (candidate against reference) over `images` images."""
 
     images: int
@@ -74,8 +74,8 @@ class Drift:
         return not self.problems(bar)
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, labels: Labels, names: list[str] | None = None) -> Drift:
-    """Drift of `candidate` scores from `reference` scores (both [N, K] probabilities, same row order)."""
+def compare(reference: np.ndarray, candidate: np.ndarray, labels: Labels, names: list[str] | None = None) -> ScoreDrift:
+    """ScoreDrift of `candidate` scores from `reference` scores (both [N, K] probabilities, same row order)."""
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape or ref.ndim != 2 or ref.shape[0] == 0:
@@ -85,7 +85,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, labels: Labels, names:
     flipped = decisions(ref, labels) != decisions(cand, labels)
     low = flipped & (margins(ref, labels) < LOW_MARGIN)
     worst = int(per_image.argmax())
-    return Drift(
+    return ScoreDrift(
         images=int(ref.shape[0]),
         max_abs_diff=float(per_image.max()),
         mean_abs_diff=float(per_image.mean()),

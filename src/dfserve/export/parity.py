@@ -92,7 +92,7 @@ class ParityResult:
     modes: dict[str, dict[str, Any]] = field(default_factory=dict)
     reference: Any = field(default=None, repr=False)
     """The reference pipeline's scores [N,K] (not in the report): reduced-precision gates compare with them."""
-    """Every resize mode measured on this checkpoint against the reference (`fidelity.Drift` figures and
+    """Every resize mode measured on this checkpoint against the reference (`fidelity.ScoreDrift` figures and
     whether it would pass the FP32 bar), so a user sees what `box` or `draft` costs before choosing them."""
 
     def as_report(self) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from dfserve.loadtest.options import SHAPES, LoadSettings
-from dfserve.measure.target import MODES
 from dfserve.spec.endpoints import PROTOCOLS
+from dfserve.spec.names import MODES
 
 
 def register(subparsers: Any) -> None:

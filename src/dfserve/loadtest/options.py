@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from dfserve.errors import LoadtestError
-from dfserve.measure.target import MODES, Mode
 from dfserve.spec.endpoints import PROTOCOLS, Protocol
+from dfserve.spec.names import MODES, Mode
 
 Shape = Literal["constant", "step"]
 SHAPES: tuple[Shape, ...] = ("constant", "step")

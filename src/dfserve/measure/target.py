@@ -8,14 +8,11 @@ tried, then the repository index (when the server lets anonymous callers read it
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from dfserve.errors import TargetError
 from dfserve.spec.endpoints import Protocol, parse_endpoint
 from dfserve.spec.model import SPEC_PARAMETER, ModelNames, ModelSpec, spec_from_model_config
-
-Mode = Literal["file", "pixels"]
-MODES: tuple[Mode, ...] = ("file", "pixels")
 
 
 def split_host(host: str, protocol: Protocol | None = None) -> tuple[str, Protocol, bool]:

@@ -27,7 +27,7 @@ from dfserve.client import Client, DfserveClientError
 from dfserve.client.files import find_images
 from dfserve.errors import InvalidImageError, VerifyError
 from dfserve.export.checkpoint import load_model, resolve
-from dfserve.export.fidelity import Drift, bar_for, compare, decisions
+from dfserve.export.fidelity import ScoreDrift, bar_for, compare, decisions
 from dfserve.export.parity import reference_scores, write_parity_images
 from dfserve.preprocessing import preprocess_bytes, read_image_bytes
 from dfserve.spec.model import ModelSpec
@@ -40,7 +40,7 @@ class Verification:
     url: str
     precision: str
     rows: list[dict[str, Any]]
-    drift: Drift
+    drift: ScoreDrift
     bar: dict[str, float]
     bad_files: list[dict[str, str]] = field(default_factory=list)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from dfserve.commandline import default_out_dir
 from dfserve.measure.stats import parse_duration
-from dfserve.measure.target import MODES
 from dfserve.spec.endpoints import PROTOCOLS
+from dfserve.spec.names import MODES
 
 
 def register(subparsers: Any) -> None:

@@ -30,10 +30,10 @@ from dfserve.measure.closedloop import ClosedLoop, find_concurrency
 from dfserve.measure.knee import StepFigures
 from dfserve.measure.payloads import EncodedImage, encoded, load_folder
 from dfserve.measure.processes import sample_tree
-from dfserve.measure.target import Mode
 from dfserve.samples import photos
 from dfserve.soak.drift import parse_warmup
 from dfserve.soak.windows import Totals, Verdict, Window, judge, run_windows, totals
+from dfserve.spec.names import Mode
 from dfserve.triton.process import TritonServer
 
 __all__ = ["SoakError", "SoakHooks", "SoakOptions", "SoakResult", "run_soak"]

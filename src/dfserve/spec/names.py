@@ -3,10 +3,12 @@
 File names inside a built repository, environment variables that hand settings to processes dfserve starts,
 HTTP/gRPC header names, and the sample photographs. The build, the server launcher, the backends, the SDK and
 the tests import them from here, so no area imports another area (the SDK never imports the server launcher)
-just to learn a constant. This module imports nothing.
+just to learn a constant. This module imports only `typing`.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 # --- files of a built repository ---------------------------------------------------------------------------
 SPEC_FILENAME = "dfserve.json"
@@ -62,3 +64,7 @@ SAMPLE_PHOTOS = (
     "hubble_deep_field",
 )
 """The photographs shipped in src/dfserve/photos/ (`dfserve.samples`): the build's parity set, verify, the demo."""
+
+Mode = Literal["file", "pixels"]
+"""How a caller sends an image: the encoded file to the ensemble, or preprocessed pixels to the engine."""
+MODES: tuple[Mode, ...] = ("file", "pixels")
