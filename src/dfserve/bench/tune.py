@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from dfserve.bench.options import GOAL_SERVED_RATIO
-from dfserve.bench.run import _client, _server, closed_loop, onnx_session, powers_of_two, served_over_raw
+from dfserve.bench.run import powers_of_two, served_over_raw
+from dfserve.bench.variants import closed_loop, onnx_session, sdk_client, start_server
 from dfserve.commandline import positive_ints
 from dfserve.errors import BenchError
 from dfserve.measure.payloads import load_images, to_pixels
@@ -131,11 +132,14 @@ def run(
                     target="python",
                     onnx_path=onnx,
                 )
-                server = _server(repo)
+                server = start_server(repo)
                 server.start(timeout=600)
                 servers.append(server)
                 clients.append(
-                    (_client(server.http_url, "pixels", max(levels)), _client(server.http_url, "file", max(levels)))
+                    (
+                        sdk_client(server.http_url, "pixels", max(levels)),
+                        sdk_client(server.http_url, "file", max(levels)),
+                    )
                 )
                 log(f"started {label(variant)}")
             for r in range(rounds):
