@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,3 +53,32 @@ def test_missing_extra_is_named_verbatim(capsys: pytest.CaptureFixture[str], mon
 def test_error_messages_with_brackets_are_printed_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--repository", "no/such[/bold]folder[red]"]) == 1
     assert "no/such[/bold]folder[red] does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "reason"),
+    [
+        (["build", "--max-batch-size", "0"], "--max-batch-size", "0 should be greater than or equal to 1"),
+        (["build", "--engine-instances", "-1"], "--engine-instances", "-1 should be greater than or equal to 1"),
+        (["build", "--max-batch-size", "4096"], "--max-batch-size", "4096 should be less than or equal to 1024"),
+        (["build", "--opset", "12"], "--opset", "12 should be greater than or equal to 17"),
+        (["build", "--parity-photos", "0"], "--parity-photos", "0 should be at least 1"),
+        (["build", "--max-pixels", "many"], "--max-pixels", "'many' is not an integer"),
+    ],
+)
+def test_bad_build_flags_are_one_usage_line_before_any_work(argv: list[str], flag: str, reason: str) -> None:
+    """The bounds come from the typed config (`Batching`, `ModelSpec`, `Limits`): a bad value stops the command
+    at parsing, with exit 2 and one line naming the flag, before the hub or the checkpoint is touched."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "dfserve.cli", *argv, "--model", "no-such-org/no-such-model"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"dfserve build: error: argument {flag}: {reason} (see dfserve build --help)"]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert time.monotonic() - started < 30

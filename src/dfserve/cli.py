@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from dfserve._version import __version__
-from dfserve.commandline import missing_extra_message
+from dfserve.commandline import Parser, missing_extra_message
 from dfserve.errors import DfserveError
 
 # Modules that provide `register(subparsers) -> None` (or the function named after a colon), in the order their
@@ -37,7 +37,7 @@ err_console = Console(stderr=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dfserve",
         description="Build, serve, call and load-test Hugging Face ViT image classifiers on Triton.",
     )

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any, get_args
 
-from dfserve.commandline import positive_ints
+from dfserve.commandline import constrained, positive_int, positive_ints
 from dfserve.export.policy import DEFAULT_MODEL_ID
-from dfserve.spec.model import DEFAULT_RESIZE_MODE, RESIZE_MODES, GpuServing, Limits, ModelSpec, Precision
+from dfserve.spec.model import DEFAULT_RESIZE_MODE, RESIZE_MODES, Batching, GpuServing, Limits, ModelSpec, Precision
 from dfserve.spec.names import DEFAULT_REPOSITORY
 
 
@@ -18,7 +18,9 @@ def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group(
         "batching (written into config.pbtxt; default: dfserve.export.policy.default_batching for engine and precision)"
     )
-    g.add_argument("--max-batch-size", type=int, default=None, help="engine max batch")
+    g.add_argument(
+        "--max-batch-size", type=constrained(Batching, "max_batch_size"), default=None, help="engine max batch"
+    )
     g.add_argument(
         "--preferred-batch-sizes",
         type=positive_ints,
@@ -27,23 +29,29 @@ def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
         "gathers batches; preferred sizes suit engines with several optimisation profiles)",
     )
     g.add_argument(
-        "--max-queue-delay-us", type=int, default=None, help="how long a request may wait for others to fill a batch"
+        "--max-queue-delay-us",
+        type=constrained(Batching, "max_queue_delay_us"),
+        default=None,
+        help="how long a request may wait for others to fill a batch",
     )
     gpu = GpuServing()
     g.add_argument(
         "--engine-instances",
-        type=int,
+        type=constrained(Batching, "engine_instances"),
         default=None,
         help=f"engine instances ({gpu.engine_instances} on the GPU target tensorrt)",
     )
     g.add_argument(
         "--preprocess-instances",
-        type=int,
+        type=constrained(Batching, "preprocess_instances"),
         default=None,
         help="decode/resize instances, each a process (one per CPU core of this host on the GPU target tensorrt)",
     )
     g.add_argument(
-        "--engine-threads", type=int, default=None, help="ONNX Runtime intra-op threads per engine instance (0: all)"
+        "--engine-threads",
+        type=constrained(Batching, "engine_threads"),
+        default=None,
+        help="ONNX Runtime intra-op threads per engine instance (0: all)",
     )
 
 
@@ -132,18 +140,23 @@ def register(sub: Any) -> None:
         "decoding: fastest, changes pixels); the build report measures all three on this checkpoint",
     )
     opset = ModelSpec.model_fields["onnx_opset"].default
-    p.add_argument("--opset", type=int, default=opset, help="ONNX opset, at least 17 (default %(default)s)")
-    p.add_argument("--parity-photos", type=int, default=8, help="real photographs in the parity set")
+    p.add_argument(
+        "--opset",
+        type=constrained(ModelSpec, "onnx_opset"),
+        default=opset,
+        help="ONNX opset, at least 17 (default %(default)s)",
+    )
+    p.add_argument("--parity-photos", type=positive_int, default=8, help="real photographs in the parity set")
     limits = Limits()
     p.add_argument(
         "--max-file-bytes",
-        type=int,
+        type=constrained(Limits, "max_file_bytes"),
         default=limits.max_file_bytes,
         help="largest encoded image the server accepts (default %(default)s bytes)",
     )
     p.add_argument(
         "--max-pixels",
-        type=int,
+        type=constrained(Limits, "max_pixels"),
         default=limits.max_pixels,
         help="largest image, checked from the header before decoding: the decompression-bomb guard "
         "(default %(default)s)",
