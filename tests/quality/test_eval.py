@@ -159,3 +159,19 @@ def test_the_png_has_five_panels(tmp_path: Path) -> None:
         assert any(t.startswith(expected) for t in titles), (expected, titles)
     with Image.open(path) as img:
         assert img.format == "PNG" and img.width > 1000
+
+
+def test_one_threshold_per_report_and_a_caution_when_the_folder_is_too_small() -> None:
+    """The headline figures and the matrix are those of the operating point the report names, not of 0.5 beside
+    a chosen 0.35; a target FPR finer than 1/negatives is called out, as are classes too small to read rates from."""
+    y = ["real"] * 4 + ["fake"] * 4
+    p = np.array([0.1, 0.2, 0.3, 0.7, 0.4, 0.6, 0.8, 0.9])
+    scores = np.stack([1 - p, p], axis=1)
+    r = compute_metrics(y, scores, ["real", "fake"], positive="fake", target_fpr=0.25)
+    assert r.operating_point is not None and r.operating_point.threshold < 0.5
+    assert r.confusion_matrix == r.confusion_matrix_at_threshold == [[3, 1], [0, 4]]
+    assert r.accuracy == pytest.approx(7 / 8) and r.recall == 1.0 and r.precision == pytest.approx(0.8)
+    assert not any("steps of 0.25, coarser" in n for n in r.notes)
+    fine = compute_metrics(y, scores, ["real", "fake"], positive="fake", target_fpr=0.01)
+    assert any("only 4 'real' images" in n and "at least 100 are needed" in n for n in fine.notes), fine.notes
+    assert any("4 'fake' images: the recall is uncertain" in n for n in fine.notes)

@@ -147,7 +147,7 @@ def compute_metrics(
     if bad:
         raise EvalError(f"true labels {bad} are not among the model's labels {labels}")
     y_true = list(y_true)
-    y_pred = [labels[i] for i in scores.argmax(axis=1)]
+    y_pred = [labels[i] for i in scores.argmax(axis=1)]  # a binary detector's are replaced below, at its threshold
     notes: list[str] = []
     present = sorted(set(y_true), key=labels.index)
     binary = len(labels) == 2
@@ -182,6 +182,10 @@ def compute_metrics(
                 notes.append(f"no negative images: the target FPR cannot choose a threshold; {threshold:g} used")
         operating = _sweep_point(metrics, truth, p, threshold)
         matrix_at = metrics.confusion_matrix(truth, p >= threshold, labels=[False, True]).tolist()
+        # One threshold per report: the headline figures and the matrix are those of the operating point.
+        negative = labels[1 - pos]
+        y_pred = [positive if s >= threshold else negative for s in p]
+        notes += _sample_size_notes(truth, positive, negative, target_fpr)
     else:
         positive = None
         average = "macro"
@@ -220,6 +224,27 @@ def compute_metrics(
     )
 
 
+SMALL_CLASS = 30
+"""Below this many images of a class, its rates move in coarse steps and the report says so."""
+
+
+def _sample_size_notes(truth: np.ndarray, positive: str, negative: str, target_fpr: float | None) -> list[str]:
+    """Cautions where the folder is too small for the figures read off it: the false positive rate moves in
+    steps of 1/negatives (4 negatives: 0, 0.25, 0.5, ...), so a target FPR finer than that step cannot be met
+    or measured; recall likewise moves in steps of 1/positives."""
+    negatives, positives = int((~truth).sum()), int(truth.sum())
+    notes = []
+    if negatives and target_fpr is not None and 0 < target_fpr < 1 / negatives:
+        notes.append(
+            f"only {negatives} {negative!r} images: the false positive rate moves in steps of {1 / negatives:.3g}, "
+            f"coarser than the target FPR {target_fpr:g}; at least {int(np.ceil(1 / target_fpr))} are needed"
+        )
+    for count, name, rate in ((negatives, negative, "false positive rate"), (positives, positive, "recall")):
+        if 0 < count < SMALL_CLASS:
+            notes.append(f"{count} {name!r} images: the {rate} is uncertain (steps of {1 / count:.2g})")
+    return notes
+
+
 def _sweep_point(metrics: Any, truth: np.ndarray, p: np.ndarray, threshold: float) -> SweepPoint:
     guess = p >= threshold
     negatives = int((~truth).sum())
@@ -249,13 +274,16 @@ def _threshold_for_fpr(truth: np.ndarray, p: np.ndarray, target_fpr: float) -> f
 
 
 def plot_report(report: EvalReport, y_true: Sequence[str], scores: np.ndarray, path: Path) -> Path:
-    """Five panels in one PNG: ROC, precision-recall (operating point marked on both), the confusion matrix at
-    the threshold, the threshold sweep, and score histograms per true label with bins fitted to the data."""
+    """Five panels in one PNG, drawn with scikit-learn's displays: ROC (`RocCurveDisplay`), precision-recall
+    (`PrecisionRecallDisplay`, a step curve as average precision computes it), both with the operating point
+    marked; the confusion matrix at the report's one threshold (`ConfusionMatrixDisplay`); the threshold sweep;
+    and score histograms per true label with bins fitted to the data and whole-image counts."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve, roc_curve
+    from matplotlib.ticker import MaxNLocator
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
     labels = report.labels
     scores = np.asarray(scores, dtype=np.float64)
@@ -267,19 +295,17 @@ def plot_report(report: EvalReport, y_true: Sequence[str], scores: np.ndarray, p
         truth = np.array([y == report.positive_label for y in y_true])
         p = scores[:, pos]
         if report.roc_auc is not None:
-            fpr, tpr, _ = roc_curve(truth, p)
-            ax_roc.plot(fpr, tpr, label=f"{report.positive_label} (AUC {report.roc_auc:.3f})")
+            RocCurveDisplay.from_predictions(truth, p, ax=ax_roc, name=report.positive_label, plot_chance_level=True)
         if report.average_precision is not None:
-            precision, recall, _ = precision_recall_curve(truth, p)
-            ax_pr.plot(recall, precision, label=f"{report.positive_label} (AP {report.average_precision:.3f})")
-            ax_pr.axhline(truth.mean(), linestyle="--", color="grey", linewidth=1, label="chance")
+            PrecisionRecallDisplay.from_predictions(
+                truth, p, ax=ax_pr, name=report.positive_label, plot_chance_level=True
+            )
         if op is not None:
             point = f"threshold {op.threshold:.3g}"
             ax_roc.plot([op.false_positive_rate], [op.recall], "o", color="red", label=point)
             ax_pr.plot([op.recall], [op.precision], "o", color="red", label=point)
-        names = [f"not {report.positive_label}", report.positive_label]
         matrix = np.asarray(report.confusion_matrix_at_threshold or [[0, 0], [0, 0]])
-        cm_title = f"confusion matrix at P({report.positive_label}) >= {op.threshold:.3g}" if op else "confusion"
+        cm_title = f"confusion matrix at P({report.positive_label}) >= {op.threshold:.3g}" if op else "confusion matrix"
         _draw_sweep(ax_sweep, report)
         groups = [(f"true {name}", p[np.array([y == name for y in y_true])]) for name in labels]
         hist_x = f"P({report.positive_label})"
@@ -287,27 +313,28 @@ def plot_report(report: EvalReport, y_true: Sequence[str], scores: np.ndarray, p
         for k, name in enumerate(labels):
             truth = np.array([y == name for y in y_true])
             if truth.any() and not truth.all():
-                fpr, tpr, _ = roc_curve(truth, scores[:, k])
-                ax_roc.plot(fpr, tpr, label=f"{name} vs rest")
-                precision, recall, _ = precision_recall_curve(truth, scores[:, k])
-                ax_pr.plot(recall, precision, label=f"{name} vs rest")
-        names = labels
+                RocCurveDisplay.from_predictions(truth, scores[:, k], ax=ax_roc, name=f"{name} vs rest")
+                PrecisionRecallDisplay.from_predictions(truth, scores[:, k], ax=ax_pr, name=f"{name} vs rest")
         matrix = np.asarray(report.confusion_matrix)
         cm_title = "confusion matrix (arg-max)"
         ax_sweep.text(0.5, 0.5, "threshold sweep: binary detectors only", ha="center", va="center")
         ax_sweep.set_axis_off()
         groups = [(name, scores[np.array([y == name for y in y_true]), k]) for k, name in enumerate(labels)]
         hist_x = "score of the true label"
-    ax_roc.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
     ax_roc.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     ax_pr.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title="precision-recall")
-    _draw_matrix(ax_cm, matrix, names, cm_title)
+    ConfusionMatrixDisplay(matrix, display_labels=labels).plot(ax=ax_cm, cmap="Blues", colorbar=False)
+    ax_cm.set_title(cm_title)
     _draw_histograms(ax_hist, groups, hist_x)
+    ax_hist.yaxis.set_major_locator(MaxNLocator(integer=True))
     _draw_summary(ax_text, report)
     for ax in (ax_roc, ax_pr, ax_hist):
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="best", fontsize="small")
-    title = f"{report.model_name or 'model'}: accuracy {report.accuracy:.3f}, F1 {report.f1:.3f}, n={report.n_images}"
+            ax.legend(loc="lower right" if ax is not ax_hist else "best", fontsize="small")
+    at = f" at threshold {op.threshold:.3g}" if op is not None else ""
+    title = (
+        f"{report.model_name or 'model'}: accuracy {report.accuracy:.3f}, F1 {report.f1:.3f}{at}, n={report.n_images}"
+    )
     if report.random_weights:
         title += " (RANDOM WEIGHTS)"
     fig.suptitle(title)
@@ -319,21 +346,20 @@ def plot_report(report: EvalReport, y_true: Sequence[str], scores: np.ndarray, p
     return path
 
 
-def _draw_matrix(ax: Any, matrix: np.ndarray, names: Sequence[str], title: str) -> None:
-    ax.imshow(matrix, cmap="Blues")
-    peak = matrix.max() if matrix.size else 0
-    for (r, c), value in np.ndenumerate(matrix):
-        ax.text(c, r, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=20)
-    ax.set_yticks(range(len(names)), names)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
+SWEEP_STYLES = (
+    ("F1", "f1", "-", "o"),
+    ("precision", "precision", "--", "s"),
+    ("recall", "recall", "-.", "^"),
+    ("FPR", "false_positive_rate", ":", "v"),
+)
+"""Each curve of the sweep its own line style and marker, so curves that coincide stay visible."""
 
 
 def _draw_sweep(ax: Any, report: EvalReport) -> None:
     points = sorted(report.threshold_sweep, key=lambda q: q.threshold)
     x = [q.threshold for q in points]
-    for name, attr in (("F1", "f1"), ("precision", "precision"), ("recall", "recall"), ("FPR", "false_positive_rate")):
-        ax.plot(x, [getattr(q, attr) for q in points], marker=".", label=name)
+    for name, attr, style, marker in SWEEP_STYLES:
+        ax.plot(x, [getattr(q, attr) for q in points], linestyle=style, marker=marker, markersize=4, label=name)
     if report.operating_point is not None:
         ax.axvline(report.operating_point.threshold, color="red", linestyle=":", label=report.threshold_rule)
     ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel=f"threshold on P({report.positive_label})", title="threshold sweep")
@@ -341,7 +367,8 @@ def _draw_sweep(ax: Any, report: EvalReport) -> None:
 
 
 def _draw_histograms(ax: Any, groups: Sequence[tuple[str, np.ndarray]], xlabel: str) -> None:
-    """Bins from numpy's 'auto' rule over the scores actually seen (not fixed 0.05 steps across [0, 1])."""
+    """Bins from numpy's 'auto' rule over the scores actually seen (not fixed 0.05 steps across [0, 1]); each
+    label in its own colour with an outline, so overlapping bars do not blend into one."""
     seen = [values for _, values in groups if values.size]
     if seen:
         everything = np.concatenate(seen)
@@ -349,9 +376,11 @@ def _draw_histograms(ax: Any, groups: Sequence[tuple[str, np.ndarray]], xlabel: 
         if high - low < 1e-9:
             low, high = low - 0.005, high + 0.005
         bins = np.histogram_bin_edges(everything, bins="auto", range=(low, high))[:101]
-        for name, values in groups:
+        for k, (name, values) in enumerate(groups):
             if values.size:
-                ax.hist(values, bins=bins, alpha=0.6, label=f"{name} (n={values.size})")
+                colour = f"C{k}"
+                ax.hist(values, bins=bins, alpha=0.45, color=colour, label=f"{name} (n={values.size})")
+                ax.hist(values, bins=bins, histtype="step", color=colour, linewidth=1.5)
     ax.set(xlabel=xlabel, ylabel="images", title="score histograms per true label")
 
 
