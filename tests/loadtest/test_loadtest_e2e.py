@@ -21,6 +21,10 @@ REQUIRED = ("requests", "failures", "rps", "p50_ms", "p90_ms", "p99_ms", "users"
 
 def check_report(out: Path, summary: dict[str, Any]) -> None:
     assert json.loads((out / "summary.json").read_text())["requests"] == summary["requests"]
+    # request-level figures: one sample line per request Locust recorded, percentiles from them
+    lines = sum(len(f.read_text().splitlines()) for f in (out / "samples").glob("samples-*.csv"))
+    assert summary["percentiles_from"] == "every request's latency"
+    assert lines == summary["requests"] + summary["failures"] or lines == summary["requests"]
     for key in REQUIRED:
         assert summary[key] is not None, key
     for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "report.html", "users.png"):
@@ -112,6 +116,9 @@ def test_distributed_mode_with_two_worker_processes(triton_server: Any, tmp_path
         )
     )
     assert summary["requests"] > 0 and summary["failures"] == 0 and summary["processes"] == 2
+    workers = sorted((tmp_path / "dist" / "samples").glob("samples-*.csv"))
+    assert len(workers) == 2, workers  # each worker wrote its own requests; the master sent none
+    assert sum(len(f.read_text().splitlines()) for f in workers) == summary["requests"]
     # the workers used the master's --dfserve-mode: pixels go to the engine, not the ensemble
     assert [row["name"] for row in summary["per_request"]] == [triton_server_spec(triton_server).models.engine]
 

@@ -39,7 +39,7 @@ def _met(goal: dict[str, Any]) -> str:
 def render_markdown(data: dict[str, Any]) -> str:
     m, ratios, variants = data["model"], data["ratios"], data["variants"]
     prep = data["preprocessing"]
-    weights = "random weights" if m["random_weights"] else "trained weights"
+    weights = "random weights" if m["random_weights"] else f"the weights of {m.get('checkpoint', 'the checkpoint')}"
     levels = data["concurrency"]
     out = [
         f"# dfserve bench: {m['architecture']} {m['input_hw'][0]}x{m['input_hw'][1]} ({weights})",
@@ -287,18 +287,29 @@ def plot_bench(data: dict[str, Any], path: Path) -> Path:
             )
             continue
         rows = v["rows"]
-        ax.plot(
+        medians = [r["images_per_s"] for r in rows]
+        spread = [  # the slowest and fastest round around the median: how much the machine moved
+            [m - min(r.get("rounds") or [m]) for m, r in zip(medians, rows, strict=True)],
+            [max(r.get("rounds") or [m]) - m for m, r in zip(medians, rows, strict=True)],
+        ]
+        ax.errorbar(
             [r["level"] for r in rows],
-            [r["images_per_s"] for r in rows],
+            medians,
+            yerr=spread,
+            capsize=3,
             marker=MARKER[v["kind"]],
             linestyle=STYLE[v["kind"]],
             color=COLOUR[v["precision"]],
             label=name + (" (batch = concurrency)" if v["kind"] == "raw" else ""),
         )
-    ax.set(title="throughput against concurrency", xlabel="concurrent requests (raw: batch size)", ylabel="images/s")
+    ax.set(
+        title="throughput against concurrency (median of rounds, bars: slowest to fastest round)",
+        xlabel="concurrent requests (raw: batch size)",
+        ylabel="images/s (log scale)",
+    )
     log2_axis(ax, levels)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7)
+    ax.set_yscale("log")  # the variants span a decade and more: a linear axis flattens the slow ones
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
 
     ax = axes[0][1]
     for precision, by_c in data["ratios"]["vit_over_raw_by_concurrency"].items():

@@ -57,6 +57,7 @@ from dfserve.export.policy import DEFAULT_MODEL_ID, DEFAULT_PROCESSOR_CONFIG, DE
 from dfserve.measure.payloads import load_images, to_pixels
 from dfserve.measure.processes import MemorySampler, process_count, process_tree_rss
 from dfserve.measure.serverstats import inference_statistics, stats_delta
+from dfserve.measure.stats import percentile
 from dfserve.repository.writer import write_repository
 from dfserve.spec.model import ModelSpec, Precision
 from dfserve.spec.names import ONNX_FILENAME
@@ -160,15 +161,15 @@ def prepare_repositories(
 def summarise(v: Variant) -> dict[str, Any]:
     rows = []
     for c, windows in sorted(v.windows.items()):
-        lat = np.array([x for w in windows for x in w.latencies]) * 1000
+        lat = sorted(x * 1000 for w in windows for x in w.latencies)
         images = sum(w.images for w in windows)
         rows.append(
             {
                 "level": c,
                 "images_per_s": statistics.median(w.images / w.seconds for w in windows),
                 "rounds": [round(w.images / w.seconds, 3) for w in windows],
-                "p50_ms": float(np.percentile(lat, 50)),
-                "p99_ms": float(np.percentile(lat, 99)),
+                "p50_ms": percentile(lat, 0.50),
+                "p99_ms": percentile(lat, 0.99),
                 "cpu_s_per_image": sum(w.cpu_s for w in windows) / images,
                 "images": images,
             }

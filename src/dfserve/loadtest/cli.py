@@ -85,9 +85,8 @@ def _loadtest(args: argparse.Namespace) -> int:
         processes=args.processes,
         echo=not args.quiet,
     )
-    console = Console(stderr=True)
-    summary = run_loadtest(opts, console)
-    print_summary(summary, console)
+    summary = run_loadtest(opts, Console(stderr=True))  # progress and Locust's own lines: diagnostics
+    print_summary(summary, Console())  # the result: stdout
     return 1 if summary["failures"] else 0
 
 
@@ -106,6 +105,14 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         str(summary["users"]),
     )
     console.print(table)
+    if summary.get("caution"):
+        console.print(f"caution: {summary['caution']}", highlight=False)
+    rough = [p["users"] for p in summary.get("by_users", []) if p.get("caution")]
+    if rough:
+        console.print(
+            f"caution: the p99 at {', '.join(map(str, rough))} users rests on fewer than 100 requests each",
+            highlight=False,
+        )
     knee = summary.get("knee")
     if knee:
         verdict = "throughput stopped growing" if knee["saturated"] else "still growing at the last step"

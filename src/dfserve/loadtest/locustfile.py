@@ -17,6 +17,7 @@ from typing import Any
 from locust import events
 
 from dfserve.loadtest.options import add_locust_arguments
+from dfserve.loadtest.samples import record_samples
 from dfserve.loadtest.shapes import DfserveShape
 from dfserve.loadtest.users import TritonGrpcUser, TritonHttpUser, enable_grpc_gevent
 
@@ -28,3 +29,12 @@ __all__ = ["DfserveShape", "TritonGrpcUser", "TritonHttpUser"]
 @events.init_command_line_parser.add_listener
 def _dfserve_arguments(parser: Any) -> None:
     add_locust_arguments(parser)
+
+
+@events.init.add_listener
+def _dfserve_samples(environment: Any, **_: Any) -> None:
+    """Every request's latency to a CSV per process, where `--dfserve-samples-dir` names a folder."""
+    folder = getattr(environment.parsed_options, "dfserve_samples_dir", "")
+    is_master = type(environment.runner).__name__ == "MasterRunner"  # workers send the requests, not the master
+    if folder and not is_master:
+        record_samples(environment, folder)

@@ -53,6 +53,9 @@ class LoadSettings:
     """The ramp stops after this many steps in a row that do not grow."""
     steps_file: str = ""
     """Where the step ramp writes its per-step figures (JSON); empty: nowhere."""
+    samples_dir: str = ""
+    """Where each Locust process writes every request's end time, latency and outcome (`loadtest.samples`);
+    empty: nowhere."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -122,6 +125,7 @@ _HELP: dict[str, str] = {
     "min_gain": "a step grows when throughput rises by this fraction of the rise in users",
     "patience": "stop the ramp after this many steps that do not grow",
     "steps_file": "write the ramp's per-step figures to this JSON file",
+    "samples_dir": "write every request's end time, latency and outcome to CSV files in this folder",
 }
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import csv
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dfserve.errors import LocustRunError
+from dfserve.loadtest.samples import MIN_SAMPLES_FOR_P99, Samples, latency_figures, ramp_down_start, users_at
 from dfserve.measure.knee import StepFigures
 
 AGGREGATED = "Aggregated"
@@ -46,6 +47,9 @@ class UserPoint:
     p90_ms: float
     p99_ms: float
     seconds: int
+    requests: int = 0
+    caution: str | None = None
+    """Set where the point's percentiles rest on too few requests to mean much."""
 
 
 def _stats_row(row: dict[str, str]) -> dict[str, Any]:
@@ -122,8 +126,68 @@ def points_by_users(prefix: Path) -> list[UserPoint]:
     ]
 
 
+def history_users(prefix: Path) -> list[tuple[float, int]]:
+    """(unix second, users) from Locust's per-second history, in time order."""
+    out = []
+    for row in _read_rows(Path(f"{prefix}_stats_history.csv")):
+        if row.get("Name") != AGGREGATED:
+            continue
+        stamp, users = _num(row.get("Timestamp")), _num(row.get("User Count"))
+        if stamp is not None and users is not None:
+            out.append((stamp, int(users)))
+    return sorted(out)
+
+
+def points_from_samples(samples: Samples, history: list[tuple[float, int]]) -> list[UserPoint]:
+    """Throughput and request-level percentiles per user count, from every request that ended while that many
+    users ran, the stop at the end of the run left out. A level's throughput is its answered requests over the
+    seconds the run spent at it."""
+    users = users_at(samples, history)
+    keep = users > 0
+    cut = ramp_down_start(history)
+    if cut is not None:
+        keep &= samples.ends < cut
+        history = [(s, u) for s, u in history if s < cut]
+    seconds = Counter(u for _, u in history)
+    points = []
+    for level in sorted({int(u) for u in users[keep]}):
+        mask = keep & (users == level) & ~samples.failed
+        figures = latency_figures(samples.latencies_ms[mask])
+        if not figures["samples"]:
+            continue
+        span = max(seconds.get(level, 0), 1)
+        points.append(
+            UserPoint(
+                level,
+                figures["samples"] / span,
+                figures["p50_ms"],
+                figures["p90_ms"],
+                figures["p99_ms"],
+                span,
+                figures["samples"],
+                figures.get("caution"),
+            )
+        )
+    return points
+
+
 def points_from_steps(steps: list[StepFigures]) -> list[UserPoint]:
-    return [UserPoint(s.users, s.rps, s.p50_ms, s.p90_ms, s.p99_ms, round(s.duration_s)) for s in steps if s.requests]
+    return [
+        UserPoint(
+            s.users,
+            s.rps,
+            s.p50_ms,
+            s.p90_ms,
+            s.p99_ms,
+            round(s.duration_s),
+            s.requests,
+            f"p99 of {s.requests} requests (fewer than {MIN_SAMPLES_FOR_P99}): rough"
+            if s.requests < MIN_SAMPLES_FOR_P99
+            else None,
+        )
+        for s in steps
+        if s.requests
+    ]
 
 
 def plot_users(points: list[UserPoint], path: Path, title: str, knee_users: int | None = None) -> Path:
@@ -145,6 +209,17 @@ def plot_users(points: list[UserPoint], path: Path, title: str, knee_users: int 
     lat = ax.twinx()
     for attr, style, label in (("p50_ms", "s--", "p50"), ("p90_ms", "^--", "p90"), ("p99_ms", "v:", "p99")):
         lat.plot(users, [getattr(p, attr) for p in points], style, color="tab:red", alpha=0.8, label=f"{label} (ms)")
+    rough = [p for p in points if p.caution]
+    if rough:  # a p99 of a few dozen requests: drawn hollow and said in the legend
+        lat.plot(
+            [p.users for p in rough],
+            [p.p99_ms for p in rough],
+            "o",
+            markersize=11,
+            markerfacecolor="none",
+            markeredgecolor="black",
+            label=f"p99 of < {MIN_SAMPLES_FOR_P99} requests",
+        )
     lat.set_ylabel("latency (ms)", color="tab:red")
     lat.set_ylim(0, max((p.p99_ms for p in points), default=1.0) * 1.3 or 1.0)
     if knee_users is not None:

@@ -30,13 +30,16 @@ from dfserve.loadtest.options import LoadSettings
 from dfserve.loadtest.ramp import read_steps
 from dfserve.loadtest.report import (
     UserPoint,
+    history_users,
     parse_exceptions,
     parse_failures,
     parse_stats,
     plot_users,
     points_by_users,
+    points_from_samples,
     points_from_steps,
 )
+from dfserve.loadtest.samples import latency_figures, read_samples
 from dfserve.measure.knee import find_knee
 from dfserve.measure.stats import parse_duration
 from dfserve.measure.target import Protocol, split_host
@@ -48,6 +51,7 @@ PLOT_FILE = "users.png"
 HTML_FILE = "report.html"
 STEPS_FILE = "steps.json"
 LOG_FILE = "locust.log"
+SAMPLES_DIR = "samples"
 
 
 def run_time_seconds(text: str) -> int:
@@ -114,6 +118,8 @@ def locust_command(opts: LoadtestOptions, out: Path, protocol: Protocol) -> list
         settings = _replace(settings, protocol=protocol)
     if settings.shape == "step" and not settings.steps_file:
         settings = _replace(settings, steps_file=str(out / STEPS_FILE))
+    if not settings.samples_dir:
+        settings = _replace(settings, samples_dir=str(out / SAMPLES_DIR))
     cmd = [
         sys.executable,
         "-m",
@@ -227,8 +233,18 @@ def summarize(
     settings = opts.settings
     steps = read_steps(out / STEPS_FILE) if (out / STEPS_FILE).is_file() else []
     knee = find_knee(steps, settings.min_gain) if steps else None
+    samples = read_samples(out / SAMPLES_DIR)
+    if samples is not None and samples.ends.size:
+        # Request-level figures: every request Locust recorded, percentiles on the raw latencies.
+        figures = latency_figures(samples.ok_latencies_ms)
+        total = {**total, "requests": int(samples.ends.size), "failures": int(samples.failed.sum())}
+        total.update({k: figures[k] for k in ("p50_ms", "p90_ms", "p99_ms")})
+        if "caution" in figures:
+            total["caution"] = figures["caution"]
     if steps:
         points = points_from_steps(steps)
+    elif samples is not None and samples.ends.size:
+        points = points_from_samples(samples, history_users(prefix))
     else:  # the ramp-up seconds from the history; the full-load point from the whole run's totals
         top = max((p.users for p in history), default=opts.users)
         points = [p for p in history if p.users < top]
@@ -257,6 +273,8 @@ def summarize(
         "p50_ms": total["p50_ms"],
         "p90_ms": total["p90_ms"],
         "p99_ms": total["p99_ms"],
+        "percentiles_from": "every request's latency" if samples is not None else "Locust's histogram",
+        "caution": total.get("caution"),
         "avg_ms": total["avg_ms"],
         "max_ms": total["max_ms"],
         "users": max((p.users for p in history), default=opts.users),
