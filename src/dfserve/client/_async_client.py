@@ -176,9 +176,16 @@ class AsyncClient(BaseClient):
 
     # ------------------------------------------------------------------------------------------ model
 
-    async def model_spec(self, *, refresh: bool = False, timeout: float | None = None) -> ModelSpec:
-        """The served model's `ModelSpec`, read from the entry model's config (cached after the first call)."""
-        limit, policy = self._overrides(timeout, UNSET)
+    async def model_spec(
+        self,
+        *,
+        refresh: bool = False,
+        timeout: float | None = None,
+        max_retries: int | Unset | None = UNSET,
+    ) -> ModelSpec:
+        """The served model's `ModelSpec`, read from the entry model's config (cached after the first call).
+        `timeout` and `max_retries` override the client's for this call."""
+        limit, policy = self._overrides(timeout, max_retries)
         return await self._model_spec(time.monotonic() + limit, limit, policy, refresh=refresh)
 
     async def _model_spec(

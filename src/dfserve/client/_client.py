@@ -186,9 +186,16 @@ class Client(BaseClient):
 
     # ------------------------------------------------------------------------------------------ model
 
-    def model_spec(self, *, refresh: bool = False, timeout: float | None = None) -> ModelSpec:
-        """The served model's `ModelSpec`, read from the entry model's config (cached after the first call)."""
-        limit, policy = self._overrides(timeout, UNSET)
+    def model_spec(
+        self,
+        *,
+        refresh: bool = False,
+        timeout: float | None = None,
+        max_retries: int | Unset | None = UNSET,
+    ) -> ModelSpec:
+        """The served model's `ModelSpec`, read from the entry model's config (cached after the first call).
+        `timeout` and `max_retries` override the client's for this call."""
+        limit, policy = self._overrides(timeout, max_retries)
         return self._model_spec(time.monotonic() + limit, limit, policy, refresh=refresh)
 
     def _model_spec(self, deadline: float, limit: float, policy: RetryPolicy, *, refresh: bool = False) -> ModelSpec:

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import socket
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,8 +473,9 @@ LOG = logging.getLogger("dfserve.client")
 
 
 def log_retry(error: DfserveClientError, attempt: int, wait: float) -> None:
-    """Every retry is logged (logger `dfserve.client`), so a service sees a restart it rode out."""
-    LOG.warning("retry %d in %.2f s after %s: %s", attempt + 1, wait, type(error).__name__, error)
+    """Every retry is logged (logger `dfserve.client`, level INFO as openai-python's), so a service that asks
+    sees a restart it rode out; the final error, if it comes, is raised, not logged."""
+    LOG.info("retry %d in %.2f s after %s: %s", attempt + 1, wait, type(error).__name__, error)
 
 
 # ----------------------------------------------------------------------------------------------- error mapping
@@ -651,12 +653,8 @@ def _is_tls_failure(exc: BaseException) -> bool:
 
     if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
         return True
-    try:
-        import aiohttp
-
-        return isinstance(exc, aiohttp.ClientSSLError)
-    except ImportError:  # pragma: no cover - aiohttp comes with tritonclient[http]
-        return False
+    aiohttp = sys.modules.get("aiohttp")  # not imported: not an aiohttp error (and the sync client stays light)
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientSSLError)
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -670,13 +668,9 @@ def _is_timeout(exc: BaseException) -> bool:
 def _is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionError | socket.gaierror | http.client.RemoteDisconnected):
         return True
-    try:
-        import aiohttp
-
-        if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ServerDisconnectedError):
-            return True
-    except ImportError:  # pragma: no cover - aiohttp comes with tritonclient[http]
-        pass
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None and isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ServerDisconnectedError):
+        return True
     if isinstance(exc, http.client.HTTPException) and "closed" in type(exc).__name__.lower():
         return True  # geventhttpclient's HTTPConnectionClosed: the server went away mid-response
     return isinstance(exc, OSError) and exc.errno is not None  # unreachable network/host and kin
