@@ -52,8 +52,9 @@ def test_classify_json_lines_for_files_and_folders(
     assert len(records) == 25 and records[0]["path"] == given  # as given first, then found (sorted)
     assert {r["path"] for r in records[1:]} == {str(p) for p in photo_tree.rglob("*.*")}
     for r in records:
-        assert set(r) == {"path", "label", "score", "scores", "error"}
+        assert set(r) == {"path", "label", "score", "positive_score", "scores", "error"}
         assert r["error"] is None and r["label"] in r["scores"] and r["score"] == max(r["scores"].values())
+        assert r["positive_score"] == r["scores"]["fake"]
 
 
 def test_classify_csv_over_grpc_with_a_bad_file_exits_non_zero(
@@ -86,8 +87,8 @@ def test_unreachable_server_is_one_line(sample_images: dict[str, Path], capsys: 
     url = f"127.0.0.1:{free_port()}"
     code, out, err = run(capsys, "classify", str(sample_images["coffee"]), "--url", url, "--timeout", "2")
     assert code == 1 and out == ""
-    assert "server unavailable" in err and url in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) <= 2  # one message, soft-wrapped at most
+    assert "no dfserve server at" in err and url in err and "`dfserve serve" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_eval_prints_and_writes_the_report(

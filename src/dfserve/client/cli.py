@@ -21,6 +21,9 @@ from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_PORTS, DEFAUL
 from dfserve.client._types import Prediction, Result
 from dfserve.names import ADMIN_KEY_ENV
 
+PIPE_WIDTH = 100_000
+"""Columns the table may take when stdout is not a terminal: a table is only as wide as its cells, so rows stay
+whole (one line per image, paths unsplit) for grep, cut and a reader's editor."""
 PROGRESS_MIN_ITEMS = 20
 """Runs with fewer images finish before a progress bar would tell anyone anything."""
 
@@ -260,7 +263,9 @@ def _print_table(paths: Sequence[str], results: Sequence[Result], positive: str 
             table.add_row(Text(path), f"{number:.4f}", Text(result.label), "")
         else:
             table.add_row(Text(path), "", "", Text(str(result)))  # Text: paths and errors are never markup
-    Console(soft_wrap=False).print(table, highlight=False)
+    # into a pipe or a file, rich would assume 80 columns and fold long paths: give it all the width it needs
+    width = None if sys.stdout.isatty() else PIPE_WIDTH
+    Console(soft_wrap=False, width=width).print(table, highlight=False)
 
 
 def run_eval(args: argparse.Namespace) -> int:
