@@ -80,7 +80,7 @@ def test_classify_table(triton_server: Any, sample_images: dict[str, Path], caps
         capsys, "classify", *map(str, sample_images.values()), "--url", f"grpc://{triton_server.grpc_url}"
     )
     assert code == 0
-    assert all(p.name in out for p in sample_images.values()) and "label" in out and "score" in out
+    assert all(p.name in out for p in sample_images.values()) and "label" in out and "P(fake)" in out
 
 
 def test_unreachable_server_is_one_line(sample_images: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
