@@ -22,6 +22,7 @@ from dfserve.client import (
     IncompatibleModelError,
     InferenceError,
     InvalidInputError,
+    ModelNotFoundError,
     ModelNotReadyError,
     RequestTimeoutError,
     ServerUnavailableError,
@@ -313,6 +314,47 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert len(delays) > 1 and all(1.5 <= d <= 2.0 for d in delays)
 
 
+def test_defaults_are_openai_pythons_two_retries() -> None:
+    policy = RetryPolicy()
+    down = ServerUnavailableError("down")
+    waits = [policy.next_delay(down, a, remaining=100, rand=lambda: 0) for a in range(3)]
+    assert DEFAULT_MAX_RETRIES == 2 and waits == [0.5, 1.0, None]
+    assert RetryPolicy(max_retries=None).next_delay(down, 9, remaining=100, rand=lambda: 0) == 8.0
+
+
+def test_retry_after_is_honoured_within_bounds() -> None:
+    policy = RetryPolicy()
+    asked = ServerUnavailableError("busy", retry_after=3.0)
+    assert policy.next_delay(asked, 0, remaining=10) == 3.0
+    assert policy.next_delay(asked, 0, remaining=2.0) is None  # would end past the deadline: give up now
+    too_long = ServerUnavailableError("busy", retry_after=3600.0)  # beyond MAX_RETRY_AFTER: our own backoff
+    assert policy.next_delay(too_long, 0, remaining=10, rand=lambda: 0) == 0.5
+    assert policy.next_delay(ServerUnavailableError("busy", retry_after=0.0), 1, remaining=10, rand=lambda: 0) == 1.0
+    assert policy.next_delay(InvalidInputError("bad", retry_after=1.0), 0, remaining=10) is None  # never final ones
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2", 2.0),
+        (" 0.5 ", 0.5),
+        ("-3", 0.0),
+        ("soon", None),
+        ("", None),
+        (None, None),
+        ("nan", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 10.0),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    from email.utils import parsedate_to_datetime
+
+    from dfserve.client._transport import parse_retry_after
+
+    now = parsedate_to_datetime("Wed, 21 Oct 2015 07:27:50 GMT").timestamp()
+    assert parse_retry_after(value, now=lambda: now) == expected
+
+
 def test_only_transient_errors_are_retried_and_never_past_the_deadline() -> None:
     policy = RetryPolicy(max_retries=2)
     down = ServerUnavailableError("down")
@@ -391,9 +433,10 @@ def test_refused_connections_map_to_server_unavailable(flavour: str, closed_port
 @pytest.mark.parametrize("flavour", ["http", "grpc", "http.aio", "grpc.aio"])
 def test_silent_servers_map_to_timeouts(flavour: str, silent_port: int) -> None:
     exc = _raised(_clients(silent_port)[flavour])
-    error = map_error(exc, url="x")
+    error = map_error(exc, url="x", timeout=1)
     assert isinstance(error, RequestTimeoutError) and isinstance(error, TimeoutError), (exc, error)
-    assert not error.retryable
+    assert not error.retryable and error.status_code == 504
+    assert str(error) == "timed out waiting for x: no answer within 1 s"  # one message, whichever layer noticed
 
 
 @pytest.mark.parametrize(
@@ -401,10 +444,13 @@ def test_silent_servers_map_to_timeouts(flavour: str, silent_port: int) -> None:
     [
         ("StatusCode.INVALID_ARGUMENT", "not an image: no known image format in 4 bytes", InvalidInputError),
         ("400", "in ensemble 'detector', image is 0 bytes", InvalidInputError),
-        ("404", "Request for unknown model: 'nope' is not found", ModelNotReadyError),  # Triton 2.51, measured
+        ("404", "Request for unknown model: 'nope' is not found", ModelNotFoundError),  # Triton 2.51, measured
         ("400", "Request for unknown model: 'nope' is not found", InvalidInputError),  # by status, not by text
         ("StatusCode.UNAVAILABLE", "Request for unknown model: 'vit' is not ready", ServerUnavailableError),
-        ("StatusCode.NOT_FOUND", "Request for unknown model: 'nope' is not found", ModelNotReadyError),
+        ("StatusCode.NOT_FOUND", "Request for unknown model: 'nope' is not found", ModelNotFoundError),
+        ("StatusCode.NOT_FOUND", "Request for unknown model: 'vit' has no available versions", ModelNotReadyError),
+        ("500", "Stub process 'preprocess_0_0' is not healthy.", ServerUnavailableError),  # restarting: retried
+        ("StatusCode.INTERNAL", "Stub process is not healthy.", ServerUnavailableError),
         ("403", "This API is restricted, expecting header 'dfserve-admin-key'", AccessDeniedError),
         ("StatusCode.UNAVAILABLE", "This API is restricted, expecting header 'x'", AccessDeniedError),
         ("503", "server is shutting down", ServerUnavailableError),
@@ -421,7 +467,59 @@ def test_silent_servers_map_to_timeouts(flavour: str, silent_port: int) -> None:
 def test_server_statuses_map_by_meaning(status: str, message: str, expected: type) -> None:
     from tritonclient.utils import InferenceServerException
 
-    error = map_error(InferenceServerException(msg=message, status=status), url="http://h:1", model="detector")
+    error = map_error(
+        InferenceServerException(msg=message, status=status), url="http://h:1", model="detector", request_id="r1"
+    )
     assert type(error) is expected
-    assert message in str(error) and "model 'detector'" in str(error)
+    assert "model 'detector'" in str(error) and "request r1" in str(error)
+    assert (error.model, error.request_id) == ("detector", "r1")
+    if expected is not RequestTimeoutError:  # a timeout reads the same over both protocols (below)
+        assert message in str(error)
     assert error.status == status.removeprefix("StatusCode.")
+    assert isinstance(error.status_code, int) and 400 <= error.status_code <= 599
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("404", 404),
+        ("503", 503),
+        ("StatusCode.NOT_FOUND", 404),
+        ("StatusCode.INVALID_ARGUMENT", 400),
+        ("StatusCode.UNAVAILABLE", 503),
+        ("StatusCode.DEADLINE_EXCEEDED", 504),
+        ("StatusCode.INTERNAL", 500),
+        ("StatusCode.RESOURCE_EXHAUSTED", 413),
+        ("StatusCode.UNIMPLEMENTED", 501),
+        ("", 500),
+    ],
+)
+def test_status_code_is_the_http_status_or_its_grpc_equivalent(status: str, expected: int) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    error = map_error(InferenceServerException(msg="x", status=status or None), url="u")
+    assert error.status_code == expected
+
+
+def test_restricted_grpc_answer_is_403_not_the_503_of_its_code() -> None:
+    from tritonclient.utils import InferenceServerException
+
+    exc = InferenceServerException(msg="This protocol is restricted, expecting header 'k'", status="UNAVAILABLE")
+    error = map_error(exc, url="u")
+    assert isinstance(error, AccessDeniedError) and error.status_code == 403
+
+
+def test_every_error_has_an_int_status_code_and_survives_pickling() -> None:
+    import pickle
+
+    import dfserve.client as sdk
+
+    classes = [getattr(sdk, n) for n in sdk.__all__ if n.endswith("Error")]
+    for cls in classes:
+        error = cls("boom", url="http://h:1", model="m", request_id="abc", retry_after=1.5)
+        assert isinstance(error.status_code, int) and 400 <= error.status_code <= 599, cls
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is cls
+        assert (copy.status_code, copy.model, copy.request_id, copy.retry_after) == (error.status_code, "m", "abc", 1.5)
+    assert issubclass(ModelNotFoundError, ModelNotReadyError)  # code that caught ModelNotReadyError still does
+    assert ModelNotFoundError("x").status_code == 404 and ModelNotReadyError("x").status_code == 503

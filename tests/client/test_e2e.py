@@ -22,6 +22,7 @@ from dfserve.client import (
     Client,
     DfserveClientError,
     InvalidInputError,
+    ModelNotFoundError,
     ModelNotReadyError,
     Prediction,
     ServerUnavailableError,
@@ -284,8 +285,24 @@ def test_health_and_unknown_models(triton_server: Any, protocol: str) -> None:
         assert (health.live, health.ready, health.model_ready) == (True, True, True) and client.is_ready()
     with Client(url_of(triton_server, protocol), model="no_such_model", max_retries=0) as client:
         assert client.health().model_ready is False and not client.is_ready()
-        with pytest.raises(ModelNotReadyError, match="no_such_model"):
+        with pytest.raises(ModelNotFoundError, match="no_such_model") as info:
             client.classify(b"anything")
+        assert isinstance(info.value, ModelNotReadyError)  # what earlier versions raised: still caught
+        assert info.value.status_code == 404 and info.value.model == "no_such_model"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_predictions_and_errors_carry_the_request_id(
+    triton_server: Any, sample_images: dict[str, Path], protocol: str
+) -> None:
+    """The id the SDK sends is Triton's request id: echoed on the prediction, named in a refused input's error."""
+    with Client(url_of(triton_server, protocol)) as client:
+        first, second = (client.classify(sample_images["coffee"]) for _ in range(2))
+        assert first.request_id and second.request_id and first.request_id != second.request_id
+        with pytest.raises(InvalidInputError) as info:
+            client.classify(b"\xff\xd8\xff not a jpeg")
+    error = info.value
+    assert error.status_code == 400 and error.request_id and error.request_id in str(error)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -33,7 +33,13 @@ def test_every_example_is_listed_and_tested() -> None:
     programs = {p.name for p in EXAMPLES.glob("*.py")}
     readme = (EXAMPLES / "README.md").read_text()
     tested = (Path(__file__).read_text()).count
-    assert programs == {"sync_http.py", "async_grpc_service.py", "shared_memory.py", "bad_file_batch.py"}
+    assert programs == {
+        "sync_http.py",
+        "async_grpc_service.py",
+        "shared_memory.py",
+        "bad_file_batch.py",
+        "caller_unit_test.py",
+    }
     for name in programs:
         assert f"`{name}`" in readme
         assert tested(f'"{name}"') >= 1
@@ -81,6 +87,30 @@ def test_bad_file_batch(triton_server: Any, sample_images: dict[str, Path], tmp_
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{len(sample_images)} classified, 2 refused" in result.stdout
     assert "empty.jpg: ERROR InvalidInputError" in result.stdout
+
+
+def test_caller_unit_test() -> None:
+    """The example of a caller's tests passes as a caller runs it (pytest, no server)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "caller_unit_test.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=EXAMPLES,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 passed" in result.stdout, result.stdout
+
+
+def test_examples_are_in_the_docs_and_the_sdist() -> None:
+    """The README (the package's long description) names every example, and the sdist ships the folder."""
+    import tomllib
+
+    readme = (REPO / "README.md").read_text()
+    for program in EXAMPLES.glob("*.py"):
+        assert f"`{program.name}`" in readme, program.name
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "client" in pyproject["tool"]["hatch"]["build"]["targets"]["sdist"]["include"]
 
 
 def test_examples_pass_mypy_strict() -> None:

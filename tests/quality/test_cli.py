@@ -52,8 +52,9 @@ def test_classify_json_lines_for_files_and_folders(
     assert len(records) == 25 and records[0]["path"] == given  # as given first, then found (sorted)
     assert {r["path"] for r in records[1:]} == {str(p) for p in photo_tree.rglob("*.*")}
     for r in records:
-        assert set(r) == {"path", "label", "score", "scores", "error"}
+        assert set(r) == {"path", "label", "score", "positive_score", "scores", "error"}
         assert r["error"] is None and r["label"] in r["scores"] and r["score"] == max(r["scores"].values())
+        assert r["positive_score"] == r["scores"]["fake"]
 
 
 def test_classify_csv_over_grpc_with_a_bad_file_exits_non_zero(
@@ -79,15 +80,15 @@ def test_classify_table(triton_server: Any, sample_images: dict[str, Path], caps
         capsys, "classify", *map(str, sample_images.values()), "--url", f"grpc://{triton_server.grpc_url}"
     )
     assert code == 0
-    assert all(p.name in out for p in sample_images.values()) and "label" in out and "score" in out
+    assert all(p.name in out for p in sample_images.values()) and "label" in out and "P(fake)" in out
 
 
 def test_unreachable_server_is_one_line(sample_images: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     url = f"127.0.0.1:{free_port()}"
     code, out, err = run(capsys, "classify", str(sample_images["coffee"]), "--url", url, "--timeout", "2")
     assert code == 1 and out == ""
-    assert "server unavailable" in err and url in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) <= 2  # one message, soft-wrapped at most
+    assert "no dfserve server at" in err and url in err and "`dfserve serve" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_eval_prints_and_writes_the_report(

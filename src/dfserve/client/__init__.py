@@ -4,8 +4,10 @@
     with Client("localhost:8000") as client:
         prediction = client.classify("photo.jpg")
 
-`Client` and `AsyncClient` take the same arguments and have the same methods (`classify`, `classify_many`,
-`health`, `is_ready`, `model_spec`); every error they raise on purpose is a `DfserveClientError`.
+`Client` and `AsyncClient` take the same arguments and have the same methods (`classify`, `classify_batch`,
+`classify_many`, `health`, `is_ready`, `model_spec`); every error they raise on purpose is a
+`DfserveClientError`. `dfserve.client.testing.FakeServer` is a real local HTTP server that speaks the same
+protocol with scores you choose, for your own unit tests.
 The `dfserve classify` and `dfserve eval` commands live in `dfserve.quality.cli`.
 """
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
         IncompatibleModelError,
         InferenceError,
         InvalidInputError,
+        ModelNotFoundError,
         ModelNotReadyError,
         RequestTimeoutError,
         RequestTooLargeError,
@@ -49,6 +52,7 @@ _WHERE = {
             "IncompatibleModelError",
             "InferenceError",
             "InvalidInputError",
+            "ModelNotFoundError",
             "ModelNotReadyError",
             "RequestTimeoutError",
             "RequestTooLargeError",
@@ -69,6 +73,7 @@ __all__ = [
     "IncompatibleModelError",
     "InferenceError",
     "InvalidInputError",
+    "ModelNotFoundError",
     "ModelNotReadyError",
     "Prediction",
     "RequestTimeoutError",

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from dfserve.client._batch import build_batch_request, chunks, max_batch, parse_batch_result
 from dfserve.client._constants import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
@@ -34,15 +35,18 @@ from dfserve.client._constants import (
 from dfserve.client._core import (
     UNSET,
     BaseClient,
+    CallTimeout,
     InferRequest,
     RetryPolicy,
     Unset,
     grpc_channel_args,
     log_retry,
+    prepare,
     triton_module,
 )
 from dfserve.client._exceptions import ClientConfigError, DfserveClientError, ModelNotReadyError
 from dfserve.client._shm import ShmPool, ShmSlot
+from dfserve.client._transport import new_request_id
 from dfserve.client._types import Health, Prediction, Result
 from dfserve.preprocessing import ImageInput
 from dfserve.spec.model import ModelSpec, ResizeMode
@@ -113,7 +117,9 @@ class AsyncClient(BaseClient):
         if self._client is None:
             tc = triton_module(self.protocol, aio=True)
             if self.protocol == "http":
-                self._client = tc.InferenceServerClient(
+                from dfserve.client._http import async_client_class
+
+                self._client = async_client_class()(
                     self._settings.address, conn_timeout=self.timeout, **self._tls_kwargs(aio=True)
                 )
             else:
@@ -124,22 +130,32 @@ class AsyncClient(BaseClient):
 
     async def _call(
         self,
-        fn: Callable[[], Awaitable[T]],
+        fn: Callable[[Any, dict[str, Any]], Awaitable[T]],
         model: str | None = None,
         *,
         timeout: float | None = None,
+        deadline: float | None = None,
         policy: RetryPolicy | None = None,
+        request_id: str | None = None,
+        admin: bool = False,
     ) -> T:
-        """Await one tritonclient call under the retry policy; raise our error naming the cause."""
-        deadline = time.monotonic() + (timeout or self.timeout)
+        """Await `fn(tritonclient, call_kwargs)` under the retry policy until `deadline` (now + `timeout` unless
+        given); raise our error naming the cause. Each attempt gets the time left: `asyncio.wait_for` around it
+        (tritonclient's HTTP client has no per-call timeout) and, over gRPC, the call's own deadline too."""
+        limit = timeout or self.timeout
+        deadline = deadline if deadline is not None else time.monotonic() + limit
         policy = policy or self._retry
         attempt = 0
         while True:
+            left = deadline - time.monotonic()
             try:
-                return await fn()
+                if left <= 0:
+                    raise CallTimeout("the call's time ran out")
+                kwargs = self._admin_kwargs(left) if admin else self._call_kwargs(left)
+                return await asyncio.wait_for(fn(self._triton(), kwargs), left)
             except Exception as exc:
-                error = self._error(exc, model)
-                transient = isinstance(error, ModelNotReadyError) and not await self._server_ready()
+                error = self._error(exc, model, timeout=limit, request_id=request_id)
+                transient = isinstance(error, ModelNotReadyError) and not await self._server_ready(deadline)
                 wait = policy.next_delay(error, attempt, deadline - time.monotonic(), transient=transient)
                 if wait is None:
                     raise error from exc
@@ -147,39 +163,66 @@ class AsyncClient(BaseClient):
             await asyncio.sleep(wait)
             attempt += 1
 
-    async def _server_ready(self) -> bool:
-        """Whether the server says it is ready; False when it cannot be asked (stopping, starting, gone)."""
+    async def _server_ready(self, deadline: float) -> bool:
+        """Whether the server says it is ready; False when it cannot be asked (stopping, starting, gone) before
+        `deadline`."""
+        left = deadline - time.monotonic()
         try:
-            return bool(await self._triton().is_server_ready())
+            if left <= 0:
+                return False
+            return bool(await asyncio.wait_for(self._triton().is_server_ready(**self._call_kwargs(left)), left))
         except Exception:
             return False
 
     # ------------------------------------------------------------------------------------------ model
 
-    async def model_spec(self, *, refresh: bool = False) -> ModelSpec:
-        """The served model's `ModelSpec`, read from the entry model's config (cached after the first call)."""
+    async def model_spec(
+        self,
+        *,
+        refresh: bool = False,
+        timeout: float | None = None,
+        max_retries: int | Unset | None = UNSET,
+    ) -> ModelSpec:
+        """The served model's `ModelSpec`, read from the entry model's config (cached after the first call).
+        `timeout` and `max_retries` override the client's for this call."""
+        limit, policy = self._overrides(timeout, max_retries)
+        return await self._model_spec(time.monotonic() + limit, limit, policy, refresh=refresh)
+
+    async def _model_spec(
+        self, deadline: float, limit: float, policy: RetryPolicy, *, refresh: bool = False
+    ) -> ModelSpec:
         if self._spec is not None and not refresh:
             return self._spec
+        self._triton()  # binds the client to this loop (and its lock with it)
         if self._spec_lock is None:
             self._spec_lock = asyncio.Lock()
         async with self._spec_lock:
             if self._spec is not None and not refresh:
                 return self._spec
-            triton = self._triton()
-            kwargs = self._call_kwargs()
-            if self.protocol == "grpc":
-                kwargs["as_json"] = True
-            config = await self._call(lambda: triton.get_model_config(self.model, **kwargs), self.model)
+            extra = {"as_json": True} if self.protocol == "grpc" else {}
+            config = await self._call(
+                lambda triton, kwargs: triton.get_model_config(self.model, **kwargs, **extra),
+                self.model,
+                timeout=limit,
+                deadline=deadline,
+                policy=policy,
+            )
             return self._spec_from(config)
 
     async def health(self) -> Health:
         """Liveness and readiness of the server and the entry model. Never raises for an unreachable server."""
         triton = self._triton()
         kwargs = self._call_kwargs()
+
+        async def ask() -> tuple[bool, bool, bool]:
+            return (
+                bool(await triton.is_server_live(**kwargs)),
+                bool(await triton.is_server_ready(**kwargs)),
+                bool(await triton.is_model_ready(self.model, **kwargs)),
+            )
+
         try:
-            live = bool(await triton.is_server_live(**kwargs))
-            ready = bool(await triton.is_server_ready(**kwargs))
-            model_ready = bool(await triton.is_model_ready(self.model, **kwargs))
+            live, ready, model_ready = await asyncio.wait_for(ask(), self.timeout)
         except Exception as exc:
             return Health(url=self.url, live=False, ready=False, model_ready=False, error=str(self._error(exc)))
         error = None if model_ready else f"model {self.model!r} is not ready"
@@ -197,29 +240,71 @@ class AsyncClient(BaseClient):
     ) -> Prediction:
         """Classify one image: a path, bytes, a binary file object, a PIL image or an HxWx3 uint8 array.
 
-        `timeout` and `max_retries` override the client's for this call only."""
+        `timeout` and `max_retries` override the client's for this call only; the timeout bounds the whole call
+        (reading the spec on first use, retries included), over both protocols."""
         limit, policy = self._overrides(timeout, max_retries)
-        return await self._classify_one(await self.model_spec(), image, limit, policy)
+        deadline = time.monotonic() + limit
+        spec = await self._model_spec(deadline, limit, policy)
+        return await self._classify_one(spec, image, limit, policy, deadline)
 
     async def _classify_one(
-        self, spec: ModelSpec, image: ImageInput, timeout: float, policy: RetryPolicy
+        self,
+        spec: ModelSpec,
+        image: ImageInput,
+        timeout: float,
+        policy: RetryPolicy,
+        deadline: float | None = None,
     ) -> Prediction:
         triton = self._triton()
         slot = await self._take_slot(triton, spec) if self._settings.shared_memory else None
         try:
+            request_id = new_request_id()
             # disk and CPU work (reading, PNG encoding, preprocessing) in a worker thread, never on the loop
-            request: InferRequest = await asyncio.to_thread(self._request_for, image, spec, slot)
-            kwargs = self._call_kwargs(timeout)
+            request: InferRequest = await asyncio.to_thread(self._request_for, image, spec, slot, request_id)
             result = await self._call(
-                lambda: triton.infer(request.model_name, request.inputs, outputs=request.outputs, **kwargs),
+                self._infer_fn(request),
                 request.model_name,
                 timeout=timeout,
+                deadline=deadline,
                 policy=policy,
+                request_id=request_id,
             )
             return self._parse(result, request, spec)
         finally:
             if slot is not None and self._pool is not None:
                 self._pool.give(slot)
+
+    async def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        timeout: float | None = None,
+        max_retries: int | Unset | None = UNSET,
+    ) -> list[Prediction]:
+        """Classify N images in one request (the model's batch dimension), in input order: `Client.classify_batch`,
+        awaited. Above the model's max batch size the images go in several requests, one after the other."""
+        limit, policy = self._overrides(timeout, max_retries)
+        deadline = time.monotonic() + limit
+        items = list(images)
+        if not items:
+            return []
+        spec = await self._model_spec(deadline, limit, policy)
+        mode, resize = self.mode, self._settings.resize_mode
+        payloads = await asyncio.to_thread(lambda: [prepare(item, mode, spec, resize) for item in items])
+        predictions: list[Prediction] = []
+        for chunk in chunks(payloads, max_batch(spec, self.mode)):
+            request_id = new_request_id()
+            request = build_batch_request(chunk, spec, self.protocol, entry_model=self.model, request_id=request_id)
+            result = await self._call(
+                self._infer_fn(request),
+                request.model_name,
+                timeout=limit,
+                deadline=deadline,
+                policy=policy,
+                request_id=request_id,
+            )
+            predictions.extend(parse_batch_result(result, request, spec, self.protocol, chunk))
+        return predictions
 
     async def classify_iter(
         self,
@@ -238,7 +323,7 @@ class AsyncClient(BaseClient):
         """
         self._check_concurrency(concurrency)
         limit, policy = self._overrides(timeout, max_retries)
-        spec = await self.model_spec()
+        spec = await self._model_spec(time.monotonic() + limit, limit, policy)
         counter = itertools.count()
         if isinstance(images, AsyncIterable):
             aiter_ = aiter(images)
@@ -328,10 +413,12 @@ class AsyncClient(BaseClient):
         pool = self._pool
         slot = pool.take()
         if not slot.registered:
-            kwargs = self._admin_kwargs()
             try:
                 await self._call(
-                    lambda: triton.register_system_shared_memory(slot.name, slot.key, slot.byte_size, **kwargs)
+                    lambda triton, kwargs: triton.register_system_shared_memory(
+                        slot.name, slot.key, slot.byte_size, **kwargs
+                    ),
+                    admin=True,
                 )
             except DfserveClientError:
                 pool.discard(slot)

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from dfserve.client._batch import build_batch_request, chunks, max_batch, parse_batch_result
 from dfserve.client._constants import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
@@ -32,15 +33,18 @@ from dfserve.client._constants import (
 from dfserve.client._core import (
     UNSET,
     BaseClient,
+    CallTimeout,
     RetryPolicy,
     Unset,
     grpc_channel_args,
     log_retry,
+    prepare,
     triton_module,
 )
 from dfserve.client._exceptions import DfserveClientError, ModelNotReadyError
 from dfserve.client._pool import ConnectionPool
 from dfserve.client._shm import ShmPool, ShmSlot
+from dfserve.client._transport import new_request_id, within
 from dfserve.client._types import Health, Prediction, Result
 from dfserve.preprocessing import ImageInput
 from dfserve.spec.model import ModelSpec, ResizeMode
@@ -55,8 +59,10 @@ class Client(BaseClient):
     ...     client.classify("photo.jpg").label
 
     `url` is ``host:port``, optionally with a ``http://`` or ``grpc://`` scheme; `protocol` picks one explicitly
-    (port 8001 means gRPC when neither says). `timeout` bounds each call, retries included; `max_retries`
-    retries connection failures and UNAVAILABLE with exponential backoff. `mode="file"` sends the encoded
+    (port 8001 means gRPC when neither says). `timeout` bounds each call, retries included, over both protocols
+    (a call may override it); `max_retries` (2, as in openai-python) retries connection failures, UNAVAILABLE,
+    429/503 and a restarting backend with exponential backoff, or after the server's ``Retry-After``; None
+    retries until the timeout. `mode="file"` sends the encoded
     file to the ensemble; `mode="pixels"` preprocesses here and sends pixels to the engine, optionally
     through system shared memory (`shared_memory=True`, same host only; registering regions is a restricted
     API, so pass the server's `admin_key`, sent as the header each protocol expects). `headers` go with every
@@ -112,7 +118,9 @@ class Client(BaseClient):
     def _new_triton(self) -> Any:
         tc = triton_module(self.protocol)
         if self.protocol == "http":
-            return tc.InferenceServerClient(
+            from dfserve.client._http import HttpClient
+
+            return HttpClient(
                 self._settings.address,
                 connection_timeout=self.timeout,
                 network_timeout=self.timeout,
@@ -122,29 +130,43 @@ class Client(BaseClient):
             self._settings.address, channel_args=grpc_channel_args(), **self._tls_kwargs(aio=False)
         )
 
-    def _run(self, fn: Callable[[Any], T]) -> T:
-        """`fn(tritonclient)` once, on one of the pool's connections."""
+    def _run(self, fn: Callable[[Any], T], timeout: float | None = None) -> T:
+        """`fn(tritonclient)` once, on one of the pool's connections, within `timeout` seconds when given."""
         self._check_open()
-        return self._connections.run(fn)
+        if timeout is None:
+            return self._connections.run(fn)
+        if timeout <= 0:
+            raise CallTimeout("the call's time ran out")
+        if self.protocol == "http":  # gRPC's own deadline (client_timeout) bounds gRPC calls
+            fn = within(timeout, fn)
+        return self._connections.run(fn, timeout=timeout)
 
     def _call(
         self,
-        fn: Callable[[Any], T],
+        fn: Callable[[Any, dict[str, Any]], T],
         model: str | None = None,
         *,
         timeout: float | None = None,
+        deadline: float | None = None,
         policy: RetryPolicy | None = None,
+        request_id: str | None = None,
+        admin: bool = False,
     ) -> T:
-        """Run one tritonclient call under the retry policy; raise our error naming the cause."""
-        deadline = time.monotonic() + (timeout or self.timeout)
+        """Run `fn(tritonclient, call_kwargs)` under the retry policy until `deadline` (now + `timeout` unless
+        given; `timeout` is the call's whole budget, named in a timeout's message); raise our error naming the
+        cause. Each attempt gets the time left, as gRPC's deadline or around the HTTP call."""
+        limit = timeout or self.timeout
+        deadline = deadline if deadline is not None else time.monotonic() + limit
         policy = policy or self._retry
         attempt = 0
         while True:
+            left = deadline - time.monotonic()
             try:
-                return self._run(fn)
+                kwargs = self._admin_kwargs(left) if admin else self._call_kwargs(left)
+                return self._run(functools.partial(_apply, fn, kwargs), left)
             except Exception as exc:
-                error = self._error(exc, model)
-                transient = isinstance(error, ModelNotReadyError) and not self._server_ready()
+                error = self._error(exc, model, timeout=limit, request_id=request_id)
+                transient = isinstance(error, ModelNotReadyError) and not self._server_ready(deadline)
                 wait = policy.next_delay(error, attempt, deadline - time.monotonic(), transient=transient)
                 if wait is None:
                     raise error from exc
@@ -152,23 +174,41 @@ class Client(BaseClient):
             time.sleep(wait)
             attempt += 1
 
-    def _server_ready(self) -> bool:
-        """Whether the server says it is ready; False when it cannot be asked (stopping, starting, gone)."""
+    def _server_ready(self, deadline: float) -> bool:
+        """Whether the server says it is ready; False when it cannot be asked (stopping, starting, gone) before
+        `deadline`."""
+        left = deadline - time.monotonic()
+        kwargs = self._call_kwargs(left)
         try:
-            return bool(self._run(lambda triton: triton.is_server_ready()))
+            return bool(self._run(lambda triton: triton.is_server_ready(**kwargs), left))
         except Exception:
             return False
 
     # ------------------------------------------------------------------------------------------ model
 
-    def model_spec(self, *, refresh: bool = False) -> ModelSpec:
-        """The served model's `ModelSpec`, read from the entry model's config (cached after the first call)."""
+    def model_spec(
+        self,
+        *,
+        refresh: bool = False,
+        timeout: float | None = None,
+        max_retries: int | Unset | None = UNSET,
+    ) -> ModelSpec:
+        """The served model's `ModelSpec`, read from the entry model's config (cached after the first call).
+        `timeout` and `max_retries` override the client's for this call."""
+        limit, policy = self._overrides(timeout, max_retries)
+        return self._model_spec(time.monotonic() + limit, limit, policy, refresh=refresh)
+
+    def _model_spec(self, deadline: float, limit: float, policy: RetryPolicy, *, refresh: bool = False) -> ModelSpec:
         if self._spec is not None and not refresh:
             return self._spec
-        kwargs = self._call_kwargs()
-        if self.protocol == "grpc":
-            kwargs["as_json"] = True
-        config = self._call(lambda triton: triton.get_model_config(self.model, **kwargs), self.model)
+        extra = {"as_json": True} if self.protocol == "grpc" else {}
+        config = self._call(
+            lambda triton, kwargs: triton.get_model_config(self.model, **kwargs, **extra),
+            self.model,
+            timeout=limit,
+            deadline=deadline,
+            policy=policy,
+        )
         return self._spec_from(config)
 
     def health(self) -> Health:
@@ -183,7 +223,7 @@ class Client(BaseClient):
             )
 
         try:
-            live, ready, model_ready = self._run(ask)
+            live, ready, model_ready = self._run(ask, self.timeout)
         except Exception as exc:
             return Health(url=self.url, live=False, ready=False, model_ready=False, error=str(self._error(exc)))
         error = None if model_ready else f"model {self.model!r} is not ready"
@@ -201,25 +241,67 @@ class Client(BaseClient):
     ) -> Prediction:
         """Classify one image: a path, bytes, a binary file object, a PIL image or an HxWx3 uint8 array.
 
-        `timeout` and `max_retries` override the client's for this call only."""
+        `timeout` and `max_retries` override the client's for this call only; the timeout bounds the whole call
+        (reading the spec on first use, retries included), over both protocols."""
         limit, policy = self._overrides(timeout, max_retries)
-        return self._classify_with(self.model_spec(), image, limit, policy)
+        deadline = time.monotonic() + limit
+        return self._classify_with(self._model_spec(deadline, limit, policy), image, limit, policy, deadline)
 
-    def _classify_with(self, spec: ModelSpec, image: ImageInput, timeout: float, policy: RetryPolicy) -> Prediction:
+    def _classify_with(
+        self, spec: ModelSpec, image: ImageInput, timeout: float, policy: RetryPolicy, deadline: float | None = None
+    ) -> Prediction:
         slot = self._take_slot(spec) if self._settings.shared_memory else None
         try:
-            request = self._request_for(image, spec, slot)
-            kwargs = self._call_kwargs(timeout)
+            request_id = new_request_id()
+            request = self._request_for(image, spec, slot, request_id)
             result = self._call(
-                lambda triton: triton.infer(request.model_name, request.inputs, outputs=request.outputs, **kwargs),
+                self._infer_fn(request),
                 request.model_name,
                 timeout=timeout,
+                deadline=deadline,
                 policy=policy,
+                request_id=request_id,
             )
             return self._parse(result, request, spec)
         finally:
             if slot is not None and self._pool is not None:
                 self._pool.give(slot)
+
+    def classify_batch(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        timeout: float | None = None,
+        max_retries: int | Unset | None = UNSET,
+    ) -> list[Prediction]:
+        """Classify N images in one request (the model's batch dimension), in input order.
+
+        Above the served model's max batch size (from its spec) the images go in several requests, one after
+        the other. Every input is read and checked before anything is sent: a bad one raises its
+        `InvalidInputError` naming it, and nothing is classified. A batch travels inline, never through shared
+        memory. `timeout` bounds the whole call; for many files with errors kept per item, see `classify_many`.
+        """
+        limit, policy = self._overrides(timeout, max_retries)
+        deadline = time.monotonic() + limit
+        items = list(images)
+        if not items:
+            return []
+        spec = self._model_spec(deadline, limit, policy)
+        payloads = [prepare(item, self.mode, spec, self._settings.resize_mode) for item in items]
+        predictions: list[Prediction] = []
+        for chunk in chunks(payloads, max_batch(spec, self.mode)):
+            request_id = new_request_id()
+            request = build_batch_request(chunk, spec, self.protocol, entry_model=self.model, request_id=request_id)
+            result = self._call(
+                self._infer_fn(request),
+                request.model_name,
+                timeout=limit,
+                deadline=deadline,
+                policy=policy,
+                request_id=request_id,
+            )
+            predictions.extend(parse_batch_result(result, request, spec, self.protocol, chunk))
+        return predictions
 
     def classify_iter(
         self,
@@ -238,7 +320,7 @@ class Client(BaseClient):
         """
         self._check_concurrency(concurrency)
         limit, policy = self._overrides(timeout, max_retries)
-        spec = self.model_spec()
+        spec = self._model_spec(time.monotonic() + limit, limit, policy)
         source = enumerate(images)
         source_lock = threading.Lock()
         out: queue.Queue[tuple[int, Result] | _WorkerEnd] = queue.Queue(maxsize=concurrency)
@@ -335,10 +417,12 @@ class Client(BaseClient):
             pool = self._pool
         slot = pool.take()
         if not slot.registered:
-            kwargs = self._admin_kwargs()
             try:
                 self._call(
-                    lambda triton: triton.register_system_shared_memory(slot.name, slot.key, slot.byte_size, **kwargs)
+                    lambda triton, kwargs: triton.register_system_shared_memory(
+                        slot.name, slot.key, slot.byte_size, **kwargs
+                    ),
+                    admin=True,
                 )
             except DfserveClientError:
                 pool.discard(slot)
@@ -396,3 +480,7 @@ class _WorkerEnd:
     """A `classify_iter` worker finished; `error` is what stopped it, if anything did."""
 
     error: BaseException | None = None
+
+
+def _apply(fn: Callable[[Any, dict[str, Any]], T], kwargs: dict[str, Any], triton: Any) -> T:
+    return fn(triton, kwargs)

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import socket
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from dfserve.client._exceptions import (
     IncompatibleModelError,
     InferenceError,
     InvalidInputError,
+    ModelNotFoundError,
     ModelNotReadyError,
     RequestTimeoutError,
     RequestTooLargeError,
@@ -51,6 +53,7 @@ from dfserve.client._constants import (
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
     INITIAL_RETRY_DELAY,
+    MAX_RETRY_AFTER,
     MAX_RETRY_DELAY,
     MODES,
     Mode,
@@ -315,10 +318,18 @@ class InferRequest:
     outputs: list[Any]
     path: str | None = None
     slot: ShmSlot | None = None
+    request_id: str | None = None
+    """Sent as Triton's request ``id``; in the `Prediction` and in every error of the call."""
 
 
 def build_request(
-    payload: Payload, spec: ModelSpec, protocol: ProtocolName, *, entry_model: str, slot: ShmSlot | None = None
+    payload: Payload,
+    spec: ModelSpec,
+    protocol: ProtocolName,
+    *,
+    entry_model: str,
+    slot: ShmSlot | None = None,
+    request_id: str | None = None,
 ) -> InferRequest:
     """`file` mode: BYTES image [1,1] to the entry model (the ensemble). `pixels` mode: UINT8 pixels
     [1,3,H,W] to the engine, through the shared-memory `slot` when one is given."""
@@ -342,19 +353,37 @@ def build_request(
     out = tc.InferRequestedOutput(names.scores)
     if slot is not None:
         out.set_shared_memory(slot.name, slot.output_nbytes, offset=slot.output_offset)
-    return InferRequest(model, [inp], [out], payload.path, slot)
+    return InferRequest(model, [inp], [out], payload.path, slot, request_id)
 
 
 def parse_result(result: Any, request: InferRequest, spec: ModelSpec, protocol: ProtocolName) -> Prediction:
     """A tritonclient `InferResult` (either protocol) to a `Prediction` with the spec's label names."""
     names = spec.labels.names
-    if request.slot is not None:
-        raw = request.slot.read_output(len(names))
-    else:
-        raw = result.as_numpy(spec.tensors.scores)
-        if raw is None:
-            raise InferenceError(f"model {request.model_name!r} answered without output {spec.tensors.scores!r}")
-    flat = np.asarray(raw).reshape(-1)
+    raw = request.slot.read_output(len(names)) if request.slot is not None else scores_array(result, request, spec)
+    return make_prediction(np.asarray(raw).reshape(-1), request, spec, answered_by(result, request, protocol))
+
+
+def scores_array(result: Any, request: InferRequest, spec: ModelSpec) -> np.ndarray:
+    """The scores output of a result, refusing an answer without it."""
+    raw = result.as_numpy(spec.tensors.scores)
+    if raw is None:
+        raise InferenceError(f"model {request.model_name!r} answered without output {spec.tensors.scores!r}")
+    return np.asarray(raw)
+
+
+def answered_by(result: Any, request: InferRequest, protocol: ProtocolName) -> tuple[str, str]:
+    """The model name and version that answered, from either protocol's response."""
+    response = result.get_response()
+    if protocol == "http":
+        return str(response.get("model_name") or request.model_name), str(response.get("model_version") or "")
+    return response.model_name or request.model_name, str(response.model_version)
+
+
+def make_prediction(
+    flat: np.ndarray, request: InferRequest, spec: ModelSpec, model: tuple[str, str], path: str | None = None
+) -> Prediction:
+    """One image's scores (one row) to a `Prediction`, checking them against the spec's labels."""
+    names = spec.labels.names
     if flat.size != len(names):
         raise IncompatibleModelError(
             f"model {request.model_name!r} returned {flat.size} scores for {len(names)} labels {list(names)}"
@@ -362,23 +391,17 @@ def parse_result(result: Any, request: InferRequest, spec: ModelSpec, protocol: 
     values: list[float] = flat.astype(np.float64).tolist()  # a few labels: plain Python beats numpy here
     if not all(map(math.isfinite, values)):
         raise InferenceError(f"model {request.model_name!r} returned non-finite scores {values}")
-    response = result.get_response()
-    if protocol == "http":
-        model_name = str(response.get("model_name") or request.model_name)
-        version = str(response.get("model_version") or "")
-    else:
-        model_name = response.model_name or request.model_name
-        version = str(response.model_version)
     best = max(range(len(values)), key=values.__getitem__)
     return Prediction(
         label=names[best],
         score=min(max(values[best], 0.0), 1.0),
         scores=dict(zip(names, values, strict=True)),
-        model_name=model_name,
-        model_version=version,
+        model_name=model[0],
+        model_version=model[1],
         random_weights=spec.random_weights,
-        path=request.path,
+        path=path if path is not None else request.path,
         positive_label=spec.labels.positive,
+        request_id=request.request_id,
     )
 
 
@@ -400,10 +423,11 @@ class RetryPolicy:
     """Which errors are retried, and after how long.
 
     Only transient errors are retried (`DfserveClientError.retryable`: connection failures, UNAVAILABLE, HTTP
-    429/502/503; and a model not found while the server says it is not ready, i.e. restarting), never a refused
-    input or a timeout. Delays grow 0.5 s, 1 s, 2 s ... up to 8 s, each shortened by up to 25% at random, until
-    the call's deadline (or `max_retries`, when set): a call rides out a restart that fits in its `timeout`, and
-    never takes much longer than that `timeout` against a server that is down.
+    429/502/503, a Python-backend stub being restarted; and a model not found while the server says it is not
+    ready, i.e. restarting), never a refused input or a timeout. As in openai-python: `max_retries` retries (2 by
+    default), after the server's ``Retry-After`` where it sends one (up to `MAX_RETRY_AFTER` s), else after
+    0.5 s, 1 s, 2 s ... up to 8 s, each shortened by up to 25% at random; never past the call's deadline.
+    ``max_retries=None`` retries until that deadline: a call then rides out a restart that fits in its `timeout`.
     """
 
     max_retries: int | None = DEFAULT_MAX_RETRIES
@@ -432,7 +456,8 @@ class RetryPolicy:
             return None
         if self.max_retries is not None and attempt >= self.max_retries:
             return None
-        wait = self.delay(attempt, rand)
+        asked = error.retry_after
+        wait = asked if asked is not None and 0 < asked <= MAX_RETRY_AFTER else self.delay(attempt, rand)
         return wait if wait < remaining else None
 
 
@@ -440,8 +465,9 @@ LOG = logging.getLogger("dfserve.client")
 
 
 def log_retry(error: DfserveClientError, attempt: int, wait: float) -> None:
-    """Every retry is logged (logger `dfserve.client`), so a service sees a restart it rode out."""
-    LOG.warning("retry %d in %.2f s after %s: %s", attempt + 1, wait, type(error).__name__, error)
+    """Every retry is logged (logger `dfserve.client`, level INFO as openai-python's), so a service that asks
+    sees a restart it rode out; the final error, if it comes, is raised, not logged."""
+    LOG.info("retry %d in %.2f s after %s: %s", attempt + 1, wait, type(error).__name__, error)
 
 
 # ----------------------------------------------------------------------------------------------- error mapping
@@ -467,69 +493,139 @@ _HTTP_TO_ERROR: dict[str, type[DfserveClientError]] = {
     "503": ServerUnavailableError,
     "504": RequestTimeoutError,
 }
+GRPC_HTTP_STATUS: dict[str, int] = {
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "UNAUTHENTICATED": 401,
+    "RESOURCE_EXHAUSTED": 413,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+}
+"""The HTTP status of each gRPC code, as Google's API design guide maps them (google.rpc.Code), except
+RESOURCE_EXHAUSTED: gRPC's size limit and dfserve's proxy use it for a body that is too large, HTTP's 413."""
 # Errors are mapped by status. Triton (2.51, measured) answers an unknown model, or one with no loaded version
 # while the server starts or stops, with 404 / NOT_FOUND, a bad image with 400 / INVALID_ARGUMENT and the
 # restricted HTTP APIs without the key with 403; those statuses suffice. dfserve's nginx proxy
 # (dfserve.triton.proxy) refuses a body over its limit with 413 / RESOURCE_EXHAUSTED (gRPC's own code for a message
 # over its size limit), both final, and the restricted APIs over their rate with 429 / UNAVAILABLE, both retried.
-# Two cases carry no status of their own, so only there the message decides:
+# Where the status alone is not enough, the message decides:
 # - a restricted gRPC protocol called without the key answers UNAVAILABLE ("This protocol is restricted"),
 #   which would otherwise be retried as a server that is down;
-# - gRPC reports a failed TLS handshake only as UNAVAILABLE ("Ssl handshake failed", "certificate ...").
+# - gRPC reports a failed TLS handshake only as UNAVAILABLE ("Ssl handshake failed", "certificate ...");
+# - a name the server does not know ("Request for unknown model: 'x' is not found") is a `ModelNotFoundError`;
+#   a known model that is not loaded says "is not ready" or "has no available versions";
+# - a dead or restarting Python-backend stub answers 500 / INTERNAL, "Stub process '<name>' is not healthy."
+#   (or "Stub process is not healthy.", "Model '<name>' is not ready."; the strings of Triton 2.51's
+#   libtriton_python.so). Inference is idempotent, and dfserve's launcher restarts the server, so a 500 that says
+#   "is not healthy" or "is not ready" is a retryable `ServerUnavailableError` carrying the server's 500.
 _GRPC_RESTRICTED_PHRASES = ("restricted", "expecting header")
 _TLS_PHRASES = ("ssl", "handshake", "certificate")
+_NOT_FOUND_PHRASES = ("is not found", "unknown model")
+_NOT_LOADED_PHRASES = ("is not ready", "no available version", "not loaded")
+_STUB_STATES = ("is not healthy", "is not ready")
+"""In a 500 / INTERNAL (`InferenceError` by status): a stub, or the model it runs, that is coming back."""
 
 
-def map_error(exc: BaseException, *, url: str, model: str | None = None) -> DfserveClientError:
-    """Convert any exception met during a call to the most specific `DfserveClientError`, naming the cause.
+def status_code_of(code: str) -> int | None:
+    """The HTTP status of a server's status text: itself for ``"404"``, the mapped code for ``"NOT_FOUND"``."""
+    if code.isdigit():
+        return int(code)
+    return GRPC_HTTP_STATUS.get(code)
+
+
+def map_error(
+    exc: BaseException,
+    *,
+    url: str,
+    model: str | None = None,
+    timeout: float | None = None,
+    request_id: str | None = None,
+) -> DfserveClientError:
+    """Convert any exception met during a call to the most specific `DfserveClientError`, naming the cause, the
+    model and the request id; a timeout reads the same whichever protocol and layer noticed it.
 
     The one place that knows tritonclient's, gRPC's, aiohttp's and the socket layer's exceptions.
     """
     if isinstance(exc, DfserveClientError):
+        if exc.request_id is None and request_id is not None:
+            exc.request_id = request_id
         return exc
-    where = f"{url}" + (f", model {model!r}" if model else "")
+    where = f"{url}" + (f", model {model!r}" if model else "") + (f", request {request_id}" if request_id else "")
+    fields: dict[str, Any] = {"url": url, "model": model, "request_id": request_id}
+    timed_out = f"timed out waiting for {where}" + (f": no answer within {timeout:g} s" if timeout else "")
     if isinstance(exc, InvalidImageError):
-        return InvalidInputError(str(exc), url=url)
+        return InvalidInputError(str(exc), **fields)
     from tritonclient.utils import InferenceServerException
     from tritonclient.utils.shared_memory import SharedMemoryException
 
     if isinstance(exc, SharedMemoryException):
-        return SharedMemoryError(f"system shared memory: {exc}", url=url)
+        return SharedMemoryError(f"system shared memory: {exc}", **fields)
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "")
         message = str(exc.message() or "").strip() or str(exc)
         code = status.removeprefix("StatusCode.")
         cls = _GRPC_TO_ERROR.get(code) or _HTTP_TO_ERROR.get(code) or InferenceError
+        status_code = status_code_of(code)
         lowered = message.lower()
         if not status and _looks_like_connection_failure(lowered):
             cls = ServerUnavailableError  # tritonclient's own wrapper of a socket error, without a status
         if code == "UNAVAILABLE" and any(p in lowered for p in _GRPC_RESTRICTED_PHRASES):
-            cls = AccessDeniedError
+            cls, status_code = AccessDeniedError, AccessDeniedError.default_status_code
         elif cls is ServerUnavailableError and any(p in lowered for p in _TLS_PHRASES):
             cls = TLSError
+        elif cls is ModelNotReadyError and any(p in lowered for p in _NOT_FOUND_PHRASES):
+            if not any(p in lowered for p in _NOT_LOADED_PHRASES):
+                cls = ModelNotFoundError
+        elif cls is InferenceError and any(p in lowered for p in _STUB_STATES):
+            cls = ServerUnavailableError  # a stub restarting; the server's 500 stays in status_code
+        if cls is RequestTimeoutError:
+            return cls(timed_out, status=code or None, status_code=status_code, **fields)
         prefix = {
             ServerUnavailableError: "server unavailable",
-            RequestTimeoutError: "timed out",
             AccessDeniedError: "access denied",
             ModelNotReadyError: "model not ready",
+            ModelNotFoundError: "model not found",
             InvalidInputError: "input refused by the server",
             RequestTooLargeError: "request too large",
             TLSError: "TLS handshake failed",
         }.get(cls, "server error")
-        return cls(f"{prefix} ({where}, status {code or 'none'}): {message}", url=url, status=code or None)
+        return cls(
+            f"{prefix} ({where}, status {code or 'none'}): {message}",
+            status=code or None,
+            status_code=status_code,
+            retry_after=getattr(exc, "retry_after", None),
+            **fields,
+        )
     if _is_tls_failure(exc):
-        return TLSError(f"TLS handshake with {where} failed: {_exc_text(exc)}", url=url)
+        return TLSError(f"TLS handshake with {where} failed: {_exc_text(exc)}", **fields)
     if isinstance(exc, http.client.HTTPException) and "parse" in type(exc).__name__.lower():
         return InferenceError(
             f"{where} did not answer in HTTP ({_exc_text(exc)}): is this Triton's gRPC port? "
             "Use grpc://host:port (Triton's default gRPC port is 8001)",
-            url=url,
+            **fields,
         )
     if _is_timeout(exc):
-        return RequestTimeoutError(f"timed out waiting for {where}: {_exc_text(exc)}", url=url)
+        return RequestTimeoutError(timed_out, **fields)
     if _is_connection_error(exc):
-        return ServerUnavailableError(f"server unavailable at {where}: {_exc_text(exc)}", url=url)
-    return InferenceError(f"unexpected error talking to {where}: {_exc_text(exc)}", url=url)
+        return ServerUnavailableError(f"server unavailable at {where}: {_exc_text(exc)}", **fields)
+    return InferenceError(f"unexpected error talking to {where}: {_exc_text(exc)}", **fields)
+
+
+class CallTimeout(TimeoutError):
+    """A call's deadline passed on our side (the HTTP clients have no per-call timeout of their own). Its
+    connection may hold half a response, so the connection pool discards that connection."""
+
+    discard_connection = True
 
 
 def _exc_text(exc: BaseException) -> str:
@@ -549,16 +645,14 @@ def _is_tls_failure(exc: BaseException) -> bool:
 
     if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
         return True
-    try:
-        import aiohttp
-
-        return isinstance(exc, aiohttp.ClientSSLError)
-    except ImportError:  # pragma: no cover - aiohttp comes with tritonclient[http]
-        return False
+    aiohttp = sys.modules.get("aiohttp")  # not imported: not an aiohttp error (and the sync client stays light)
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientSSLError)
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    if isinstance(exc, TimeoutError | socket.timeout):
+    import asyncio
+
+    if isinstance(exc, TimeoutError | socket.timeout | asyncio.TimeoutError):
         return True
     return type(exc).__name__ == "Timeout" and type(exc).__module__.startswith("gevent")
 
@@ -566,13 +660,9 @@ def _is_timeout(exc: BaseException) -> bool:
 def _is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionError | socket.gaierror | http.client.RemoteDisconnected):
         return True
-    try:
-        import aiohttp
-
-        if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ServerDisconnectedError):
-            return True
-    except ImportError:  # pragma: no cover - aiohttp comes with tritonclient[http]
-        pass
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None and isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ServerDisconnectedError):
+        return True
     if isinstance(exc, http.client.HTTPException) and "closed" in type(exc).__name__.lower():
         return True  # geventhttpclient's HTTPConnectionClosed: the server went away mid-response
     return isinstance(exc, OSError) and exc.errno is not None  # unreachable network/host and kin
@@ -655,8 +745,15 @@ class BaseClient:
         if self._closed:
             raise ClientConfigError(f"{type(self).__name__} for {self.url} is closed")
 
-    def _error(self, exc: BaseException, model: str | None = None) -> DfserveClientError:
-        return map_error(exc, url=self.url, model=model)
+    def _error(
+        self,
+        exc: BaseException,
+        model: str | None = None,
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> DfserveClientError:
+        return map_error(exc, url=self.url, model=model, timeout=timeout, request_id=request_id)
 
     def _tls_kwargs(self, *, aio: bool) -> dict[str, Any]:
         """The TLS arguments of each tritonclient constructor (they differ by protocol and by sync/async)."""
@@ -685,10 +782,11 @@ class BaseClient:
         return {"ssl": True, "ssl_options": options}
 
     def _call_kwargs(self, timeout: float | None = None) -> dict[str, Any]:
-        """Keyword arguments every tritonclient call takes: our headers, and gRPC's per-call deadline."""
+        """Keyword arguments every tritonclient call takes: our headers, and gRPC's per-call deadline (HTTP's is
+        applied around the call, see `dfserve.client._transport`)."""
         kwargs: dict[str, Any] = {"headers": dict(self._settings.headers) or None}
         if self.protocol == "grpc":
-            kwargs["client_timeout"] = timeout or self.timeout
+            kwargs["client_timeout"] = max(timeout or self.timeout, 0.001)
         return kwargs
 
     def _overrides(self, timeout: float | None, max_retries: int | Unset | None) -> tuple[float, RetryPolicy]:
@@ -700,11 +798,11 @@ class BaseClient:
             policy = RetryPolicy(max_retries=make_settings(self._settings.url, max_retries=max_retries).max_retries)
         return timeout or self.timeout, policy
 
-    def _admin_kwargs(self) -> dict[str, Any]:
+    def _admin_kwargs(self, timeout: float | None = None) -> dict[str, Any]:
         """`_call_kwargs` plus the server's key for its restricted APIs (shared memory), in the form each
         protocol wants: an HTTP header, or gRPC metadata with Triton's restricted-protocol prefix."""
 
-        kwargs = self._call_kwargs()
+        kwargs = self._call_kwargs(timeout)
         if self._settings.admin_key:
             name = ADMIN_KEY_HEADER if self.protocol == "http" else GRPC_RESTRICTED_HEADER_PREFIX + ADMIN_KEY_HEADER
             kwargs["headers"] = {**(kwargs["headers"] or {}), name: self._settings.admin_key}
@@ -715,9 +813,26 @@ class BaseClient:
         self._spec = spec
         return spec
 
-    def _request_for(self, item: ImageInput, spec: ModelSpec, slot: ShmSlot | None = None) -> InferRequest:
+    def _request_for(
+        self, item: ImageInput, spec: ModelSpec, slot: ShmSlot | None = None, request_id: str | None = None
+    ) -> InferRequest:
         payload = prepare(item, self.mode, spec, self._settings.resize_mode)
-        return build_request(payload, spec, self.protocol, entry_model=self.model, slot=slot)
+        return build_request(payload, spec, self.protocol, entry_model=self.model, slot=slot, request_id=request_id)
+
+    @staticmethod
+    def _infer_fn(request: InferRequest) -> Callable[..., Any]:
+        """`fn(tritonclient, kwargs)` sending `request` (for `_call`; awaitable with the asyncio clients)."""
+
+        def infer(triton: Any, kwargs: dict[str, Any]) -> Any:
+            return triton.infer(
+                request.model_name,
+                request.inputs,
+                outputs=request.outputs,
+                request_id=request.request_id or "",
+                **kwargs,
+            )
+
+        return infer
 
     def _parse(self, result: Any, request: InferRequest, spec: ModelSpec) -> Prediction:
         return parse_result(result, request, spec, self.protocol)

@@ -6,6 +6,8 @@ to the connections: a caller's thread puts the call on a queue and waits for its
 long-lived threads runs it on the tritonclient it owns. However many threads a service starts and ends, at most
 `size` connections (HTTP keep-alive sockets or gRPC channels) exist, and they are reused by every later call,
 `classify_many` included. `close()` has each thread close its own tritonclient (from the thread it belongs to).
+A call that fails with an exception marked ``discard_connection`` (a timed-out HTTP call, whose socket may hold
+half a response) costs its thread its tritonclient: the next call there makes a new one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -35,15 +38,25 @@ class ConnectionPool:
         self._local = threading.local()
         self._closed = False
 
-    def run(self, fn: Callable[[Any], T]) -> T:
-        """`fn(tritonclient)` on one of the pool's connections; its result, or its exception re-raised here."""
+    def run(self, fn: Callable[[Any], T], timeout: float | None = None) -> T:
+        """`fn(tritonclient)` on one of the pool's connections; its result, or its exception re-raised here.
+
+        With a `timeout`, a call still waiting for a free connection after that many seconds is withdrawn and
+        raises TimeoutError (a call that has started is bounded by `fn` itself)."""
         own = getattr(self._local, "client", None)
         if own is not None:  # already on a connection thread (a call made from inside a call)
             return fn(own)
         self._start()
         future: Future[T] = Future()
         self._tasks.put((fn, future))
-        return future.result()
+        if timeout is None:
+            return future.result()
+        try:
+            return future.result(timeout=max(timeout, 0.0))
+        except FutureTimeout:
+            if future.cancel():
+                raise TimeoutError(f"no free connection within {timeout:g} s") from None
+            return future.result()  # it started just now: it bounds itself
 
     def _start(self) -> None:
         with self._lock:
@@ -68,6 +81,10 @@ class ConnectionPool:
                         client = self._local.client = self._factory()
                     future.set_result(fn(client))
                 except BaseException as exc:  # handed to the caller's thread, which raises it
+                    if getattr(exc, "discard_connection", False) and client is not None:
+                        with contextlib.suppress(Exception):
+                            client.close()
+                        client = self._local.client = None
                     future.set_exception(exc)
         finally:
             if client is not None:

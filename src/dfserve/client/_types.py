@@ -32,6 +32,8 @@ class Prediction(BaseModel):
     """The file the image came from, when the input was a path; None for bytes, file objects and arrays."""
     positive_label: str | None = None
     """The positive class of a single-logit detector (e.g. `fake`), from the served spec; None otherwise."""
+    request_id: str | None = None
+    """The id the request was sent with (Triton's request ``id``, in its logs and traces); errors carry it too."""
 
     @property
     def positive_score(self) -> float | None:

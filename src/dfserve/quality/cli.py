@@ -21,6 +21,9 @@ from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_PORTS, DEFAUL
 from dfserve.client._types import Prediction, Result
 from dfserve.spec.names import ADMIN_KEY_ENV
 
+PIPE_WIDTH = 100_000
+"""Columns the table may take when stdout is not a terminal: a table is only as wide as its cells, so rows stay
+whole (one line per image, paths unsplit) for grep, cut and a reader's editor."""
 PROGRESS_MIN_ITEMS = 20
 """Runs with fewer images finish before a progress bar would tell anyone anything."""
 
@@ -46,8 +49,17 @@ def register(subparsers: Any) -> None:
     classify.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
     _connection_args(classify)
     fmt = classify.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="JSON lines: path, label, score, scores, error")
-    fmt.add_argument("--csv", action="store_true", help="CSV: path, label, score, one column per label, error")
+    fmt.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines: path, label, score (the label's), positive_score (a detector's P(positive), else null), "
+        "scores, error",
+    )
+    fmt.add_argument(
+        "--csv",
+        action="store_true",
+        help="CSV: path, label, score, positive_score, one column per label, error",
+    )
     classify.set_defaults(func=run_classify)
 
     evaluate = subparsers.add_parser(
@@ -127,6 +139,31 @@ def _client(args: argparse.Namespace) -> Any:
     )
 
 
+_NOTHING_THERE = ("refused", "failed to connect", "name or service not known", "unreachable", "no route")
+"""What the socket layer and gRPC say when no server is there at all (as opposed to one that answered 503)."""
+
+
+def _spec(client: Any) -> Any:
+    """The served spec: the first call, so a server that is not there fails here, at once, as one line that says
+    what to do. Nothing listening is not retried (a person at a terminal reruns the command); a server that
+    answered 503 or 429 gets the SDK's retries."""
+    from dfserve.client._exceptions import ServerUnavailableError
+
+    try:
+        return client.model_spec(max_retries=0)
+    except ServerUnavailableError as exc:
+        text = str(exc).lower()
+        if not any(p in text for p in _NOTHING_THERE):  # it answered (503, 429, ...): retry as the SDK does
+            return client.model_spec()
+        reason = "connection refused" if "refused" in text else "cannot connect"
+        raise ServerUnavailableError(
+            f"no dfserve server at {client.url} ({reason}): start one with `dfserve serve --repository DIR`, "
+            "or point --url at one",
+            url=client.url,
+            model=client.model,
+        ) from exc
+
+
 @contextmanager
 def _progress(total: int, description: str) -> Iterator[ProgressCallback | None]:
     """A rich progress bar on stderr for long runs; None (no callback) for short ones."""
@@ -159,7 +196,7 @@ def run_classify(args: argparse.Namespace) -> int:
         err.print("no images found", highlight=False)
         return 1
     with _client(args) as client:
-        spec = client.model_spec()  # an unreachable server fails here, once, as one line
+        spec = _spec(client)  # an unreachable server fails here, once, as one line
         with _progress(len(paths), "classifying") as progress:
             results = client.classify_many(paths, concurrency=args.concurrency, progress=progress)
     labels = list(spec.labels.names)
@@ -168,7 +205,7 @@ def run_classify(args: argparse.Namespace) -> int:
     elif args.csv:
         _print_csv(paths, results, labels)
     else:
-        _print_table(paths, results)
+        _print_table(paths, results, spec.labels.positive)
     failed = sum(1 for r in results if not isinstance(r, Prediction))
     if spec.random_weights:
         err.print("[yellow]warning:[/] the served model has random weights: its scores mean nothing", highlight=False)
@@ -179,10 +216,18 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 def result_record(path: str, result: Result) -> dict[str, Any]:
-    """The JSON-lines object for one image: path, label, score, scores, error."""
+    """The JSON-lines object for one image: path, label, score (the winning label's probability), positive_score
+    (a detector's P(positive), whichever label won; null for other models), scores, error."""
     if isinstance(result, Prediction):
-        return {"path": path, "label": result.label, "score": result.score, "scores": result.scores, "error": None}
-    return {"path": path, "label": None, "score": None, "scores": None, "error": str(result)}
+        return {
+            "path": path,
+            "label": result.label,
+            "score": result.score,
+            "positive_score": result.positive_score,
+            "scores": result.scores,
+            "error": None,
+        }
+    return {"path": path, "label": None, "score": None, "positive_score": None, "scores": None, "error": str(result)}
 
 
 def _print_json(paths: Sequence[str], results: Sequence[Result]) -> None:
@@ -193,28 +238,34 @@ def _print_json(paths: Sequence[str], results: Sequence[Result]) -> None:
 
 def _print_csv(paths: Sequence[str], results: Sequence[Result], labels: Sequence[str]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["path", "label", "score", *(f"score_{name}" for name in labels), "error"])
+    writer.writerow(["path", "label", "score", "positive_score", *(f"score_{name}" for name in labels), "error"])
     for path, result in zip(paths, results, strict=True):
         if isinstance(result, Prediction):
             scores = [f"{result.scores[name]:.6f}" for name in labels]
-            writer.writerow([path, result.label, f"{result.score:.6f}", *scores, ""])
+            positive = "" if result.positive_score is None else f"{result.positive_score:.6f}"
+            writer.writerow([path, result.label, f"{result.score:.6f}", positive, *scores, ""])
         else:
-            writer.writerow([path, "", "", *([""] * len(labels)), str(result)])
+            writer.writerow([path, "", "", "", *([""] * len(labels)), str(result)])
     sys.stdout.flush()
 
 
-def _print_table(paths: Sequence[str], results: Sequence[Result]) -> None:
+def _print_table(paths: Sequence[str], results: Sequence[Result], positive: str | None = None) -> None:
+    """One number per row with one meaning: a detector's P(positive) (header ``P(fake)``), whichever label won,
+    with that label beside it; for other models the winning label's probability (header ``score``)."""
     table = Table(show_edge=False, header_style="bold")
     table.add_column("path", overflow="fold")
+    table.add_column(f"P({positive})" if positive else "score", justify="right")
     table.add_column("label")
-    table.add_column("score", justify="right")
     table.add_column("error", overflow="fold", style="red")
     for path, result in zip(paths, results, strict=True):
         if isinstance(result, Prediction):
-            table.add_row(Text(path), Text(result.label), f"{result.score:.4f}", "")
+            number = result.positive_score if positive and result.positive_score is not None else result.score
+            table.add_row(Text(path), f"{number:.4f}", Text(result.label), "")
         else:
             table.add_row(Text(path), "", "", Text(str(result)))  # Text: paths and errors are never markup
-    Console(soft_wrap=False).print(table, highlight=False)
+    # into a pipe or a file, rich would assume 80 columns and fold long paths: give it all the width it needs
+    width = None if sys.stdout.isatty() else PIPE_WIDTH
+    Console(soft_wrap=False, width=width).print(table, highlight=False)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -222,7 +273,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     console = Console()
     with _client(args) as client:
-        spec = client.model_spec()
+        spec = _spec(client)
         labels = list(spec.labels.names)
         positive = args.positive[0] if args.positive else spec.labels.positive
         aliases = dict.fromkeys(args.positive[1:], positive) if positive else {}
