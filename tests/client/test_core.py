@@ -30,15 +30,15 @@ from dfserve.client import (
 )
 from dfserve.client._core import (
     DEFAULT_MAX_RETRIES,
-    RetryPolicy,
     build_request,
     make_settings,
-    map_error,
     parse_result,
     prepare,
     resolve_endpoint,
     spec_from_config,
 )
+from dfserve.client._errors import map_error
+from dfserve.client._retry import RetryPolicy
 from dfserve.preprocessing import preprocess
 from dfserve.spec.model import SPEC_PARAMETER, Labels, ModelSpec, Preprocessing
 

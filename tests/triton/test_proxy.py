@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from dfserve.client import Client, Prediction, RequestTooLargeError, ServerUnavailableError
-from dfserve.client._core import map_error
+from dfserve.client._errors import map_error
 from dfserve.errors import NginxNotFoundError
 from dfserve.spec.names import ADMIN_KEY_HEADER, GRPC_RESTRICTED_HEADER_PREFIX
 from dfserve.triton.distribution import free_port

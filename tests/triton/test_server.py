@@ -218,7 +218,7 @@ def test_restricted_grpc_api_needs_the_key(server: TritonServer) -> None:
     from tritonclient.utils import InferenceServerException
 
     from dfserve.client import AccessDeniedError
-    from dfserve.client._core import map_error
+    from dfserve.client._errors import map_error
 
     client = grpcclient.InferenceServerClient(server.grpc_url)
     for headers in (None, {GRPC_RESTRICTED_HEADER_PREFIX + ADMIN_KEY_HEADER: "wrong-Key-0123456789"}):

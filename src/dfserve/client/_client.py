@@ -30,19 +30,11 @@ from dfserve.client._constants import (
     ProgressCallback,
     ProtocolName,
 )
-from dfserve.client._core import (
-    UNSET,
-    BaseClient,
-    CallTimeout,
-    RetryPolicy,
-    Unset,
-    grpc_channel_args,
-    log_retry,
-    prepare,
-    triton_module,
-)
+from dfserve.client._core import BaseClient, grpc_channel_args, prepare, triton_module
+from dfserve.client._errors import CallTimeout
 from dfserve.client._exceptions import DfserveClientError, ModelNotReadyError
 from dfserve.client._pool import ConnectionPool
+from dfserve.client._retry import UNSET, RetryPolicy, Unset, log_retry
 from dfserve.client._shm import ShmPool, ShmSlot
 from dfserve.client._transport import new_request_id, within
 from dfserve.client._types import Health, Prediction, Result

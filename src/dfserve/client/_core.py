@@ -8,13 +8,8 @@ pixels happens here too: that is disk and CPU work, not the network.
 
 from __future__ import annotations
 
-import http.client
 import io
-import logging
 import math
-import random
-import socket
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,19 +20,11 @@ import numpy as np
 from PIL import Image
 
 from dfserve.client._exceptions import (
-    AccessDeniedError,
     ClientConfigError,
     DfserveClientError,
     IncompatibleModelError,
     InferenceError,
     InvalidInputError,
-    ModelNotFoundError,
-    ModelNotReadyError,
-    RequestTimeoutError,
-    RequestTooLargeError,
-    ServerUnavailableError,
-    SharedMemoryError,
-    TLSError,
 )
 from dfserve.client._types import Prediction
 from dfserve.errors import EmptyImageError, EndpointError, ImageTooLargeError, InvalidImageError
@@ -52,16 +39,14 @@ from dfserve.client._constants import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
-    INITIAL_RETRY_DELAY,
-    MAX_RETRY_AFTER,
-    MAX_RETRY_DELAY,
     MODES,
     Mode,
     ProtocolName,
 )
+from dfserve.client._errors import map_error
+from dfserve.client._retry import RetryPolicy, Unset
 from dfserve.spec.names import ADMIN_KEY_HEADER, GRPC_RESTRICTED_HEADER_PREFIX
 
-MAX_JITTER = 0.25
 """Each backoff delay is shortened by a random fraction up to this, so clients that failed together retry apart."""
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
 GRPC_MAX_RECONNECT_BACKOFF_MS = 1000
@@ -408,264 +393,11 @@ def make_prediction(
 # ----------------------------------------------------------------------------------------------- retry policy
 
 
-class Unset:
-    """The type of `UNSET`: a per-call argument not given (None already means "retry until the timeout")."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = Unset()
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Which errors are retried, and after how long.
-
-    Only transient errors are retried (`DfserveClientError.retryable`: connection failures, UNAVAILABLE, HTTP
-    429/502/503, a Python-backend stub being restarted; and a model not found while the server says it is not
-    ready, i.e. restarting), never a refused input or a timeout. As in openai-python: `max_retries` retries (2 by
-    default), after the server's ``Retry-After`` where it sends one (up to `MAX_RETRY_AFTER` s), else after
-    0.5 s, 1 s, 2 s ... up to 8 s, each shortened by up to 25% at random; never past the call's deadline.
-    ``max_retries=None`` retries until that deadline: a call then rides out a restart that fits in its `timeout`.
-    """
-
-    max_retries: int | None = DEFAULT_MAX_RETRIES
-    initial_delay: float = INITIAL_RETRY_DELAY
-    max_delay: float = MAX_RETRY_DELAY
-    jitter: float = MAX_JITTER
-
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        base = min(self.initial_delay * 2**attempt, self.max_delay)
-        return base * (1 - self.jitter * rand())
-
-    def next_delay(
-        self,
-        error: DfserveClientError,
-        attempt: int,
-        remaining: float,
-        rand: Callable[[], float] = random.random,
-        *,
-        transient: bool = False,
-    ) -> float | None:
-        """Seconds to wait before retry number `attempt + 1`, or None to give up and raise `error`.
-
-        `transient` retries an error that is final on a healthy server (the model not found) because the server
-        said it is not ready: it is starting, stopping or reloading, and will answer again."""
-        if not (error.retryable or transient):
-            return None
-        if self.max_retries is not None and attempt >= self.max_retries:
-            return None
-        asked = error.retry_after
-        wait = asked if asked is not None and 0 < asked <= MAX_RETRY_AFTER else self.delay(attempt, rand)
-        return wait if wait < remaining else None
-
-
-LOG = logging.getLogger("dfserve.client")
-
-
-def log_retry(error: DfserveClientError, attempt: int, wait: float) -> None:
-    """Every retry is logged (logger `dfserve.client`, level INFO as openai-python's), so a service that asks
-    sees a restart it rode out; the final error, if it comes, is raised, not logged."""
-    LOG.info("retry %d in %.2f s after %s: %s", attempt + 1, wait, type(error).__name__, error)
-
-
 # ----------------------------------------------------------------------------------------------- error mapping
 
-_GRPC_TO_ERROR: dict[str, type[DfserveClientError]] = {
-    "UNAVAILABLE": ServerUnavailableError,
-    "DEADLINE_EXCEEDED": RequestTimeoutError,
-    "UNAUTHENTICATED": AccessDeniedError,
-    "PERMISSION_DENIED": AccessDeniedError,
-    "NOT_FOUND": ModelNotReadyError,
-    "INVALID_ARGUMENT": InvalidInputError,
-    "RESOURCE_EXHAUSTED": RequestTooLargeError,
-}
-_HTTP_TO_ERROR: dict[str, type[DfserveClientError]] = {
-    "400": InvalidInputError,
-    "401": AccessDeniedError,
-    "403": AccessDeniedError,
-    "404": ModelNotReadyError,
-    "408": RequestTimeoutError,
-    "413": RequestTooLargeError,
-    "429": ServerUnavailableError,
-    "502": ServerUnavailableError,
-    "503": ServerUnavailableError,
-    "504": RequestTimeoutError,
-}
-GRPC_HTTP_STATUS: dict[str, int] = {
-    "CANCELLED": 499,
-    "UNKNOWN": 500,
-    "INVALID_ARGUMENT": 400,
-    "DEADLINE_EXCEEDED": 504,
-    "NOT_FOUND": 404,
-    "ALREADY_EXISTS": 409,
-    "PERMISSION_DENIED": 403,
-    "UNAUTHENTICATED": 401,
-    "RESOURCE_EXHAUSTED": 413,
-    "FAILED_PRECONDITION": 400,
-    "ABORTED": 409,
-    "OUT_OF_RANGE": 400,
-    "UNIMPLEMENTED": 501,
-    "INTERNAL": 500,
-    "UNAVAILABLE": 503,
-    "DATA_LOSS": 500,
-}
 """The HTTP status of each gRPC code, as Google's API design guide maps them (google.rpc.Code), except
 RESOURCE_EXHAUSTED: gRPC's size limit and dfserve's proxy use it for a body that is too large, HTTP's 413."""
-# Errors are mapped by status. Triton (2.51, measured) answers an unknown model, or one with no loaded version
-# while the server starts or stops, with 404 / NOT_FOUND, a bad image with 400 / INVALID_ARGUMENT and the
-# restricted HTTP APIs without the key with 403; those statuses suffice. dfserve's nginx proxy
-# (dfserve.triton.proxy) refuses a body over its limit with 413 / RESOURCE_EXHAUSTED (gRPC's own code for a message
-# over its size limit), both final, and the restricted APIs over their rate with 429 / UNAVAILABLE, both retried.
-# Where the status alone is not enough, the message decides:
-# - a restricted gRPC protocol called without the key answers UNAVAILABLE ("This protocol is restricted"),
-#   which would otherwise be retried as a server that is down;
-# - gRPC reports a failed TLS handshake only as UNAVAILABLE ("Ssl handshake failed", "certificate ...");
-# - a name the server does not know ("Request for unknown model: 'x' is not found") is a `ModelNotFoundError`;
-#   a known model that is not loaded says "is not ready" or "has no available versions";
-# - a dead or restarting Python-backend stub answers 500 / INTERNAL, "Stub process '<name>' is not healthy."
-#   (or "Stub process is not healthy.", "Model '<name>' is not ready."; the strings of Triton 2.51's
-#   libtriton_python.so). Inference is idempotent, and dfserve's launcher restarts the server, so a 500 that says
-#   "is not healthy" or "is not ready" is a retryable `ServerUnavailableError` carrying the server's 500.
-_GRPC_RESTRICTED_PHRASES = ("restricted", "expecting header")
-_TLS_PHRASES = ("ssl", "handshake", "certificate")
-_NOT_FOUND_PHRASES = ("is not found", "unknown model")
-_NOT_LOADED_PHRASES = ("is not ready", "no available version", "not loaded")
-_STUB_STATES = ("is not healthy", "is not ready")
 """In a 500 / INTERNAL (`InferenceError` by status): a stub, or the model it runs, that is coming back."""
-
-
-def status_code_of(code: str) -> int | None:
-    """The HTTP status of a server's status text: itself for ``"404"``, the mapped code for ``"NOT_FOUND"``."""
-    if code.isdigit():
-        return int(code)
-    return GRPC_HTTP_STATUS.get(code)
-
-
-def map_error(
-    exc: BaseException,
-    *,
-    url: str,
-    model: str | None = None,
-    timeout: float | None = None,
-    request_id: str | None = None,
-) -> DfserveClientError:
-    """Convert any exception met during a call to the most specific `DfserveClientError`, naming the cause, the
-    model and the request id; a timeout reads the same whichever protocol and layer noticed it.
-
-    The one place that knows tritonclient's, gRPC's, aiohttp's and the socket layer's exceptions.
-    """
-    if isinstance(exc, DfserveClientError):
-        if exc.request_id is None and request_id is not None:
-            exc.request_id = request_id
-        return exc
-    where = f"{url}" + (f", model {model!r}" if model else "") + (f", request {request_id}" if request_id else "")
-    fields: dict[str, Any] = {"url": url, "model": model, "request_id": request_id}
-    timed_out = f"timed out waiting for {where}" + (f": no answer within {timeout:g} s" if timeout else "")
-    if isinstance(exc, InvalidImageError):
-        return InvalidInputError(str(exc), **fields)
-    from tritonclient.utils import InferenceServerException
-    from tritonclient.utils.shared_memory import SharedMemoryException
-
-    if isinstance(exc, SharedMemoryException):
-        return SharedMemoryError(f"system shared memory: {exc}", **fields)
-    if isinstance(exc, InferenceServerException):
-        status = str(exc.status() or "")
-        message = str(exc.message() or "").strip() or str(exc)
-        code = status.removeprefix("StatusCode.")
-        cls = _GRPC_TO_ERROR.get(code) or _HTTP_TO_ERROR.get(code) or InferenceError
-        status_code = status_code_of(code)
-        lowered = message.lower()
-        if not status and _looks_like_connection_failure(lowered):
-            cls = ServerUnavailableError  # tritonclient's own wrapper of a socket error, without a status
-        if code == "UNAVAILABLE" and any(p in lowered for p in _GRPC_RESTRICTED_PHRASES):
-            cls, status_code = AccessDeniedError, AccessDeniedError.default_status_code
-        elif cls is ServerUnavailableError and any(p in lowered for p in _TLS_PHRASES):
-            cls = TLSError
-        elif cls is ModelNotReadyError and any(p in lowered for p in _NOT_FOUND_PHRASES):
-            if not any(p in lowered for p in _NOT_LOADED_PHRASES):
-                cls = ModelNotFoundError
-        elif cls is InferenceError and any(p in lowered for p in _STUB_STATES):
-            cls = ServerUnavailableError  # a stub restarting; the server's 500 stays in status_code
-        if cls is RequestTimeoutError:
-            return cls(timed_out, status=code or None, status_code=status_code, **fields)
-        prefix = {
-            ServerUnavailableError: "server unavailable",
-            AccessDeniedError: "access denied",
-            ModelNotReadyError: "model not ready",
-            ModelNotFoundError: "model not found",
-            InvalidInputError: "input refused by the server",
-            RequestTooLargeError: "request too large",
-            TLSError: "TLS handshake failed",
-        }.get(cls, "server error")
-        return cls(
-            f"{prefix} ({where}, status {code or 'none'}): {message}",
-            status=code or None,
-            status_code=status_code,
-            retry_after=getattr(exc, "retry_after", None),
-            **fields,
-        )
-    if _is_tls_failure(exc):
-        return TLSError(f"TLS handshake with {where} failed: {_exc_text(exc)}", **fields)
-    if isinstance(exc, http.client.HTTPException) and "parse" in type(exc).__name__.lower():
-        return InferenceError(
-            f"{where} did not answer in HTTP ({_exc_text(exc)}): is this Triton's gRPC port? "
-            "Use grpc://host:port (Triton's default gRPC port is 8001)",
-            **fields,
-        )
-    if _is_timeout(exc):
-        return RequestTimeoutError(timed_out, **fields)
-    if _is_connection_error(exc):
-        return ServerUnavailableError(f"server unavailable at {where}: {_exc_text(exc)}", **fields)
-    return InferenceError(f"unexpected error talking to {where}: {_exc_text(exc)}", **fields)
-
-
-class CallTimeout(TimeoutError):
-    """A call's deadline passed on our side (the HTTP clients have no per-call timeout of their own). Its
-    connection may hold half a response, so the connection pool discards that connection."""
-
-    discard_connection = True
-
-
-def _exc_text(exc: BaseException) -> str:
-    text = str(exc).strip()
-    inner = exc.__cause__ or exc.__context__
-    if not text and inner is not None:
-        text = str(inner).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _looks_like_connection_failure(message: str) -> bool:
-    return any(p in message for p in ("connection refused", "failed to connect", "connection reset", "broken pipe"))
-
-
-def _is_tls_failure(exc: BaseException) -> bool:
-    import ssl
-
-    if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
-        return True
-    aiohttp = sys.modules.get("aiohttp")  # not imported: not an aiohttp error (and the sync client stays light)
-    return aiohttp is not None and isinstance(exc, aiohttp.ClientSSLError)
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    import asyncio
-
-    if isinstance(exc, TimeoutError | socket.timeout | asyncio.TimeoutError):
-        return True
-    return type(exc).__name__ == "Timeout" and type(exc).__module__.startswith("gevent")
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, ConnectionError | socket.gaierror | http.client.RemoteDisconnected):
-        return True
-    aiohttp = sys.modules.get("aiohttp")
-    if aiohttp is not None and isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ServerDisconnectedError):
-        return True
-    if isinstance(exc, http.client.HTTPException) and "closed" in type(exc).__name__.lower():
-        return True  # geventhttpclient's HTTPConnectionClosed: the server went away mid-response
-    return isinstance(exc, OSError) and exc.errno is not None  # unreachable network/host and kin
 
 
 # ------------------------------------------------------------------------------------------------ base client

@@ -17,7 +17,7 @@
         └── InferenceError                  any other error the server answered with                500
 
 Backend exceptions (tritonclient, gRPC, aiohttp, sockets) are converted to these in exactly one place,
-`dfserve.client._core.map_error`, and chained with ``raise ... from`` so the original stays in the traceback.
+`dfserve.client._errors.map_error`, and chained with ``raise ... from`` so the original stays in the traceback.
 Every error carries the server URL, an int `status_code` (the server's HTTP status; for gRPC the HTTP status of
 its code, as Google's API design guide maps them; where the server did not answer, the class's own code in the
 table above), the model and the request id it was sent with, so that a log line is enough to act on and can be

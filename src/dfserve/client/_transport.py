@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from dfserve.client._core import CallTimeout
+from dfserve.client._errors import CallTimeout
 
 T = TypeVar("T")
 
