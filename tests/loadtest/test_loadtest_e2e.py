@@ -138,8 +138,12 @@ def test_bad_host_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unsupported URL scheme" in capsys.readouterr().err
 
 
-def test_plain_locust_runs_the_top_level_locustfile(triton_server: Any, tmp_path: Path) -> None:
-    """What loadtest/README.md tells a user to type: plain Locust on loadtest/locustfile.py."""
+def test_plain_locust_runs_the_top_level_locustfile(
+    triton_server: Any, sample_images: dict[str, Path], tmp_path: Path
+) -> None:
+    """What loadtest/README.md tells a user to type: plain Locust on loadtest/locustfile.py (with the sample
+    photographs, so that a busy machine spends the short run on requests rather than on generating 12 MP images)."""
+    images = next(iter(sample_images.values())).parent
     import subprocess
     import sys
 
@@ -149,6 +153,7 @@ def test_plain_locust_runs_the_top_level_locustfile(triton_server: Any, tmp_path
         [
             *(str(locust), "-f", "loadtest/locustfile.py", "--headless", "-u", "2", "-r", "2", "-t", "6s"),
             *("--host", f"http://{triton_server.http_url}", "--csv", str(tmp_path / "plain"), "--only-summary"),
+            *("--dfserve-images", str(images)),
         ],
         capture_output=True,
         text=True,
@@ -158,5 +163,5 @@ def test_plain_locust_runs_the_top_level_locustfile(triton_server: Any, tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "plain_stats.csv").open()))
     total = next(r for r in rows if r["Name"] == "Aggregated")
-    assert int(total["Request Count"]) > 0
+    assert int(total["Request Count"]) > 0, result.stderr[-3000:]
     assert int(total["Failure Count"]) == 0
