@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -253,6 +253,17 @@ class Batching(_Frozen):
     instances, or `preprocess` instances decoding beside it, fewer threads keep them from fighting for cores."""
     engine_inter_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime inter-op threads (used only by its parallel execution mode); 0: ONNX Runtime's default."""
+    max_queue_size: int = Field(default=256, ge=0)
+    """Load shedding (added in format 1.3): requests that may wait in each batching model's queue (`vit` and
+    `preprocess` each); one more is refused at once (HTTP 503, gRPC UNAVAILABLE) instead of waiting behind the
+    others, so overload costs refusals a client can retry elsewhere, not unbounded latency. 0: unbounded."""
+    queue_timeout_us: int = Field(default=0, ge=0)
+    """A request that has waited this long in a queue is refused (Triton's REJECT timeout action); 0: no timeout."""
+
+    MIN_DELAY_WITH_QUEUE_BOUND_US: ClassVar[int] = 100
+    """Triton 2.51's dynamic batcher with a bounded queue and a queue delay of 0 or 1 µs stalls requests for about
+    0.5 s at a time (measured with one client and with sixteen; 100 µs and more do not), so a bound needs at least
+    this delay. Unbatched CPU serving (delay 0) therefore leaves its queue unbounded."""
 
     @field_validator("preferred_batch_sizes")
     @classmethod
@@ -264,7 +275,17 @@ class Batching(_Frozen):
         too_big = [b for b in self.preferred_batch_sizes if b > self.max_batch_size or b < 1]
         if too_big:
             raise ValueError(f"preferred batch sizes {too_big} exceed max_batch_size {self.max_batch_size}")
+        self.check_queue_bound()
         return self
+
+    def check_queue_bound(self) -> None:
+        """A ValueError naming the fix when `max_queue_size` is set with a queue delay Triton stalls on."""
+        if self.max_queue_size and self.max_queue_delay_us < self.MIN_DELAY_WITH_QUEUE_BOUND_US:
+            raise ValueError(
+                f"max_queue_size {self.max_queue_size} needs max_queue_delay_us >= "
+                f"{self.MIN_DELAY_WITH_QUEUE_BOUND_US} (got {self.max_queue_delay_us}): Triton stalls a bounded queue "
+                "with a shorter delay; set max_queue_size 0 for an unbounded queue"
+            )
 
     def preferred_for(self, max_batch: int) -> tuple[int, ...]:
         return tuple(b for b in self.preferred_batch_sizes if b <= max_batch)
@@ -275,7 +296,12 @@ REQUEST_HEADROOM_BYTES = 1024 * 1024
 
 
 _CPU_UNBATCHED = Batching(
-    max_batch_size=1, max_queue_delay_us=0, engine_instances=1, engine_threads=0, preprocess_instances=2
+    max_batch_size=1,
+    max_queue_delay_us=0,
+    engine_instances=1,
+    engine_threads=0,
+    preprocess_instances=2,
+    max_queue_size=0,  # no delay: see Batching.MIN_DELAY_WITH_QUEUE_BOUND_US
 )
 CPU_BATCHING: dict[Precision, Batching] = {"fp32": _CPU_UNBATCHED, "fp16": _CPU_UNBATCHED, "int8": _CPU_UNBATCHED}
 """Serving defaults for ONNX Runtime on CPUs, by precision: the one place a build's CPU batching comes from.
@@ -367,7 +393,9 @@ class GpuServing(_Frozen):
         )
 
 
-SPEC_FORMAT_VERSION = "1.2"  # 1.2 added Batching.engine_threads and Batching.engine_inter_op_threads
+SPEC_FORMAT_VERSION = (
+    "1.3"  # 1.2: Batching.engine_threads, engine_inter_op_threads; 1.3: max_queue_size, queue_timeout_us
+)
 """The spec's format, major.minor. A minor bump only adds fields, which older readers ignore (with one log
 line); a major bump changes meaning, and readers of another major refuse the spec naming both versions."""
 
