@@ -42,6 +42,7 @@ from dfserve.triton.server import (
     request_limit,
     split_tritonserver_args,
 )
+from dfserve.triton.sizing import instances_arg
 
 if TYPE_CHECKING:
     from dfserve.triton.proxy import NginxProxy
@@ -143,9 +144,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--preprocess-instances",
-        type=int,
-        metavar="N",
-        help="run N instances of the preprocess model for this run (each decodes images in its own process)",
+        type=instances_arg,
+        metavar="N|auto",
+        help="run N instances of the preprocess model for this run (each decodes images in its own process); "
+        "auto: one per CPU this process may use (affinity and cgroup quota), capped (dfserve.triton.sizing)",
     )
     p.add_argument(
         "--max-queue-delay-us",
