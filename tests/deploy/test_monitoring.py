@@ -469,3 +469,69 @@ def test_promql_subset_refuses_what_it_cannot_evaluate() -> None:
     after = {"a": {frozenset({("model", "v")}): 40.0, frozenset({("model", "x")}): 5.0}}
     after["b"] = {frozenset({("model", "v")}): 3.0}
     assert promql.evaluate(node, promql.Scrapes(before, after, 10.0)) == {frozenset({("model", "v")}): 3.0 / 0.5}
+
+
+HPA = REPO / "deploy" / "k8s" / "autoscaling" / "hpa.yaml"
+
+
+@pytest.mark.slow
+def test_autoscaling_signal_grows_when_the_ensemble_saturates(
+    triton_server: Any, built_repo: Path, sample_images: dict[str, Path]
+) -> None:
+    """More clients than the server's preprocess instance and batch can take at once (decoding on the CPU is the
+    bottleneck, as on a GPU host with server-side decoding): the HPA's query, evaluated on scrapes taken during the
+    load, stays above the HPA's per-pod target; once the load stops it is back to 0."""
+    import threading
+    import time
+
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    from dfserve.config import ModelSpec
+    from tests.deploy import promql
+
+    spec = ModelSpec.load(built_repo)
+    target = float(yaml.safe_load(HPA.read_text())["spec"]["metrics"][0]["pods"]["target"]["averageValue"])
+    clients = int(4 * target)
+    assert clients > spec.batching.preprocess_instances * spec.batching.preprocess_max_batch_size + target
+    photo = sample_images["astronaut"].read_bytes()
+    stop = threading.Event()
+
+    def client() -> None:
+        own = httpclient.InferenceServerClient(triton_server.http_url)
+        image = httpclient.InferInput(spec.tensors.image, [1, 1], "BYTES")
+        image.set_data_from_numpy(np.array([[photo]], dtype=object))
+        try:
+            while not stop.is_set():
+                own.infer(spec.models.ensemble, [image])
+        finally:
+            own.close()
+
+    query = promql.parse(adapter_query())
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    samples: list[float] = []
+    try:
+        time.sleep(1.0)  # every client has sent its first request
+        for _ in range(10):
+            scrape = _scrape(triton_server.metrics_url, POD_LABELS)
+            value = promql.evaluate(query, promql.Scrapes(scrape, scrape, 1.0))
+            assert isinstance(value, dict)
+            samples.append(value[frozenset({("pod", POD_LABELS["pod"])})])
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    print(f"pending per pod under {clients} clients: {samples} (HPA target {target})")
+    assert float(np.median(samples)) > target  # saturated: the HPA would scale out
+
+    deadline = time.monotonic() + 30
+    while True:
+        scrape = _scrape(triton_server.metrics_url, POD_LABELS)
+        idle = promql.evaluate(query, promql.Scrapes(scrape, scrape, 1.0))
+        if idle == {frozenset({("pod", POD_LABELS["pod"])}): 0.0} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert idle == {frozenset({("pod", POD_LABELS["pod"])}): 0.0}
