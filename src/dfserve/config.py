@@ -357,7 +357,8 @@ class GpuServing(_Frozen):
 
     engine_instances: int = Field(default=2, ge=1)
     preprocess_instances: int | None = Field(default=None, ge=1)
-    """None: one per CPU core of the build host (`os.cpu_count()`), which is assumed to match the serving host."""
+    """None: one per CPU core of the build host (`os.cpu_count()`). Containers re-decide it where they serve, from the
+    CPUs they may use (`dfserve serve --preprocess-instances auto`, dfserve.triton.sizing)."""
     cuda_graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     """Batch sizes Triton's TensorRT backend captures CUDA graphs for (those above max_batch_size are dropped; the
     max batch is always added)."""

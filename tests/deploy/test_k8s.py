@@ -382,6 +382,12 @@ def _stand_ins(folder: Path) -> Path:
             'echo "$@" >> "$FAKE_LOG"\n'
             'out=""; prev=""; for a in "$@"; do [ "$prev" = --out ] && out="$a"; prev="$a"; done\n'
             'mkdir -p "$out/vit/1"; echo plan > "$out/vit/1/model.plan"\n'
+            # FAKE_BARRIER: wait (at most 30 s) until FAKE_PODS builds are running, so that they overlap for sure
+            'if [ -n "${FAKE_BARRIER:-}" ]; then touch "$FAKE_BARRIER.$$"; n=0\n'
+            '  while [ "$(ls "$FAKE_BARRIER".* | wc -l)" -lt "$FAKE_PODS" ] && [ $n -lt 300 ]; do\n'
+            "    sleep 0.1; n=$((n+1))\n"
+            "  done\n"
+            "fi\n"
             'sleep "${FAKE_BUILD_S:-0}"\n'
             '[ "${FAKE_BUILD_RC:-0}" = 0 ] || exit "$FAKE_BUILD_RC"\n'
             'echo "{}" > "$out/build_report.json"\n'
@@ -466,7 +472,7 @@ def test_engine_cache_publishes_nothing_from_a_failed_or_timed_out_build(tmp_pat
     version = tmp_path / "store" / "v1"
     assert [p.name for p in version.iterdir()] == ["model.env"]  # no half-written build under its final name
     assert not (tmp_path / "models" / "build_report.json").exists()
-    slow = _engine_cache(tmp_path, FAKE_BUILD_S="20", DFSERVE_BUILD_TIMEOUT_S="1")
+    slow = _engine_cache(tmp_path, FAKE_BUILD_S="4", DFSERVE_BUILD_TIMEOUT_S="1")
     assert slow.returncode == 124  # timeout(1)'s status: the pod's init container fails and is retried
     assert [p.name for p in version.iterdir()] == ["model.env"]
     assert _engine_cache(tmp_path).returncode == 0  # the next try builds
@@ -477,7 +483,7 @@ def test_engine_cache_two_pods_building_at_once_publish_one_build(tmp_path: Path
     results: dict[str, subprocess.CompletedProcess[str]] = {}
 
     def pod(name: str) -> None:
-        results[name] = _engine_cache(tmp_path, out=name, FAKE_BUILD_S="1")
+        results[name] = _engine_cache(tmp_path, out=name, FAKE_BARRIER=str(tmp_path / "running"), FAKE_PODS="2")
 
     threads = [threading.Thread(target=pod, args=(name,)) for name in ("pod-a", "pod-b")]
     for thread in threads:
@@ -485,7 +491,7 @@ def test_engine_cache_two_pods_building_at_once_publish_one_build(tmp_path: Path
     for thread in threads:
         thread.join(timeout=60)
     assert all(r.returncode == 0 for r in results.values()), {n: r.stderr for n, r in results.items()}
-    assert len(_builds(tmp_path)) == 2  # both built (neither waited on the other) ...
+    assert len(_builds(tmp_path)) == 2  # both built at once (neither waits on the other) ...
     assert sum("another pod published" in r.stdout for r in results.values()) == 1  # ... one rename won
     assert list((tmp_path / "store" / ".tmp").iterdir()) == []  # the loser's copy is gone
     for name in ("pod-a", "pod-b"):
