@@ -22,6 +22,8 @@ from tests.deploy.compose import REPO, load_compose, read_env
 
 K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ("base", "lab", "autoscaling", "canary")
+"""The serving stack's overlays; deploy/k8s/dcgm-exporter (cluster monitoring) is rendered and validated too."""
+RENDERED = (*OVERLAYS, "dcgm-exporter")
 KUBERNETES_VERSION = "1.32"
 ENGINE_CACHE = K8S / "serving" / "engine-cache.sh"
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
@@ -51,7 +53,7 @@ def the(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict[str, Any]]]:
-    return {overlay: render(K8S / overlay) for overlay in OVERLAYS}
+    return {overlay: render(K8S / overlay) for overlay in RENDERED}
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def containers(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # --- every overlay renders and validates ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", RENDERED)
 def test_overlay_renders_and_validates_against_the_kubernetes_schemas(
     overlay: str, rendered: dict[str, list[dict[str, Any]]]
 ) -> None:
@@ -83,7 +85,7 @@ def test_overlay_renders_and_validates_against_the_kubernetes_schemas(
             continue
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         checked += 1
-    assert checked >= 7
+    assert checked >= (7 if overlay in OVERLAYS else 1)
     names = [(d["kind"], d["metadata"]["name"]) for d in docs]
     assert len(names) == len(set(names)), names
 
@@ -526,3 +528,22 @@ def test_init_container_runs_the_committed_script_with_its_settings(base: list[d
     script = ENGINE_CACHE.read_text()
     assert all(f"${{{name}" in script or f"${name}" in script for name in model)
     assert os.access(ENGINE_CACHE, os.X_OK)
+
+
+def test_dcgm_exporter_runs_on_every_gpu_node_without_taking_a_gpu(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    daemonset = the(rendered["dcgm-exporter"], "DaemonSet")
+    pod = pod_spec(daemonset)
+    assert pod["nodeSelector"] == pod_spec(the(rendered["base"], "Deployment"))["nodeSelector"]
+    (container,) = pod["containers"]
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})  # serving pods keep every GPU
+    assert container["resources"]["limits"]["memory"]
+    annotations = daemonset["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(container["ports"][0]["containerPort"]) == "9400"
+    name, _, digest = container["image"].partition("@sha256:")
+    assert len(digest) == 64
+    assert name == f"nvcr.io/nvidia/k8s/dcgm-exporter:{read_env()['DCGM_EXPORTER_VERSION']}"  # as compose's
+    # The one exception to the non-root rule, said plainly: DCGM's host engine runs as root with SYS_ADMIN.
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    assert pod["automountServiceAccountToken"] is False
