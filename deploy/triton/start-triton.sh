@@ -16,6 +16,9 @@
 # 4. Request bodies: the launcher passes --http-max-input-size where this tritonserver has it (not 2.51); the
 #    bound on every path is the nginx proxy in front (compose service `proxy`, the Kubernetes sidecar).
 # 5. NVIDIA's own entrypoint (/opt/nvidia/nvidia_entrypoint.sh: driver checks, banner) still runs first.
+# 6. `preprocess` runs one instance per CPU this container may use (affinity mask and cgroup CPU quota, capped:
+#    dfserve.triton.sizing), not the build host's core count the build wrote; DFSERVE_PREPROCESS_INSTANCES sets a
+#    count instead. /dev/shm (compose shm_size, the Kubernetes emptyDir) is sized for the cap.
 set -eu
 
 repository=/models
@@ -52,4 +55,5 @@ fi
 
 # 0.0.0.0: the proxy reaches this container over the compose network (in a Kubernetes pod, over loopback).
 # shellcheck disable=SC2086  # $entry is one word or nothing
-exec $entry dfserve serve --host 0.0.0.0 --start-timeout 600 -- "$@"
+exec $entry dfserve serve --host 0.0.0.0 --start-timeout 600 \
+  --preprocess-instances "${DFSERVE_PREPROCESS_INSTANCES:-auto}" -- "$@"

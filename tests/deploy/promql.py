@@ -1,13 +1,14 @@
 """A parser and evaluator for the small PromQL subset that the committed dashboard and autoscaling rule use, so
 that tests evaluate the committed expressions themselves against counters scraped from a real tritonserver.
 
-Subset: `metric{label="v",label=~"re",...}`, `rate(selector[range])`, `clamp_min(expr, number)`,
-`sum|avg|min|max [by|without (labels)] (expr) [by|without (labels)]`, `/` between vectors (one-to-one on all
-labels) or with a number, parentheses, numbers. Anything else is a `PromQLError`, so an expression outside the
-subset fails the test instead of being evaluated wrongly.
+Subset: `metric{label="v",label=~"re",...}`, `rate(selector[range])`, `resets(selector[range])`,
+`clamp_min(expr, number)`, `sum|avg|min|max [by|without (labels)] (expr) [by|without (labels)]`, `* / + -` between
+vectors (one-to-one on all labels) or with a number, a comparison `> <` of a vector with a number (a filter, as in
+alerting rules), parentheses, numbers. Anything else is a `PromQLError`, so an expression outside the subset fails
+the test instead of being evaluated wrongly.
 
 `rate` is evaluated over two scrapes taken `seconds` apart (a counter's increase over that interval divided by
-it); a bare selector reads the later scrape (gauges).
+it), `resets` as 1 where the counter went down between them; a bare selector reads the later scrape (gauges).
 """
 
 from __future__ import annotations
@@ -85,11 +86,31 @@ class Number:
     value: float
 
 
-Node = Selector | Rate | ClampMin | Aggregate | Divide | Number
+@dataclass(frozen=True)
+class Resets:
+    selector: Selector
+    window: str
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    op: str  # "+", "-" or "*" (division is `Divide`)
+    left: Node
+    right: Node
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str  # ">" or "<", vector against a number: keeps the series for which it holds
+    left: Node
+    right: Node
+
+
+Node = Selector | Rate | Resets | ClampMin | Aggregate | Divide | Arithmetic | Compare | Number
 
 TOKEN = re.compile(
     r"\s*(?:(?P<number>\d+(?:\.\d+)?(?:e[+-]?\d+)?)|(?P<name>[a-zA-Z_:][\w:]*)|(?P<string>\"(?:[^\"\\]|\\.)*\")"
-    r"|(?P<range>\[[^\]]+\])|(?P<op>=~|!~|!=|[=(){},/]))"
+    r"|(?P<range>\[[^\]]+\])|(?P<op>=~|!~|!=|[=(){},/*+<>-]))"
 )
 
 
@@ -125,10 +146,25 @@ class _Parser:
         return token
 
     def expression(self) -> Node:
+        node = self.additive()
+        if self.peek()[0] == "op" and self.peek()[1] in "<>":
+            op = self.take()
+            node = Compare(op, node, self.additive())
+        return node
+
+    def additive(self) -> Node:
+        node = self.multiplicative()
+        while self.peek()[0] == "op" and self.peek()[1] in ("+", "-"):
+            op = self.take()
+            node = Arithmetic(op, node, self.multiplicative())
+        return node
+
+    def multiplicative(self) -> Node:
         node = self.term()
-        while self.peek() == ("op", "/"):
-            self.take("/")
-            node = Divide(node, self.term())
+        while self.peek()[0] == "op" and self.peek()[1] in ("*", "/"):
+            op = self.take()
+            right = self.term()
+            node = Divide(node, right) if op == "/" else Arithmetic(op, node, right)
         return node
 
     def grouping(self) -> tuple[str, tuple[str, ...]]:
@@ -167,13 +203,13 @@ class _Parser:
             if grouping not in ("by", "without"):
                 raise PromQLError(f"unknown grouping {grouping!r}")
             return Aggregate(token, grouping, labels, inner)
-        if token == "rate":
+        if token in ("rate", "resets"):
             self.take()
             self.take("(")
             selector = self.selector()
             window = self.take(kind="range")
             self.take(")")
-            return Rate(selector, window)
+            return Rate(selector, window) if token == "rate" else Resets(selector, window)
         if token == "clamp_min":
             self.take()
             self.take("(")
@@ -186,7 +222,7 @@ class _Parser:
 
     def selector(self) -> Selector:
         metric = self.take(kind="name")
-        if metric in AGGREGATIONS or metric in ("rate", "clamp_min", "by", "without"):
+        if metric in AGGREGATIONS or metric in ("rate", "resets", "clamp_min", "by", "without"):
             raise PromQLError(f"{metric!r} is not a metric name")
         matchers: set[Matcher] = set()
         if self.peek() == ("op", "{"):
@@ -249,6 +285,28 @@ def evaluate(node: Node, scrapes: Scrapes) -> Vector | float:
             labels: (value - before.get(labels, 0.0)) / scrapes.seconds
             for labels, value in _select(node.selector, scrapes.after).items()
         }
+    if isinstance(node, Resets):
+        before = _select(node.selector, scrapes.before)
+        return {
+            labels: float(value < before[labels]) if labels in before else 0.0
+            for labels, value in _select(node.selector, scrapes.after).items()
+        }
+    if isinstance(node, Arithmetic | Compare):
+        left, right = evaluate(node.left, scrapes), evaluate(node.right, scrapes)
+        if isinstance(node, Compare):
+            if not isinstance(left, dict) or not isinstance(right, float):
+                raise PromQLError("a comparison in this subset is a vector against a number")
+            keep = (lambda v: v > right) if node.op == ">" else (lambda v: v < right)
+            return {labels: value for labels, value in left.items() if keep(value)}
+        apply = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}[node.op]
+        if isinstance(left, float) and isinstance(right, float):
+            return apply(left, right)
+        if isinstance(right, float):
+            assert isinstance(left, dict)
+            return {labels: apply(value, right) for labels, value in left.items()}
+        if isinstance(left, float):
+            return {labels: apply(left, value) for labels, value in right.items()}
+        return {labels: apply(value, right[labels]) for labels, value in left.items() if labels in right}
     if isinstance(node, ClampMin):
         inner = evaluate(node.expr, scrapes)
         if isinstance(inner, float):
@@ -299,6 +357,10 @@ def selectors(node: Node) -> list[Selector]:
         return selectors(node.expr)
     if isinstance(node, Divide):
         return selectors(node.numerator) + selectors(node.denominator)
+    if isinstance(node, Arithmetic | Compare):
+        return selectors(node.left) + selectors(node.right)
+    if isinstance(node, Resets):
+        return [node.selector]
     return []
 
 
@@ -308,6 +370,8 @@ def divisions(node: Node) -> list[Divide]:
         return [node, *divisions(node.numerator), *divisions(node.denominator)]
     if isinstance(node, ClampMin | Aggregate):
         return divisions(node.expr)
+    if isinstance(node, Arithmetic | Compare):
+        return divisions(node.left) + divisions(node.right)
     return []
 
 
@@ -319,4 +383,6 @@ def groupings(node: Node) -> list[tuple[str, tuple[str, ...]]]:
         return groupings(node.expr)
     if isinstance(node, Divide):
         return groupings(node.numerator) + groupings(node.denominator)
+    if isinstance(node, Arithmetic | Compare):
+        return groupings(node.left) + groupings(node.right)
     return []

@@ -35,6 +35,16 @@ from tests.engines import write_plan_with_record
 START_SCRIPT = REPO / "deploy" / "triton" / "start-triton.sh"
 
 
+def _proxy_url() -> str:
+    from dfserve.triton.proxy import CONTAINER_SETTINGS
+
+    return f"http://proxy:{CONTAINER_SETTINGS.http_listen}"
+
+
+PROXY_URL = _proxy_url()
+"""Where every client of the stack (verify, Locust) sends requests: the compose service `proxy`'s HTTP listener."""
+
+
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
     return read_env()
@@ -324,14 +334,19 @@ def test_triton_start_hands_tritonservers_arguments_to_the_launcher(services: di
     result = _run_start_script(tmp_path, command, admin_key=key)
     assert result.returncode == 0, result.stderr
     argv = result.stdout.splitlines()
-    assert argv == ["serve", "--host", "0.0.0.0", "--start-timeout", "600", "--", *command]
+    assert argv == [
+        "serve", "--host", "0.0.0.0", "--start-timeout", "600", "--preprocess-instances", "auto", "--", *command
+    ]  # fmt: skip
     assert key not in result.stdout + result.stderr
     assert "0 TensorRT plan(s)" in result.stderr
     args = build_parser().parse_args(argv)
     assert args.command == "serve" and args.host == "0.0.0.0" and args.tritonserver_args == command
     settings, rest = split_tritonserver_args(args.tritonserver_args)
     assert settings == {"repository": str(repo), "http_port": "8000", "grpc_port": "8001", "metrics_port": "8002"}
-    assert rest == []  # everything compose gives is the launcher's own setting
+    assert rest == ["--metrics-config=summary_latencies=true"]  # p99s for the alerts and the dashboard
+    from dfserve.triton import sizing
+
+    assert args.preprocess_instances == sizing.preprocess_instances()  # sized for this container's CPUs
 
 
 def test_the_launcher_refuses_arguments_that_would_undo_a_safeguard() -> None:
@@ -387,16 +402,20 @@ def test_verify_service_checks_the_running_triton(services: dict[str, Any], tmp_
     verify, build = services["verify"], services["build"]
     assert verify["profiles"] == ["verify"]
     assert verify["image"] == build["image"]  # the build image has torch and Transformers
-    assert verify["depends_on"] == {"triton": {"condition": "service_healthy"}}
+    # through the proxy, like any client (issue 29): its body limit and rate limits apply to verify too
+    assert verify["depends_on"] == {
+        "triton": {"condition": "service_healthy"},
+        "proxy": {"condition": "service_started"},
+    }
     script = verify["command"][-1]
-    assert "dfserve verify --url http://triton:8000" in script
+    assert f"dfserve verify --url {PROXY_URL}" in script
     from dfserve.cli import build_parser
 
     argv = shlex.split(script.replace("$$", "$").replace('"$DFSERVE_MODEL"', "ckpt"))
     argv = [a for a in argv if "$" not in a]  # the optional revision flag
     assert argv[:2] == ["exec", "dfserve"]
     args = build_parser().parse_args(argv[2:])
-    assert args.command == "verify" and args.url == "http://triton:8000" and args.model == "ckpt"
+    assert args.command == "verify" and args.url == PROXY_URL and args.model == "ckpt"
 
 
 def test_triton_start_refuses_a_plan_this_host_cannot_load(services: dict[str, Any], tmp_path: Path) -> None:
@@ -428,10 +447,13 @@ def test_locust_master_and_scalable_workers_run_dfserves_locustfile(
     assert (REPO / "loadtest" / "locustfile.py").is_file()
     loadtest_dockerfile = (REPO / master["build"]["dockerfile"]).read_text()
     assert "COPY . /app" in loadtest_dockerfile and '"/app[loadtest]"' in loadtest_dockerfile
-    assert "--master" in master["command"] and master["command"][-1] == "http://triton:8000"
+    assert "--master" in master["command"] and master["command"][-1] == PROXY_URL
     assert worker["command"][-2:] == ["--master-host", "locust-master"] and "--worker" in worker["command"]
     assert worker["deploy"]["replicas"] == env["LOCUST_WORKERS"]
-    assert master["depends_on"] == {"triton": {"condition": "service_healthy"}}
+    assert master["depends_on"] == {
+        "triton": {"condition": "service_healthy"},
+        "proxy": {"condition": "service_started"},
+    }
     assert worker["image"] == master["image"]
 
 

@@ -5,6 +5,7 @@ allows."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dfserve.spec.model import ModelSpec
 from dfserve.spec.names import ADMIN_KEY_HEADER, TRITONSERVER_ENV
 from dfserve.triton.distribution import _bundled_tritonserver, free_port
 from tests.deploy.compose import REPO, load_compose
@@ -107,6 +109,14 @@ def test_entry_point_keeps_the_key_off_every_command_line(built_repo: Path, tmp_
         assert holders == [], f"the admin key is on the command line of {holders}"
         assert KEY.encode() not in Path(f"/proc/{servers[0]}/environ").read_bytes()
 
+        # preprocess sized for the CPUs this process may use (dfserve.triton.sizing), not the build's count
+        from dfserve.triton import sizing
+
+        with urllib.request.urlopen(f"{http}/v2/models/preprocess/config", timeout=10) as response:
+            (group,) = json.loads(response.read())["instance_group"]
+        assert group["count"] == sizing.preprocess_instances()
+        if sizing.available_cpus() > 1:  # the built repository says 1 (tests/conftest.py TEST_BATCHING)
+            assert group["count"] != ModelSpec.load(built_repo).batching.preprocess_instances
         assert _status(f"{http}/v2/repository/index") == 403
         assert _status(f"{http}/v2/repository/index", {ADMIN_KEY_HEADER: "not-the-key-0123456789"}) == 403
         assert _status(f"{http}/v2/repository/index", {ADMIN_KEY_HEADER: KEY}) == 200

@@ -47,7 +47,6 @@ from dfserve.client._errors import map_error
 from dfserve.client._retry import RetryPolicy, Unset
 from dfserve.spec.names import ADMIN_KEY_HEADER, GRPC_RESTRICTED_HEADER_PREFIX
 
-"""Each backoff delay is shortened by a random fraction up to this, so clients that failed together retry apart."""
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
 GRPC_MAX_RECONNECT_BACKOFF_MS = 1000
 """gRPC's default reconnect backoff grows to 120 s, so a channel would keep failing long after a restarted server
@@ -394,10 +393,6 @@ def make_prediction(
 
 
 # ----------------------------------------------------------------------------------------------- error mapping
-
-"""The HTTP status of each gRPC code, as Google's API design guide maps them (google.rpc.Code), except
-RESOURCE_EXHAUSTED: gRPC's size limit and dfserve's proxy use it for a body that is too large, HTTP's 413."""
-"""In a 500 / INTERNAL (`InferenceError` by status): a stub, or the model it runs, that is coming back."""
 
 
 # ------------------------------------------------------------------------------------------------ base client

@@ -73,6 +73,8 @@ GRPC_HTTP_STATUS: dict[str, int] = {
     "UNAVAILABLE": 503,
     "DATA_LOSS": 500,
 }
+"""The HTTP status of each gRPC code, as Google's API design guide maps them (google.rpc.Code), except
+RESOURCE_EXHAUSTED: gRPC's size limit and dfserve's proxy use it for a body that is too large, HTTP's 413."""
 
 
 # Errors are mapped by status. Triton (2.51, measured) answers an unknown model, or one with no loaded version
@@ -103,6 +105,7 @@ _NOT_LOADED_PHRASES = ("is not ready", "no available version", "not loaded")
 
 
 _STUB_STATES = ("is not healthy", "is not ready")
+"""In a 500 / INTERNAL (`InferenceError` by status): a stub, or the model it runs, that is coming back."""
 
 
 def status_code_of(code: str) -> int | None:

@@ -200,3 +200,4 @@ def installed_tensorrt_version() -> str | None:
 
 
 NVINFER_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/opt/tritonserver/backends/tensorrt")
+"""Where Triton's containers keep libnvinfer when it is not on the loader's path."""

@@ -30,14 +30,31 @@ FIDELITY_BARS: dict[str, FidelityBar] = {
     "fp16": FidelityBar(max_abs_diff=1e-2, min_agreement=0.995),
     "int8": FidelityBar(max_abs_diff=2e-2, min_agreement=0.99),
 }
+"""The one table of bars, by precision: the build's gates and `dfserve verify` both read it."""
 
 
 _CPU_UNBATCHED = Batching(
-    max_batch_size=1, max_queue_delay_us=0, engine_instances=1, engine_threads=0, preprocess_instances=2
+    max_batch_size=1,
+    max_queue_delay_us=0,
+    engine_instances=1,
+    engine_threads=0,
+    preprocess_instances=2,
+    max_queue_size=0,  # no delay: see Batching.MIN_DELAY_WITH_QUEUE_BOUND_US
 )
-
-
 CPU_BATCHING: dict[Precision, Batching] = {"fp32": _CPU_UNBATCHED, "fp16": _CPU_UNBATCHED, "int8": _CPU_UNBATCHED}
+"""Serving defaults for ONNX Runtime on CPUs, by precision: the one place a build's CPU batching comes from.
+
+Chosen by `python -m dfserve.bench.tune` on the project's 2-core AVX-512 VNNI machine (docs/benchmarks.md, "CPU
+serving defaults", with the figures and commands). On a CPU a batch does not make an image cheaper, for FP32 nor
+for INT8 (server CPU seconds per image: FP32 0.39 unbatched, up to 0.45 at max batch 32; INT8 0.16-0.18
+unbatched, 0.17-0.21 batched), so no batching (max batch 1, no queue delay, no preferred sizes). One `vit`
+instance with ONNX Runtime's default thread count (all cores): on a quiet machine it kept served / raw at 1.00-1.06
+for FP32 at every concurrency from 1 to 16, where two instances of that size fell to 0.91-0.97 (their threads
+oversubscribe the cores) and one thread per instance leaves a lone request on one core. Requests queue in Triton
+while the one instance computes, so their transfer and decoding overlap its work. Spinning is off in the server,
+so the instance yields cores to `preprocess` (two instances: one per core). The same table for every precision:
+INT8's figures were within the machine's noise for max batch 1 and 4 (worst served / raw 0.89 and 0.92), so
+no precision gets values of its own; FP16 (not measured: slow on CPUs) follows FP32."""
 
 
 def default_batching(engine: Engine, precision: Precision) -> Batching:

@@ -262,9 +262,6 @@ def summarize_engine_information(text: str) -> dict[str, Any]:
 # Probing the host (no torch: the SDK and `dfserve serve` call these)
 
 
-"""Where Triton's containers keep libnvinfer when it is not on the loader's path."""
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # FP16 parity gate
 

@@ -36,7 +36,22 @@ def _dynamic_batching(spec: ModelSpec, max_batch: int, preferred: bool = True) -
     batching: dict[str, Any] = {"max_queue_delay_microseconds": b.max_queue_delay_us}
     if preferred and (sizes := b.preferred_for(max_batch)):
         batching["preferred_batch_size"] = list(sizes)
+    batching["default_queue_policy"] = queue_policy(spec)
     return batching
+
+
+def queue_policy(spec: ModelSpec) -> dict[str, Any]:
+    """Load shedding for a model that batches (Triton's `ModelQueuePolicy`): at most `Batching.max_queue_size`
+    requests wait (0: unbounded), and with `queue_timeout_us` a request that waited that long is refused (REJECT)
+    rather than run late. Clients cannot lengthen their own timeout."""
+    b = spec.batching
+    b.check_queue_bound()  # also for a Batching made by model_copy, which skips validation
+    return {
+        "timeout_action": "REJECT",
+        "default_timeout_microseconds": b.queue_timeout_us,
+        "allow_timeout_override": False,
+        "max_queue_size": b.max_queue_size,
+    }
 
 
 def _onnxruntime_threads(spec: ModelSpec) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,9 +36,6 @@ RESIZE_MODES: tuple[ResizeMode, ...] = ("exact", "box", "draft")
 DEFAULT_RESIZE_MODE: ResizeMode = "exact"
 """A forensic detector reads fine detail: the default is the reference's own pixels. `box` and `draft` are
 opt-in speed modes whose cost on the checkpoint being built is in its build report."""
-
-
-"""The one table of bars, by precision: the build's gates and `dfserve verify` both read it."""
 
 
 # Pillow's resampling filter codes, which is also how Transformers' processors store `resample`.
@@ -237,6 +234,17 @@ class Batching(_Frozen):
     instances, or `preprocess` instances decoding beside it, fewer threads keep them from fighting for cores."""
     engine_inter_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime inter-op threads (used only by its parallel execution mode); 0: ONNX Runtime's default."""
+    max_queue_size: int = Field(default=256, ge=0)
+    """Load shedding (added in format 1.3): requests that may wait in each batching model's queue (`vit` and
+    `preprocess` each); one more is refused at once (HTTP 503, gRPC UNAVAILABLE) instead of waiting behind the
+    others, so overload costs refusals a client can retry elsewhere, not unbounded latency. 0: unbounded."""
+    queue_timeout_us: int = Field(default=0, ge=0)
+    """A request that has waited this long in a queue is refused (Triton's REJECT timeout action); 0: no timeout."""
+
+    MIN_DELAY_WITH_QUEUE_BOUND_US: ClassVar[int] = 100
+    """Triton 2.51's dynamic batcher with a bounded queue and a queue delay of 0 or 1 µs stalls requests for about
+    0.5 s at a time (measured with one client and with sixteen; 100 µs and more do not), so a bound needs at least
+    this delay. Unbatched CPU serving (delay 0) therefore leaves its queue unbounded."""
 
     @field_validator("preferred_batch_sizes")
     @classmethod
@@ -248,7 +256,17 @@ class Batching(_Frozen):
         too_big = [b for b in self.preferred_batch_sizes if b > self.max_batch_size or b < 1]
         if too_big:
             raise ValueError(f"preferred batch sizes {too_big} exceed max_batch_size {self.max_batch_size}")
+        self.check_queue_bound()
         return self
+
+    def check_queue_bound(self) -> None:
+        """A ValueError naming the fix when `max_queue_size` is set with a queue delay Triton stalls on."""
+        if self.max_queue_size and self.max_queue_delay_us < self.MIN_DELAY_WITH_QUEUE_BOUND_US:
+            raise ValueError(
+                f"max_queue_size {self.max_queue_size} needs max_queue_delay_us >= "
+                f"{self.MIN_DELAY_WITH_QUEUE_BOUND_US} (got {self.max_queue_delay_us}): Triton stalls a bounded queue "
+                "with a shorter delay; set max_queue_size 0 for an unbounded queue"
+            )
 
     def preferred_for(self, max_batch: int) -> tuple[int, ...]:
         return tuple(b for b in self.preferred_batch_sizes if b <= max_batch)
@@ -256,21 +274,6 @@ class Batching(_Frozen):
 
 REQUEST_HEADROOM_BYTES = 1024 * 1024
 """Room around a request's payload for its headers, JSON or protobuf framing and tensor length prefixes."""
-
-
-"""Serving defaults for ONNX Runtime on CPUs, by precision: the one place a build's CPU batching comes from.
-
-Chosen by `python -m dfserve.bench.tune` on the project's 2-core AVX-512 VNNI machine (docs/benchmarks.md, "CPU
-serving defaults", with the figures and commands). On a CPU a batch does not make an image cheaper, for FP32 nor
-for INT8 (server CPU seconds per image: FP32 0.39 unbatched, up to 0.45 at max batch 32; INT8 0.16-0.18
-unbatched, 0.17-0.21 batched), so no batching (max batch 1, no queue delay, no preferred sizes). One `vit`
-instance with ONNX Runtime's default thread count (all cores): on a quiet machine it kept served / raw at 1.00-1.06
-for FP32 at every concurrency from 1 to 16, where two instances of that size fell to 0.91-0.97 (their threads
-oversubscribe the cores) and one thread per instance leaves a lone request on one core. Requests queue in Triton
-while the one instance computes, so their transfer and decoding overlap its work. Spinning is off in the server,
-so the instance yields cores to `preprocess` (two instances: one per core). The same table for every precision:
-INT8's figures were within the machine's noise for max batch 1 and 4 (worst served / raw 0.89 and 0.92), so
-no precision gets values of its own; FP16 (not measured: slow on CPUs) follows FP32."""
 
 
 class Limits(_Frozen):
@@ -305,7 +308,8 @@ class GpuServing(_Frozen):
 
     engine_instances: int = Field(default=2, ge=1)
     preprocess_instances: int | None = Field(default=None, ge=1)
-    """None: one per CPU core of the build host (`os.cpu_count()`), which is assumed to match the serving host."""
+    """None: one per CPU core of the build host (`os.cpu_count()`). Containers re-decide it where they serve, from the
+    CPUs they may use (`dfserve serve --preprocess-instances auto`, dfserve.triton.sizing)."""
     cuda_graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     """Batch sizes Triton's TensorRT backend captures CUDA graphs for (those above max_batch_size are dropped; the
     max batch is always added)."""
@@ -341,7 +345,9 @@ class GpuServing(_Frozen):
         )
 
 
-SPEC_FORMAT_VERSION = "1.2"  # 1.2 added Batching.engine_threads and Batching.engine_inter_op_threads
+SPEC_FORMAT_VERSION = (
+    "1.3"  # 1.2: Batching.engine_threads, engine_inter_op_threads; 1.3: max_queue_size, queue_timeout_us
+)
 """The spec's format, major.minor. A minor bump only adds fields, which older readers ignore (with one log
 line); a major bump changes meaning, and readers of another major refuse the spec naming both versions."""
 

@@ -17,9 +17,12 @@ LAUNCHER_OPTIONS = {
     "--grpc-port": "grpc_port",
     "--metrics-port": "metrics_port",
 }
+"""tritonserver options that a pass-through argument list (the container's, from compose or Kubernetes) may give and
+that the launcher takes as its own settings."""
 
 
 FIXED_OPTIONS = {"--model-control-mode": "none", "--strict-readiness": "true", "--exit-on-error": "true"}
+"""Options the launcher always sets: accepted in a pass-through list with these values only."""
 
 
 REFUSED_OPTIONS = {

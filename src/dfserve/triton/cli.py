@@ -42,6 +42,7 @@ from dfserve.triton.distribution import (
 from dfserve.triton.hardening import RESTRICTED_APIS, request_limit
 from dfserve.triton.process import TritonServer
 from dfserve.triton.proxy import NginxProxy, ProxySettings, find_nginx
+from dfserve.triton.sizing import instances_arg
 from dfserve.triton.state import clean_leftovers
 
 if TYPE_CHECKING:
@@ -144,9 +145,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--preprocess-instances",
-        type=int,
-        metavar="N",
-        help="run N instances of the preprocess model for this run (each decodes images in its own process)",
+        type=instances_arg,
+        metavar="N|auto",
+        help="run N instances of the preprocess model for this run (each decodes images in its own process); "
+        "auto: one per CPU this process may use (affinity and cgroup quota), capped (dfserve.triton.sizing)",
     )
     p.add_argument(
         "--max-queue-delay-us",

@@ -62,6 +62,7 @@ PLATFORM_BACKENDS = {
     "tensorflow_savedmodel": "tensorflow",
     "tensorflow_graphdef": "tensorflow",
 }
+"""Triton's `platform` values and the backend that serves each (its model_config.proto documents the pairs)."""
 
 
 _BACKEND_LINE = re.compile(r'^\s*(platform|backend)\s*:\s*"([^"]+)"', re.MULTILINE)

@@ -17,9 +17,13 @@ SHM_OFF_HEADER = "dfserve-shared-memory-is-off"
 
 
 RESTRICTED_APIS: tuple[str, ...] = ("model-repository", "shared-memory", "logging", "trace")
+"""Triton APIs behind the admin key: they load/unload models, map caller memory, or write files on the host.
+Health, metadata, model-config, inference and statistics stay open."""
 
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+"""The request-body bound for a repository whose spec is unknown (no dfserve.json, or a container that serves
+whatever the build wrote); a dfserve repository's own bound is `request_limit`."""
 
 
 def request_limit(repository: str | Path) -> int:

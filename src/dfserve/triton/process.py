@@ -111,15 +111,6 @@ LOG = logging.getLogger(__name__)
 """Header of the shared-memory APIs while they are off (`allow_shared_memory=False`): its value is random and
 told to no one, so Triton refuses every registration, naming this header (and so the reason) in its answer."""
 
-"""Triton APIs behind the admin key: they load/unload models, map caller memory, or write files on the host.
-Health, metadata, model-config, inference and statistics stay open."""
-
-"""The request-body bound for a repository whose spec is unknown (no dfserve.json, or a container that serves
-whatever the build wrote); a dfserve repository's own bound is `request_limit`."""
-
-
-"""Triton's `platform` values and the backend that serves each (its model_config.proto documents the pairs)."""
-
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     """Ask Linux to send SIGTERM to tritonserver when the launching thread dies (even by SIGKILL), so no
@@ -133,9 +124,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-"""One JSON file per running server: launcher pid, server pid (= its process group), stub regions."""
 
 
 class TritonServer:
@@ -598,11 +586,6 @@ class TritonServer:
         """Triton's repository index (name, version, state, reason) through the restricted API."""
         index = self.get_json("/v2/repository/index", admin=True, method="POST")
         return list(index) if isinstance(index, list) else []
-
-
-"""tritonserver options that a pass-through argument list (the container's, from compose or Kubernetes) may give and
-that the launcher takes as its own settings."""
-"""Options the launcher always sets: accepted in a pass-through list with these values only."""
 
 
 _OPTION_CACHE: dict[tuple[str, str], bool] = {}

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 STATE_DIR = Path(tempfile.gettempdir()) / "dfserve-state"
+"""One JSON file per running server: launcher pid, server pid (= its process group), stub regions."""
 
 
 def _process_group(pid: int) -> int | None:
