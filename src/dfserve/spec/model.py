@@ -302,9 +302,9 @@ class GpuServing(_Frozen):
     `graph_lower_bound` and its batch size (the graph then runs the spec's batch, the rows beyond the request's
     uninitialised and discarded: harmless for a ViT, whose images never mix); `graph_ranges` gives every size
     1..max a graph that way, wasting at most 2× compute below 16 (where launch overhead, not compute, is the cost)
-    and at most 1.5× above. Each graph costs GPU memory per instance, so not every size gets its own. Decoding on the server is CPU-bound (about 70
-    images/s per core against thousands per second on the GPU), so `preprocess` gets one instance per core of the
-    host unless told otherwise.
+    and at most 1.5× above. Each graph costs GPU memory per instance, so not every size gets its own. Decoding on
+    the server is CPU-bound (about 70 images/s per core against thousands per second on the GPU), so `preprocess`
+    gets one instance per core of the host unless told otherwise.
     """
 
     engine_instances: int = Field(default=2, ge=1)
