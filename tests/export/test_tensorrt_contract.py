@@ -234,7 +234,15 @@ def test_dfserve_build_tensorrt_runs_the_whole_pipeline_with_the_standin(
     graphs = vit.optimization.cuda.graph_spec
     assert vit.optimization.cuda.graphs and vit.max_batch_size == 64  # GpuServing.max_batch_size
     assert [(g.graph_lower_bound.batch_size, g.batch_size) for g in graphs] == [
-        (1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 24), (25, 32), (33, 48), (49, 64)
+        (1, 1),
+        (2, 2),
+        (3, 4),
+        (5, 8),
+        (9, 16),
+        (17, 24),
+        (25, 32),
+        (33, 48),
+        (49, 64),
     ]  # a graph for every batch 1..64
     assert engine["opt_batch"] == engine["max_batch"] == 64 and engine["min_batch"] == 1
     assert pre.instance_group[0].count == (os.cpu_count() or 1)
