@@ -240,6 +240,9 @@ def test_build_image_installs_dfserve_with_the_containers_own_tensorrt() -> None
     text = (REPO / "build" / "Dockerfile").read_text()
     assert "[build,gpu]" in text
     assert "tensorrt==$(python3 -c 'import tensorrt; print(tensorrt.__version__)')" in text  # no PyPI TensorRT
+    # ... and a check after the installs that Python's TensorRT is the container's (dfserve.engine.tensorrt)
+    installs = text.index("pip install --no-cache-dir -c /tmp/constraints.txt")
+    assert text.index("python3 -m dfserve.engine.tensorrt check-install") > installs
     assert "download.pytorch.org/whl/cpu" in text
     triton = (REPO / "deploy" / "triton.Dockerfile").read_text()
     assert "COPY deploy/triton/start-triton.sh /opt/dfserve/start-triton.sh" in triton

@@ -33,9 +33,13 @@ def render(folder: Path) -> list[dict[str, Any]]:
 
 
 def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    kinds = [d["kind"] for d in docs]
-    assert len(kinds) == len(set(kinds)), kinds
-    return {d["kind"]: d for d in docs}
+    """Documents by kind; a second one of a kind (the timing-cache claim) as "Kind/name"."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in docs:
+        key = d["kind"] if d["kind"] not in out else f"{d['kind']}/{d['metadata']['name']}"
+        assert key not in out, key
+        out[key] = d
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +50,7 @@ def base() -> dict[str, dict[str, Any]]:
 def test_kustomize_renders_base_and_autoscaling() -> None:
     assert set(by_kind(render(K8S / "base"))) == {
         "PersistentVolumeClaim",
+        "PersistentVolumeClaim/dfserve-trt-cache",
         "ServiceAccount",
         "Role",
         "RoleBinding",
@@ -118,6 +123,11 @@ def test_build_job_runs_a_tensorrt_build_into_the_shared_volume(base: dict[str, 
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "dfserve-models"
     cache = {e["name"]: e["value"] for e in build["env"]}["DFSERVE_TRT_TIMING_CACHE"]
     assert not cache.startswith("/models/"), "Triton would load any folder in the repository as a model"
+    # the timing cache is on a claim of its own, so it outlives the Job (an emptyDir died with each one)
+    mount = next(m["mountPath"] for m in build["volumeMounts"] if m["name"] == "cache")
+    assert cache.startswith(mount + "/")
+    claim = volumes["cache"]["persistentVolumeClaim"]["claimName"]
+    assert base[f"PersistentVolumeClaim/{claim}"]["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
 def test_images_use_the_release_pinned_in_env() -> None:
