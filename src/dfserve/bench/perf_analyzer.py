@@ -197,7 +197,7 @@ def measure(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m dfserve.bench.perf_analyzer",
         description=__doc__,
@@ -210,7 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--window-ms", type=int, default=5000, help="perf_analyzer --measurement-interval")
     p.add_argument("--perf-analyzer", default=None, help="path of perf_analyzer (default: PATH)")
     p.add_argument("--out", type=Path, default=Path("perf-bench"))
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
