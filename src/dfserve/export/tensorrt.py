@@ -2,12 +2,13 @@
 proven, and the checks that keep a plan from being served where it cannot run.
 
 Precision. The build first writes the FP16 ONNX graph exactly as `--precision fp16` does for ONNX Runtime
-(`dfserve.export.precision.to_fp16`: ONNX Runtime's float16 converter with LayerNormalization, Softmax and the
-final sigmoid/softmax in FP32 behind explicit casts) and gates it on the CPU against the Transformers pipeline and
-the FP32 graph. TensorRT then builds *that* graph with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: every
-tensor keeps the type the graph gives it, so the precision the engine computes in is the precision that was
-measured. Strongly typed networks take no precision flags (``BuilderFlag.FP16``) and no per-layer precision or
-output types; TensorRT refuses them. An FP32 engine is the same call on the FP32 graph.
+(`dfserve.export.precision.to_fp16`: ONNX Runtime's float16 converter with LayerNormalization and the final
+sigmoid/softmax in FP32 behind explicit casts, attention FP16 end to end so that TensorRT can fuse it) and gates it
+on the CPU against the Transformers pipeline and the FP32 graph. TensorRT then builds *that* graph with
+``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: every tensor keeps the type the graph gives it, so the precision
+the engine computes in is the precision that was measured. Strongly typed networks take no precision flags
+(``BuilderFlag.FP16``) and no per-layer precision or output types; TensorRT refuses them. An FP32 engine is the same
+call on the FP32 graph.
 
 Why not the weakly typed build this replaced (FP32 ONNX + ``BuilderFlag.FP16`` + layers pinned to FP32 under
 ``OBEY_PRECISION_CONSTRAINTS``): the pinned precisions were chosen by TensorRT layer type after its own fusions,
@@ -21,8 +22,10 @@ The engine's own record. The builder runs with ``ProfilingVerbosity.DETAILED``; 
 deserialised, an execution context is set to the optimisation profile's `opt` shape (with dynamic shapes the
 inspector reports formats only for a context's concrete shapes) and the engine inspector's JSON
 (``get_engine_information(LayerInformationFormat.JSON)``) is summarised by `summarize_engine_information`: layers
-per output data type, the layers that write FP32, tactics and layer types. The summary goes into the plan's
-record and build_report.json, so the first GPU build shows what TensorRT did.
+per output data type, the layers that write FP32, tactics and layer types, and whether attention was fused
+(`dfserve.export.attention`: an FP16 engine whose attention is not fused fails the build unless
+`allow_unfused_attention`). The summary goes into the plan's record and build_report.json, so the first GPU build
+shows what TensorRT did.
 
 A TensorRT plan is only valid for the TensorRT version and the GPU architecture it was built on; loading it
 anywhere else fails deep inside Triton with a message about "magic tags" or "serialization". So every plan
