@@ -17,6 +17,11 @@ graph (as a strongly typed engine must). What it checks, each as the real API wo
   addresses before `execute_async_v3`, the host-to-device copy before execution, the stream synchronised before
   the device-to-host copy, memory freed once.
 
+The inspector fuses attention as TensorRT 10's MHA fusion does: a MatMul → Softmax → MatMul chain whose tensors are
+all FP16 is reported as one layer named like TensorRT's fused kernels (`_gemm_mha_v2_myl0_<n>`, its ONNX layers in
+"Metadata"); anything else (a Softmax fed FP32 by casts) stays separate layers. `StandIn(fuse_attention=False)` is a
+release whose fuser misses the pattern.
+
 Every call is appended to `StandIn.calls` as (object, method, args) so tests can check the sequence.
 Names and signatures follow NVIDIA's TensorRT 10 Python API documentation (docs.nvidia.com/deeplearning/tensorrt,
 Core/Builder, Core/BuilderConfig, Core/EngineInspector, Core/ExecutionContext) and cuda-python's
