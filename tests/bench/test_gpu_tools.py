@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import struct
 import sys
 from pathlib import Path
 
@@ -79,7 +80,9 @@ def test_perf_analyzer_output_is_parsed_per_concurrency() -> None:
     [detector] = perf_analyzer.parse((DATA / "perf_analyzer_detector_c16.txt").read_text(), "detector")
     assert (detector.concurrency, detector.infer_per_s, detector.latency_p99_us) == (16, 1117.6, 19960.0)
     assert detector.latency_p50_us == 14102.0 and detector.latency_avg_us == 14311.0
-    assert detector.average_batch == 1.0  # the ensemble's own counts; vit's batching is in its composing block
+    assert detector.average_batch == 1.0  # the ensemble's own counts: it runs every request alone
+    [composed] = perf_analyzer.parse((DATA / "perf_analyzer_detector_c16.txt").read_text(), "detector", "vit")
+    assert composed.average_batch == pytest.approx(16772 / 1291, abs=0.01)  # the batches vit formed under it
     [vit] = perf_analyzer.parse((DATA / "perf_analyzer_vit_c64.txt").read_text(), "vit")
     assert vit.infer_per_s == 6466.6 and vit.average_batch == pytest.approx(97031 / 2381, abs=0.01)
     summary_only = (
@@ -96,19 +99,19 @@ def test_perf_analyzer_inputs_are_real_jpegs_and_their_pixels(built_repo: Path, 
     spec = ModelSpec.load(built_repo)
     files = [data for _, data in photos()][:3]
     detector = perf_analyzer.input_data(spec.models.ensemble, spec, files)
-    assert [base64.b64decode(e["image"]["b64"]) for e in detector["data"]] == files
+    for entry, data in zip(detector["data"], files, strict=True):  # BYTES: 4-byte little-endian length, then the file
+        assert base64.b64decode(entry["image"]["b64"]) == struct.pack("<I", len(data)) + data
     vit = perf_analyzer.input_data(spec.models.engine, spec, files)
     first = vit["data"][0]["pixels"]
     h, w = spec.input_hw
-    assert first["shape"] == [3, h, w]
     expected = preprocess_bytes(files[0], spec.preprocessing, mode=spec.resize_mode)
     np.testing.assert_array_equal(np.frombuffer(base64.b64decode(first["b64"]), np.uint8).reshape(3, h, w), expected)
     data_path = tmp_path / "vit.json"
     data_path.write_text(json.dumps(vit))
     cmd = perf_analyzer.command("perf_analyzer", "detector", "triton:8001", data_path, spec, 16)
     assert cmd[:9] == ["perf_analyzer", "-m", "detector", "-u", "triton:8001", "-i", "grpc", "-b", "1"]
-    assert cmd[cmd.index("--concurrency-range") + 1] == "16:16" and cmd[-2:] == ["--shape", "image:1"]
-    assert "--shape" not in perf_analyzer.command("perf_analyzer", "vit", "triton:8001", data_path, spec, 4)
+    assert cmd[cmd.index("--concurrency-range") + 1] == "16:16"
+    assert cmd[cmd.index("--input-data") + 1] == str(data_path)
     with pytest.raises(ValueError, match="no input data for model 'other'"):
         perf_analyzer.input_data("other", spec, files)
 

@@ -3,11 +3,12 @@
     python -m dfserve.bench.perf_analyzer --repository /models --url triton:8001 --out /results
     docker compose --profile bench run --rm bench          # the same, in NVIDIA's SDK image of the release
 
-`detector` gets real JPEG files (the photographs that ship with dfserve, as encoded: the server decodes them);
-`vit` gets those photographs' pixels as dfserve's preprocessing makes them (UINT8 [3, H, W], what
-`Client(mode="pixels")` sends). Both through `--input-data` JSON (base64 of each tensor's bytes), one perf_analyzer
-run per concurrency, over gRPC. perf_analyzer's "infer/sec" counts inferences, i.e. images here (batch 1 per
-request); the server's own counts give the average batch the dynamic batcher formed.
+`detector` gets real JPEG files (the photographs that ship with dfserve, as encoded: the server decodes them); `vit`
+gets those photographs' pixels as dfserve's preprocessing makes them (UINT8 [3, H, W], what `Client(mode="pixels")`
+sends). Both through `--input-data` JSON, base64 of each tensor's bytes as perf_analyzer's "Real Input Data"
+documents it (a BYTES element is a 4-byte little-endian length followed by its bytes, the length included in the
+base64), one perf_analyzer run per concurrency, over gRPC. perf_analyzer's "infer/sec" counts inferences, i.e.
+images here (batch 1 per request); the server's own counts give the average batch the dynamic batcher formed.
 
 Only the command lines, the input files and the parsing have run on the development machine (against
 perf_analyzer output recorded in its documented format, tests/bench/data); nothing has been measured on a GPU yet.
@@ -20,6 +21,7 @@ import base64
 import json
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -67,16 +69,16 @@ class Point:
 
 
 def input_data(model: str, spec: ModelSpec, files: Sequence[bytes]) -> dict[str, Any]:
-    """perf_analyzer's `--input-data` JSON: one entry per image, each tensor as base64 of its bytes."""
+    """perf_analyzer's `--input-data` JSON: one entry per image (a batch-1 request), each tensor as base64 of its
+    bytes; the encoded file of `detector`'s BYTES input prefixed with its length, as perf_analyzer reads BYTES."""
     entries = []
     for data in files:
         if model == spec.models.ensemble:
-            entries.append({spec.tensors.image: {"b64": base64.b64encode(data).decode(), "shape": [1]}})
+            element = struct.pack("<I", len(data)) + data
+            entries.append({spec.tensors.image: {"b64": base64.b64encode(element).decode()}})
         elif model == spec.models.engine:
             pixels = preprocess_bytes(data, spec.preprocessing, mode=spec.resize_mode)
-            entries.append(
-                {spec.tensors.pixels: {"b64": base64.b64encode(pixels.tobytes()).decode(), "shape": list(pixels.shape)}}
-            )
+            entries.append({spec.tensors.pixels: {"b64": base64.b64encode(pixels.tobytes()).decode()}})
         else:
             raise ValueError(
                 f"no input data for model {model!r}: expected {spec.models.ensemble} or {spec.models.engine}"
@@ -109,8 +111,6 @@ def command(
         "--max-trials",
         "6",
     ]
-    if model == spec.models.ensemble:
-        cmd += ["--shape", f"{spec.tensors.image}:1"]  # BYTES input: one encoded file per request
     return cmd
 
 
@@ -119,14 +119,23 @@ def _float(pattern: re.Pattern[str], text: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def parse(output: str, model: str) -> list[Point]:
-    """Each "Request concurrency: N" block's client figures and server counts; the summary lines otherwise."""
+def parse(output: str, model: str, batching_model: str | None = None) -> list[Point]:
+    """Each "Request concurrency: N" block's client figures and server counts; the summary lines otherwise.
+
+    The average batch is `batching_model`'s where an ensemble lists it among its composing models (the ensemble
+    itself runs every request alone), else `model`'s own."""
     if "Failed to" in output or "error:" in output.lower():
         problem = next(line for line in output.splitlines() if "Failed to" in line or "error:" in line.lower())
         raise PerfAnalyzerError(f"perf_analyzer failed: {problem.strip()}")
     points = []
     for concurrency, block in _REQUEST_BLOCK.findall(output):
         client, _, server = block.partition("Client:")[2].partition("Server:")  # not the "Pass [n]" lines
+        if batching_model and (
+            composing := re.search(
+                rf"\n\s*{re.escape(batching_model)}, version: \d+\n(.*?)(?:\n\s*\n|\Z)", server, re.S
+            )
+        ):
+            server = composing.group(1)
         throughput = _float(_CLIENT["infer_per_s"], client)
         if throughput is None:
             continue
@@ -187,7 +196,7 @@ def measure(
                 raise PerfAnalyzerError(
                     f"{' '.join(cmd)} exited {done.returncode}: {(done.stderr or done.stdout)[-400:]}"
                 )
-            result["points"] += [p.to_dict() for p in parse(done.stdout, model)]
+            result["points"] += [p.to_dict() for p in parse(done.stdout, model, spec.models.engine)]
         result["models"][model] = label(
             f"served `{model}` through Triton ({'JPEG files' if model == spec.models.ensemble else 'pixels'})",
             spec.precision,
