@@ -31,7 +31,7 @@ from typing import Any
 from dfserve.bench.figures import flag_flat, label
 from dfserve.engine.records import read_engine_record, record_path
 from dfserve.repository.configs import read_config, spec_from_config
-from dfserve.spec.model import TensorNames
+from dfserve.spec.model import ModelSpec, TensorNames
 
 TRTEXEC_PATHS = ("trtexec", "/usr/src/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec")
 DEFAULT_BATCHES = (1, 8, 16, 32, 64)
@@ -126,13 +126,11 @@ def parse(output: str, batch: int) -> TrtexecResult:
     )
 
 
-def input_name(plan: Path) -> str:
-    """The engine's input tensor: from the spec embedded in the repository's `vit/config.pbtxt` where the plan sits
-    in a repository (``vit/1/model.plan``), else dfserve's default name."""
+def repository_spec(plan: Path) -> ModelSpec | None:
+    """The spec embedded in the repository's `vit/config.pbtxt` where the plan sits in a repository
+    (``vit/1/model.plan``), else None."""
     config = plan.parent.parent / "config.pbtxt"
-    if config.is_file():
-        return spec_from_config(read_config(config)).tensors.pixels
-    return TensorNames().pixels
+    return spec_from_config(read_config(config)) if config.is_file() else None
 
 
 def measure(plan: Path, batches: Sequence[int], seconds: float = 10.0, trtexec: str | None = None) -> dict[str, Any]:
@@ -144,13 +142,17 @@ def measure(plan: Path, batches: Sequence[int], seconds: float = 10.0, trtexec: 
             f"batch sizes {too_big} are outside the engine's profile {record.min_batch}..{record.max_batch}"
         )
     binary = find_trtexec(trtexec)
+    spec = repository_spec(plan)
+    tensor = spec.tensors.pixels if spec else TensorNames().pixels
     points = []
     for batch in batches:
-        cmd = command(binary, plan, input_name(plan), record.input_shape, batch, seconds)
+        cmd = command(binary, plan, tensor, record.input_shape, batch, seconds)
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds * 3 + 120, check=False)
         points.append(parse(done.stdout + done.stderr, batch).to_dict())
     result = {
-        "label": label("TensorRT", record.precision, points[0]["device"] or record.gpu_name, random_weights=None),
+        "label": label(
+            "TensorRT", record.precision, points[0]["device"] or record.gpu_name, spec.random_weights if spec else None
+        ),
         "engine": record.to_dict() | {"layers": None},
         "points": points,
     }
