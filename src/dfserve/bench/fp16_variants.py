@@ -49,7 +49,7 @@ def measure(model: str, photos: int = 8) -> dict[str, Any]:
         reference = reference_scores(ckpt, classifier, spec, images)
         pixels = parity_pixels(spec, images, spec.resize_mode)
         fp32_scores = onnx_scores(fp32, spec, pixels)
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
         for name, keep in VARIANTS.items():
             graph = to_fp16(onnx.load(str(core)), spec, keep)
             path = tmp / f"variant{len(rows)}.onnx"
