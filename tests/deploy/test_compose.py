@@ -250,10 +250,35 @@ def test_build_image_installs_dfserve_with_the_containers_own_tensorrt() -> None
     text = (REPO / "build" / "Dockerfile").read_text()
     assert "[build,gpu]" in text
     assert "tensorrt==$(python3 -c 'import tensorrt; print(tensorrt.__version__)')" in text  # no PyPI TensorRT
+    # ... and a check after the installs that Python's TensorRT is the container's (dfserve.engine.tensorrt)
+    installs = text.index("pip install --no-cache-dir -c /tmp/constraints.txt")
+    assert text.index("python3 -m dfserve.engine.tensorrt check-install") > installs
     assert "download.pytorch.org/whl/cpu" in text
     triton = (REPO / "deploy" / "triton.Dockerfile").read_text()
     assert "COPY deploy/triton/start-triton.sh /opt/dfserve/start-triton.sh" in triton
     assert 'ENTRYPOINT ["/opt/dfserve/start-triton.sh"]' in triton
+
+
+def test_bench_profiles_measure_the_served_models_and_the_engine(services: dict[str, Any], env: dict[str, str]) -> None:
+    """`bench`: perf_analyzer from NVIDIA's SDK image of the same release, against the running triton; its
+    arguments parse with the bench's own parser. `bench-engine`: trtexec in the build image, on a GPU."""
+    from dfserve.bench import perf_analyzer
+
+    bench, engine = services["bench"], services["bench-engine"]
+    assert bench["profiles"] == ["bench"] and engine["profiles"] == ["bench-engine"]
+    assert _from_lines(REPO / bench["build"]["dockerfile"]) == ["nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3-sdk"]
+    assert bench["build"]["args"] == {"TRITON_RELEASE": env["TRITON_RELEASE"]}
+    assert bench["depends_on"]["triton"]["condition"] == "service_healthy"
+    text = (REPO / bench["build"]["dockerfile"]).read_text()
+    assert 'ENTRYPOINT ["python3", "-m", "dfserve.bench.perf_analyzer"]' in text
+    parsed = perf_analyzer.build_parser().parse_args(bench["command"])
+    assert (str(parsed.repository), parsed.url, parsed.models) == ("/models", "triton:8001", "vit,detector")
+    assert engine["image"] == services["build"]["image"]  # trtexec of the TensorRT that built the plan
+    assert engine["command"][:3] == ["python3", "-m", "dfserve.bench.trtexec"]
+    assert engine["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    for service in (bench, engine):
+        models = next(v for v in service["volumes"] if isinstance(v, dict) and v["target"] == "/models")
+        assert models["read_only"] is True
 
 
 # ---------------------------------------------------------------------------------------------------------------

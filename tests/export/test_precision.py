@@ -16,10 +16,10 @@ from rich.console import Console
 
 from dfserve.client import Client
 from dfserve.errors import ParityError
+from dfserve.export import policy as config
 from dfserve.export.onnx_graph import POST, PRE
 from dfserve.export.parity import onnx_scores, parity_pixels
 from dfserve.export.pipeline import BuildOptions, BuildResult, build
-from dfserve.spec import model as config
 from dfserve.spec.model import ModelSpec
 from dfserve.triton.process import TritonServer
 from tests.checkpoints import make_checkpoint

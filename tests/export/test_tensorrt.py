@@ -93,7 +93,7 @@ def classifier(spec: ModelSpec, outlier: float) -> onnx.ModelProto:
         helper.make_node("LayerNormalization", ["g", "gamma", "beta"], ["ln2"], axis=-1),
         helper.make_node("ReduceMean", ["ln2"], ["pooled"], axes=[1], keepdims=0),
         helper.make_node("MatMul", ["pooled", "w3"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], [t.scores], axis=-1),
+        helper.make_node("Softmax", ["logits"], [t.scores], axis=-1, name="dfserve_post_softmax"),  # scoring
     ]
     inits = [
         _const("scale", 1 / 127.5),

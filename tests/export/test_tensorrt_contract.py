@@ -100,6 +100,7 @@ def test_build_and_run_a_strongly_typed_engine_end_to_end(trt: StandIn, tmp_path
     # the engine's own record: what TensorRT did, per output type, with the FP32 layers named
     record = read_engine_record(record_path(plan))
     assert record == info and record.strongly_typed and record.optimization_level == 3
+    assert record.attention == "none"  # this classifier has no attention block (the scoring Softmax is not one)
     assert record.gpu_name == "NVIDIA H100 80GB HBM3" and record.compute_capability == "9.0"
     assert record.gpu_uuid == "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f"
     layers = record.layers or {}
@@ -221,6 +222,8 @@ def test_dfserve_build_tensorrt_runs_the_whole_pipeline_with_the_standin(
     assert engine["strongly_typed"] and engine["precision"] == "fp16" and engine["max_abs_diff_vs_built_graph"] == 0
     assert engine["parity"]["max_abs_diff"] <= 1e-2
     assert engine["layers"]["by_output_dtype"]["fp16"] > 0 and engine["layers"]["fp32_layers"]
+    assert engine["attention"] == "fused"  # the ViT's FP16 MatMul → Softmax → MatMul, fused by the stand-in's rule
+    assert engine["layers"]["attention"]["fused_layers"] == engine["layers"]["attention"]["sites"] == 2
     # the engine was built from the FP16 graph, not the FP32 one
     parsed = next(c[2][0] for c in trt.calls if c[1] == "parse_from_file")
     assert Path(parsed).name == "model.fp16.onnx"
@@ -228,14 +231,20 @@ def test_dfserve_build_tensorrt_runs_the_whole_pipeline_with_the_standin(
     vit, pre = read_config(out / "vit"), read_config(out / "preprocess")
     assert vit.platform == "tensorrt_plan" and vit.instance_group[0].count == 2
     assert list(vit.dynamic_batching.preferred_batch_size) == []
-    assert vit.optimization.cuda.graphs and [g.batch_size for g in vit.optimization.cuda.graph_spec] == [
-        1,
-        2,
-        4,
-        8,
-        16,
-        32,
-    ]
+    graphs = vit.optimization.cuda.graph_spec
+    assert vit.optimization.cuda.graphs and vit.max_batch_size == 64  # GpuServing.max_batch_size
+    assert [(g.graph_lower_bound.batch_size, g.batch_size) for g in graphs] == [
+        (1, 1),
+        (2, 2),
+        (3, 4),
+        (5, 8),
+        (9, 16),
+        (17, 24),
+        (25, 32),
+        (33, 48),
+        (49, 64),
+    ]  # a graph for every batch 1..64
+    assert engine["opt_batch"] == engine["max_batch"] == 64 and engine["min_batch"] == 1
     assert pre.instance_group[0].count == (os.cpu_count() or 1)
     assert (out / "vit" / "1" / "model.plan").is_file() and (out / "vit" / "1" / "model.plan.json").is_file()
 

@@ -17,6 +17,11 @@ graph (as a strongly typed engine must). What it checks, each as the real API wo
   addresses before `execute_async_v3`, the host-to-device copy before execution, the stream synchronised before
   the device-to-host copy, memory freed once.
 
+The inspector fuses attention as TensorRT 10's MHA fusion does: a MatMul → Softmax → MatMul chain whose tensors are
+all FP16 is reported as one layer named like TensorRT's fused kernels (`_gemm_mha_v2_myl0_<n>`, its ONNX layers in
+"Metadata"); anything else (a Softmax fed FP32 by casts) stays separate layers. `StandIn(fuse_attention=False)` is a
+release whose fuser misses the pattern.
+
 Every call is appended to `StandIn.calls` as (object, method, args) so tests can check the sequence.
 Names and signatures follow NVIDIA's TensorRT 10 Python API documentation (docs.nvidia.com/deeplearning/tensorrt,
 Core/Builder, Core/BuilderConfig, Core/EngineInspector, Core/ExecutionContext) and cuda-python's
@@ -169,6 +174,9 @@ class StandIn:
 
     version: str = "10.5.0"
     strongly_typed_member: bool = True
+    fuse_attention: bool = True
+    """Whether the builder fuses MatMul → Softmax → MatMul when all three are FP16 (TensorRT 10's MHA fusion rule);
+    False: a release whose fuser misses the pattern (every attention block stays unfused)."""
     gpus: list[dict[str, Any]] = field(
         default_factory=lambda: [
             {
@@ -554,18 +562,63 @@ class _Inspector(_Strict):
                 "Format/Datatype": fmt if concrete else "N/A due to dynamic shapes",
             }
 
-        layers = [
-            {
-                "Name": node.name or f"{node.op_type}_{i}",
-                "LayerType": "Myelin" if node.op_type in ("MatMul", "LayerNormalization") else "PointWiseV2",
-                "Inputs": [tensor(x) for x in node.input if x],
-                "Outputs": [tensor(y) for y in node.output],
-                "TacticName": f"standin_{node.op_type.lower()}_kernel",
-                "TacticValue": f"0x{i:016x}",
-            }
-            for i, node in enumerate(e._model.graph.node)
-        ]
+        nodes = list(e._model.graph.node)
+        fused = _attention_triples(e._model, e._elem) if self._standin.fuse_attention else {}
+        layers: list[dict[str, Any]] = []
+        for i, node in enumerate(nodes):
+            if id(node) in fused:
+                first, softmax, second = fused[id(node)]
+                if node is not softmax:
+                    continue  # the MatMuls are inside the fused kernel
+                layers.append(
+                    {  # as TensorRT 10 names a fused attention kernel of a Myelin subgraph
+                        "Name": f"_gemm_mha_v2_myl0_{i}",
+                        "LayerType": "kgen",
+                        "Inputs": [tensor(x) for x in [*first.input, second.input[1]] if x],
+                        "Outputs": [tensor(y) for y in second.output],
+                        "TacticName": "",
+                        "TacticValue": "0x0000000000000000",
+                        "Metadata": "".join(f"[ONNX Layer: {n.name}]" for n in (first, softmax, second)),
+                    }
+                )
+                continue
+            layers.append(
+                {
+                    "Name": node.name or f"{node.op_type}_{i}",
+                    "LayerType": "Myelin" if node.op_type in ("MatMul", "LayerNormalization") else "PointWiseV2",
+                    "Inputs": [tensor(x) for x in node.input if x],
+                    "Outputs": [tensor(y) for y in node.output],
+                    "TacticName": f"standin_{node.op_type.lower()}_kernel",
+                    "TacticValue": f"0x{i:016x}",
+                    "Metadata": f"[ONNX Layer: {node.name}]",
+                }
+            )
         return json.dumps({"Layers": layers, "Bindings": e._inputs + e._outputs})
+
+
+def _attention_triples(model: onnx.ModelProto, elem: dict[str, int]) -> dict[int, tuple[Any, Any, Any]]:
+    """MatMul → Softmax → MatMul chains whose tensors are all FP16 (TensorRT's MHA fusion pattern), by id() of each
+    of the three nodes."""
+    produced = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+    half = onnx.TensorProto.FLOAT16
+    out: dict[int, tuple[Any, Any, Any]] = {}
+    for softmax in model.graph.node:
+        if softmax.op_type != "Softmax":
+            continue
+        first = produced.get(softmax.input[0])
+        after = consumers.get(softmax.output[0], [])
+        if first is None or first.op_type != "MatMul" or len(after) != 1 or after[0].op_type != "MatMul":
+            continue
+        second = after[0]
+        tensors = [*first.input, softmax.input[0], softmax.output[0], *second.input, *second.output]
+        if all(elem.get(t) == half for t in tensors):
+            for node in (first, softmax, second):
+                out[id(node)] = (first, softmax, second)
+    return out
 
 
 # --- cuda.bindings.runtime ---------------------------------------------------------------------------------------

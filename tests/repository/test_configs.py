@@ -113,7 +113,9 @@ def test_tensorrt_config_has_the_gpu_serving_settings(tmp_path: Path) -> None:
     cuda = cfg.optimization.cuda
     assert cuda.graphs
     assert [g.batch_size for g in cuda.graph_spec] == [1, 4, 8, 16]  # 64 > max_batch_size 16; the max is added
+    assert [g.graph_lower_bound.batch_size for g in cuda.graph_spec] == [1, 2, 5, 9]
     assert all(list(g.input["pixels"].dim) == [3, 384, 320] for g in cuda.graph_spec)
+    assert all(list(g.graph_lower_bound.input["pixels"].dim) == [3, 384, 320] for g in cuda.graph_spec)
     assert configs.preprocess_config(spec).instance_group[0].count == 12
     assert configs.spec_from_config(cfg).batching.engine_instances == 2  # the embedded spec agrees
 
@@ -128,7 +130,9 @@ def test_gpu_serving_defaults_and_bounds() -> None:
 
     gpu = GpuServing()
     assert (gpu.engine_instances, gpu.builder_optimization_level) == (2, 3)
-    assert gpu.graph_batch_sizes(32) == (1, 2, 4, 8, 16, 32) and gpu.graph_batch_sizes(12) == (1, 2, 4, 8, 12)
+    assert gpu.graph_batch_sizes(32) == (1, 2, 4, 8, 16, 24, 32) and gpu.graph_batch_sizes(12) == (1, 2, 4, 8, 12)
+    assert gpu.graph_ranges(12) == ((1, 1), (2, 2), (3, 4), (5, 8), (9, 12))
+    assert gpu.max_batch_size == 64 and gpu.graph_batch_sizes(64)[-3:] == (32, 48, 64)
     batching = gpu.for_gpu(Batching(preferred_batch_sizes=(8,)))
     assert batching.preferred_batch_sizes == () and batching.preprocess_instances == (os.cpu_count() or 1)
     assert GpuServing(preprocess_instances=3).for_gpu(Batching(), cores=64).preprocess_instances == 3
@@ -137,6 +141,26 @@ def test_gpu_serving_defaults_and_bounds() -> None:
         GpuServing(cuda_graph_batch_sizes=(0, 4))
     with pytest.raises(ValueError):
         GpuServing(builder_optimization_level=6)
+
+
+@pytest.mark.parametrize("max_batch", [1, 7, 33, 64, 100])
+def test_cuda_graph_specs_cover_every_batch_size(tmp_path: Path, max_batch: int) -> None:
+    """Triton's TensorRT backend runs batch b with a graph only if some spec has lower bound <= b <= batch size:
+    every b in 1..max_batch_size must have one, in the config.pbtxt as Triton parses it. Only the first spec
+    covering b is used, so the ranges must not overlap either."""
+    from dfserve.export.policy import default_batching
+    from dfserve.spec.model import GpuServing
+
+    gpu = GpuServing()
+    batching = default_batching("tensorrt", "fp16").model_copy(update={"max_batch_size": max_batch})
+    spec = SPEC.model_copy(update={"batching": gpu.for_gpu(batching, cores=4)})
+    cfg = configs.read_config(configs.write_config(configs.engine_config(spec, "tensorrt", gpu), tmp_path / "vit"))
+    specs = cfg.optimization.cuda.graph_spec
+    for b in range(1, max_batch + 1):
+        covering = [g.batch_size for g in specs if g.graph_lower_bound.batch_size <= b <= g.batch_size]
+        assert len(covering) == 1, (b, covering)
+    assert max(g.batch_size for g in specs) == cfg.max_batch_size == max_batch
+    assert default_batching("tensorrt", "fp16").max_batch_size == 64  # the measured GPU max batch (GpuServing)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -172,9 +196,10 @@ def test_explicit_batching_overrides_only_what_it_names() -> None:
 
     opts = BuildOptions(out=Path("unused"), precision="int8", batching_overrides={"max_batch_size": 3})
     assert resolve_batching(opts) == CPU_BATCHING["int8"].model_copy(update={"max_batch_size": 3})
-    # GPU and PyTorch engines keep the generic defaults (the GPU policy on top); the CPU table is for ONNX Runtime
+    # PyTorch keeps the generic defaults, TensorRT those with the GPU max batch (and the GPU policy on top); the CPU
+    # table is for ONNX Runtime
     gpu = BuildOptions(out=Path("unused"), target="tensorrt")
-    assert resolve_batching(gpu) == gpu.gpu.for_gpu(Batching())
+    assert resolve_batching(gpu) == gpu.gpu.for_gpu(Batching(max_batch_size=64))
     assert resolve_batching(BuildOptions(out=Path("unused"), engine="torch")) == Batching()
 
 

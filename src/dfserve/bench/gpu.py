@@ -8,15 +8,22 @@ Sections, each independent (one that fails records its error and the others stil
 of `--budget-s`, so the whole run ends on time on any host:
 
 1. ceiling: PyTorch images/s of the `vit` engine (`dfserve.engine.torch_module.ScoringModule`: uint8 in, scores
-   out) in FP16 at batch 1 … 256, eager and compiled (torch.compile, CUDA graphs where the device has them);
-2. drift: the FP16 (and FP32) GPU engine against the CPU FP32 reference on the parity set, through
+   out) at batch 1 … 256, eager and compiled (torch.compile, CUDA graphs where the device has them), FP16 on CUDA
+   and FP32 on a CPU (`half` is never used on a CPU, where it would measure slow CPU half kernels); compiled figures
+   flat across batch sizes far below eager (recompiles or graph breaks) are flagged and left out of the table
+   (`dfserve.bench.figures`). These are PyTorch figures, not TensorRT's: `python -m dfserve.bench.trtexec`
+   measures the TensorRT engine;
+2. drift: the GPU engine (FP32, and FP16 on CUDA) against the CPU FP32 reference on the parity set, through
    `dfserve.export.fidelity.compare` (the head is scaled so random-weight scores spread over (0, 1));
 3. preprocessing: dfserve's CPU decoding and resizing (exact, box, draft) on ~1024 px JPEGs, on one core and on
    every core of the host: the images/s that server-side decoding can feed the engine;
 4. gpu_decode: nvJPEG decoding (`torchvision.io.decode_jpeg` on the device) plus antialiased bicubic resizing
    and the centre crop: images/s, and the pixel and score drift against `exact`;
-5. served: the served `detector` and `vit` through Triton, where this host has dfserve's embedded server and
-   a torch engine to serve; otherwise the section says why it was skipped.
+5. served: the torch engine served through the embedded Triton against the engine alone
+   (`dfserve.bench.torch_served`), where this host has tritonserver and the section's budget allows building and
+   serving (>= 120 s); otherwise the section says why it was skipped.
+
+Every figure carries a label saying what ran (PyTorch eager or compiled; precision; device; random weights).
 
 It needs torch, transformers, numpy, Pillow and pydantic; torchvision for section 4; nothing of the build or
 server extras. A GPU is needed for the figures that matter; the project's own machines have none, so the test
@@ -32,7 +39,6 @@ import io
 import json
 import multiprocessing
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -45,6 +51,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dfserve.bench import torch_served
+from dfserve.bench.figures import check_half, flag_compiled, flag_flat, label
+from dfserve.bench.gpu_report import host_info, markdown
 from dfserve.engine.torch_module import ScoringModule, sensitive_head, use_sdpa
 from dfserve.errors import InvalidImageError
 from dfserve.export.checkpoint import labels_for, preprocessing_for, resolve
@@ -75,6 +84,8 @@ class Setup:
     random_weights: bool
     head_scale: float
     compile_mode: str | None = None
+    model_path: str | None = None
+    out: Path = Path("gpu-bench")
     jpegs: list[bytes] = field(default_factory=list)
     parity: list[tuple[str, bytes]] = field(default_factory=list)
 
@@ -110,6 +121,8 @@ def load_setup(args: argparse.Namespace) -> Setup:
         random_weights=random_weights,
         head_scale=args.head_scale,
         compile_mode=args.compile_mode,
+        model_path=args.model,
+        out=Path(args.out),
         jpegs=sample_jpegs(args.images, args.jpeg_side),
         parity=parity_files(),
     )
@@ -190,9 +203,12 @@ def section_ceiling(s: Setup, budget: float) -> dict[str, Any]:
     import torch
 
     h, w = s.preprocessing.output_hw
-    half = s.device.startswith("cuda") or s.device == "cpu"
+    half = s.device.startswith("cuda")  # FP16 on CUDA only, never silently on a CPU
+    check_half(s.device, half)
+    precision = "fp16" if half else "fp32"
     engine = ScoringModule(s.classifier, s.preprocessing, s.labels, half=half).to(s.device).eval()
-    out: dict[str, Any] = {"precision": "fp16" if half else "fp32", "eager": [], "compiled": [], "notes": []}
+    out: dict[str, Any] = {"precision": precision, "eager": [], "compiled": [], "notes": [], "flags": []}
+    out["labels"] = {"eager": label("PyTorch eager", precision, s.device, s.random_weights)}
     deadline = time.perf_counter() + budget
     per_point = max(0.3, budget * 0.35 / len(BATCHES))
     with torch.inference_mode():
@@ -208,6 +224,8 @@ def section_ceiling(s: Setup, budget: float) -> dict[str, Any]:
                 break
         mode = s.compile_mode or ("reduce-overhead" if s.device.startswith("cuda") else "default")
         out["compile_mode"] = mode
+        out["labels"]["compiled"] = label(f"PyTorch compiled ({mode})", precision, s.device, s.random_weights)
+        out["flags"] = flag_flat([p["images_per_s"] for p in out["eager"]], [p["batch"] for p in out["eager"]], "eager")
         try:
             compiled = torch.compile(engine, mode=mode, dynamic=False)
         except Exception as exc:  # a torch without a working compiler on this host
@@ -231,6 +249,10 @@ def section_ceiling(s: Setup, budget: float) -> dict[str, Any]:
                 break
             point["compile_s"] = round(time.perf_counter() - started, 1)
             out["compiled"].append(point)
+    eager = {p["batch"]: p["images_per_s"] for p in out["eager"]}
+    compiled_flags = flag_compiled({p["batch"]: p["images_per_s"] for p in out["compiled"]}, eager)
+    out["flags"] += compiled_flags
+    out["compiled_reported"] = bool(out["compiled"]) and not compiled_flags
     return out
 
 
@@ -269,11 +291,12 @@ def section_drift(s: Setup, budget: float) -> dict[str, Any]:
         "reference_score_range": [round(float(spread.min()), 4), round(float(spread.max()), 4)],
         "candidates": {},
     }
-    for label, half in (("fp32", False), ("fp16", True)):
+    precisions = (("fp32", False), ("fp16", True)) if s.device.startswith("cuda") else (("fp32", False),)
+    for precision, half in precisions:
         drift = compare(reference, _scores(s, pixels, s.device, half=half), s.labels, names)
-        out["candidates"][f"{s.device} {label}"] = {
+        out["candidates"][f"{s.device} {precision}"] = {
             **drift.as_report(),
-            "passes_bar": drift.passes(FIDELITY_BARS[label]),
+            "passes_bar": drift.passes(FIDELITY_BARS[precision]),
         }
     return out
 
@@ -364,7 +387,12 @@ def section_gpu_decode(s: Setup, budget: float) -> dict[str, Any]:
     return out
 
 
+SERVED_MIN_BUDGET_S = 120.0
+"""Building a torch repository, starting Triton and measuring a few concurrencies needs at least this."""
+
+
 def section_served(s: Setup, budget: float) -> dict[str, Any]:
+    """The torch engine served through the embedded Triton against the engine alone (`dfserve.bench.torch_served`)."""
     try:
         importlib.import_module("dfserve.repository.backends.torch_engine")
     except Exception as exc:
@@ -373,7 +401,16 @@ def section_served(s: Setup, budget: float) -> dict[str, Any]:
         find_tritonserver(None)
     except Exception as exc:
         return {"skipped": f"no tritonserver on this host: {exc}"[:300]}
-    return {"skipped": "serving through Triton is measured by `dfserve bench` against a built torch repository"}
+    if budget < SERVED_MIN_BUDGET_S:
+        return {
+            "skipped": f"budget {budget:.0f} s < {SERVED_MIN_BUDGET_S:.0f} s for building and serving: run "
+            "`python -m dfserve.bench.torch_served` on its own"
+        }
+    levels = [1, 4, 16, 64]
+    args = torch_served.build_parser().parse_args(["--out", str(s.out / "served"), "--device", s.device])
+    args.model, args.concurrency = s.model_path, levels
+    args.seconds, args.budget_s = max(3.0, min(15.0, (budget - 90) / (len(levels) + 1))), budget
+    return torch_served.run(args)
 
 
 SECTIONS: dict[str, Callable[[Setup, float], dict[str, Any]]] = {
@@ -386,101 +423,6 @@ SECTIONS: dict[str, Callable[[Setup, float], dict[str, Any]]] = {
 
 
 # ------------------------------------------------------------------------------------------------- report
-
-
-def host_info(device: str) -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_cores": os.cpu_count(),
-        "device": device,
-    }
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except Exception:  # pragma: no cover
-        pass
-    if device.startswith("cuda") and torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(torch.device(device))
-        info["gpu"] = props.name
-        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
-        info["compute_capability"] = f"{props.major}.{props.minor}"
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def markdown(result: dict[str, Any]) -> str:
-    host = result["host"]
-    lines = [
-        f"# dfserve GPU measurement: {host.get('gpu', host['device'])}",
-        "",
-        f"Model: {result['model']['source']} (head scale {result['model']['head_scale']}), input "
-        f"{result['model']['input']}; torch {host['torch']}, Python {host['python']}, {host['cpu_cores']} CPU cores. "
-        f"Total {result['elapsed_s']} s.",
-        "",
-    ]
-    sec = result["sections"]
-    ceiling = sec.get("ceiling", {})
-    if ceiling.get("eager"):
-        compiled = {p["batch"]: p for p in ceiling.get("compiled", [])}
-        lines += [
-            "## 1. Engine ceiling (images/s, " + ceiling.get("precision", "") + ")",
-            "",
-            "| batch | eager | compiled |",
-            "| ---: | ---: | ---: |",
-        ]
-        for p in ceiling["eager"]:
-            c = compiled.get(p["batch"])
-            lines.append(
-                f"| {p['batch']} | {p['images_per_s']:.0f} | {c['images_per_s']:.0f} |"
-                if c
-                else f"| {p['batch']} | {p['images_per_s']:.0f} | |"
-            )
-        lines += [""] + [f"- {n}" for n in ceiling.get("notes", [])] + [""]
-    drift = sec.get("drift", {})
-    if drift.get("candidates"):
-        lines += [
-            f"## 2. Drift against {drift['reference']} ({drift['images']} parity images, "
-            f"reference scores {drift['reference_score_range']})",
-            "",
-            "| engine | max abs diff | flips | low-margin flips | passes bar |",
-            "| --- | ---: | ---: | ---: | --- |",
-        ]
-        for name, d in drift["candidates"].items():
-            lines.append(
-                f"| {name} | {d['max_abs_diff']:.2e} | {d['flips']} | {d['low_margin_flips']} | {d['passes_bar']} |"
-            )
-        lines.append("")
-    prep = sec.get("preprocessing", {})
-    if prep.get("modes"):
-        lines += [
-            f"## 3. Server-side preprocessing ({prep['jpeg']}, {prep['cores']} cores)",
-            "",
-            "| mode | one core | all cores |",
-            "| --- | ---: | ---: |",
-        ]
-        for mode, m in prep["modes"].items():
-            lines.append(f"| {mode} | {m['one_core_images_per_s']} | {m['all_cores_images_per_s']} |")
-        lines.append("")
-    dec = sec.get("gpu_decode", {})
-    lines.append("## 4. GPU decoding and resizing")
-    lines.append("")
-    if dec.get("decode"):
-        px, sc = dec["pixels_vs_exact"], dec["scores_vs_exact"]
-        lines += [
-            f"{dec['jpeg']}, batch {dec['batch']}: decode {dec['decode']['images_per_s']:.0f} images/s, "
-            f"decode + resize + crop {dec['decode_resize_crop']['images_per_s']:.0f} images/s. "
-            f"Pixels against exact: max {px['max_abs']}, mean {px['mean_abs']}, {px['share_differing']:.1%} differ; "
-            f"scores: max |Δ| {sc['max_abs_diff']:.2e}, {sc['flips']} flips.",
-            "",
-        ]
-    for name, body in sec.items():
-        if "skipped" in body or "error" in body:
-            lines.append(f"- {name}: {body.get('skipped') or body.get('error')}")
-    return "\n".join(lines) + "\n"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -65,6 +65,9 @@ class EngineInfo:
     gpu_uuid: str = ""
     layers: dict[str, Any] | None = None
     """`summarize_engine_information` of the engine inspector's JSON: what TensorRT did with the graph."""
+    attention: str | None = None
+    """Whether TensorRT fused the attention blocks: fused, partial, unfused, none (no attention) or unknown
+    (`dfserve.export.attention`); None in records written before it was recorded."""
     format: int = RECORD_FORMAT
 
     def to_dict(self) -> dict[str, Any]:

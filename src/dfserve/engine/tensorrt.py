@@ -4,9 +4,11 @@ that the container entry point runs before Triton loads an engine (`python -m df
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import importlib.metadata
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -14,8 +16,11 @@ import numpy as np
 
 from dfserve.engine.gpus import _check, _cudart, local_gpus
 from dfserve.engine.records import (
+    NVINFER_DIRS,
     REBUILD_HINT,
+    _version_key,
     check_engine_compatibility,
+    decode_infer_lib_version,
     find_engine_records,
     installed_tensorrt_version,
     read_engine_record,
@@ -89,15 +94,75 @@ def check_host(location: Path) -> None:
     check_engine_compatibility(location, installed_tensorrt_version(), local_gpus())
 
 
+def install_problems(
+    module_version: str,
+    system_version: str | None,
+    loaded_libraries: Iterable[str],
+    distributions: Iterable[str],
+    system_dirs: Sequence[str] = NVINFER_DIRS,
+) -> list[str]:
+    """What makes this Python's TensorRT other than the container's: a different version from the container's
+    libnvinfer, a libnvinfer loaded from elsewhere (pip's `tensorrt_libs` wheels bundle their own), or pip's
+    TensorRT library wheels installed at all. Empty when TensorRT is the container's."""
+    problems = []
+    if system_version is None:
+        problems.append(f"no libnvinfer in the container's library folders ({', '.join(system_dirs)})")
+    elif _version_key(module_version) != _version_key(system_version):
+        problems.append(f"Python's tensorrt is {module_version} but the container's libnvinfer is {system_version}")
+    foreign = sorted({p for p in loaded_libraries if not p.startswith(tuple(system_dirs))})
+    if foreign:
+        problems.append(f"libnvinfer loaded from outside the container's folders: {', '.join(foreign)}")
+    wheels = sorted({d for d in distributions if "tensorrt" in d.lower().replace("-", "_") and "libs" in d.lower()})
+    if wheels:
+        problems.append(f"pip installed TensorRT's own libraries ({', '.join(wheels)}): a second TensorRT")
+    return problems
+
+
+def _system_tensorrt_version(system_dirs: Sequence[str] = NVINFER_DIRS) -> str | None:
+    for path in sorted(str(p) for d in system_dirs for p in Path(d).glob("libnvinfer.so.*[0-9]")):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        lib.getInferLibVersion.restype = ctypes.c_int32
+        return decode_infer_lib_version(int(lib.getInferLibVersion()))
+    return None
+
+
+def check_install() -> list[str]:
+    """`install_problems` of this process: the `tensorrt` module imported (which loads its libnvinfer), the
+    libnvinfer files mapped into this process, the container's own, and pip's installed distributions."""
+    trt = require_tensorrt()
+    trt.Logger(trt.Logger.WARNING)  # make sure the library is loaded
+    maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
+    loaded = {line.split()[-1] for line in maps.splitlines() if "libnvinfer.so" in line and "/" in line}
+    names = [d.metadata["Name"] or "" for d in importlib.metadata.distributions()]
+    return install_problems(str(trt.__version__), _system_tensorrt_version(), loaded, names)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dfserve.engine.tensorrt check REPOSITORY``: run by the Triton container before tritonserver,
-    so a plan from another GPU or TensorRT stops the container with one line instead of a backend failure."""
+    so a plan from another GPU or TensorRT stops the container with one line instead of a backend failure.
+    ``python -m dfserve.engine.tensorrt check-install``: run by build/Dockerfile after its installs, so an image
+    whose pip brought a second TensorRT is never built."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m dfserve.engine.tensorrt")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="refuse TensorRT plans this host cannot load").add_argument("location", type=Path)
+    sub.add_parser("check-install", help="fail unless Python's TensorRT is the container's own")
     args = parser.parse_args(argv)
+    if args.command == "check-install":
+        try:
+            problems = check_install()
+        except BuildError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if not problems:
+            print(f"TensorRT {installed_tensorrt_version()} is the container's own", file=sys.stderr)
+        return 1 if problems else 0
     try:
         check_host(args.location)
     except (EngineError, BuildError) as exc:

@@ -161,6 +161,12 @@ def register(sub: Any) -> None:
         help="largest image, checked from the header before decoding: the decompression-bomb guard "
         "(default %(default)s)",
     )
+    p.add_argument(
+        "--allow-unfused-attention",
+        action="store_true",
+        help="tensorrt: serve an FP16 engine whose attention TensorRT did not fuse (up to 2x slower), with a "
+        "warning, instead of failing the build",
+    )
     add_batching_arguments(p)
     p.set_defaults(func=run)
 
@@ -186,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
             resize_mode=args.resize_mode,
             opset=args.opset,
             parity_photos=args.parity_photos,
+            allow_unfused_attention=args.allow_unfused_attention,
             limits=Limits(max_file_bytes=args.max_file_bytes, max_pixels=args.max_pixels),
         )
     )

@@ -87,6 +87,8 @@ class BuildOptions:
     opset: int = ModelSpec.model_fields["onnx_opset"].default
     parity_photos: int = 8
     tolerance: float = TOLERANCE
+    allow_unfused_attention: bool = False
+    """TensorRT only: serve an FP16 engine whose attention was not fused (with a loud warning) instead of failing."""
     seed: int = 0
 
 
@@ -353,7 +355,9 @@ def _tensorrt_stage(
 
     trt_mod.require_tensorrt()
     precision = "fp16" if spec.precision == "fp16" else "fp32"
-    engine_options = trt_mod.EngineOptions.from_spec(spec, options.gpu, precision=precision)
+    engine_options = trt_mod.EngineOptions.from_spec(
+        spec, options.gpu, precision=precision, allow_unfused_attention=options.allow_unfused_attention
+    )
     plan = tmp / "model.plan"
     with stages.stage("engine", f"TensorRT {precision} engine built (strongly typed)"):
         info = trt_mod.build_engine(served_onnx, plan, spec, engine_options)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from dfserve.spec.model import Batching, Engine, Precision
+from dfserve.spec.model import Batching, Engine, GpuServing, Precision
 
 
 class FidelityBar(BaseModel):
@@ -59,7 +59,10 @@ no precision gets values of its own; FP16 (not measured: slow on CPUs) follows F
 
 def default_batching(engine: Engine, precision: Precision) -> Batching:
     """The batching a build writes unless told otherwise: `CPU_BATCHING[precision]` where ONNX Runtime runs `vit`
-    (the python and container targets, which serve on CPUs here), `Batching()` for TensorRT and PyTorch."""
+    (the python and container targets, which serve on CPUs here), `Batching()` for PyTorch, and for TensorRT the
+    GPU's max batch (`GpuServing.max_batch_size`)."""
+    if engine == "tensorrt":
+        return Batching(max_batch_size=GpuServing().max_batch_size)
     return CPU_BATCHING[precision] if engine == "onnx" else Batching()
 
 

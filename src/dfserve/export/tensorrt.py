@@ -2,12 +2,13 @@
 proven, and the checks that keep a plan from being served where it cannot run.
 
 Precision. The build first writes the FP16 ONNX graph exactly as `--precision fp16` does for ONNX Runtime
-(`dfserve.export.precision.to_fp16`: ONNX Runtime's float16 converter with LayerNormalization, Softmax and the
-final sigmoid/softmax in FP32 behind explicit casts) and gates it on the CPU against the Transformers pipeline and
-the FP32 graph. TensorRT then builds *that* graph with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: every
-tensor keeps the type the graph gives it, so the precision the engine computes in is the precision that was
-measured. Strongly typed networks take no precision flags (``BuilderFlag.FP16``) and no per-layer precision or
-output types; TensorRT refuses them. An FP32 engine is the same call on the FP32 graph.
+(`dfserve.export.precision.to_fp16`: ONNX Runtime's float16 converter with LayerNormalization and the final
+sigmoid/softmax in FP32 behind explicit casts, attention FP16 end to end so that TensorRT can fuse it) and gates it
+on the CPU against the Transformers pipeline and the FP32 graph. TensorRT then builds *that* graph with
+``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: every tensor keeps the type the graph gives it, so the precision
+the engine computes in is the precision that was measured. Strongly typed networks take no precision flags
+(``BuilderFlag.FP16``) and no per-layer precision or output types; TensorRT refuses them. An FP32 engine is the same
+call on the FP32 graph.
 
 Why not the weakly typed build this replaced (FP32 ONNX + ``BuilderFlag.FP16`` + layers pinned to FP32 under
 ``OBEY_PRECISION_CONSTRAINTS``): the pinned precisions were chosen by TensorRT layer type after its own fusions,
@@ -21,8 +22,10 @@ The engine's own record. The builder runs with ``ProfilingVerbosity.DETAILED``; 
 deserialised, an execution context is set to the optimisation profile's `opt` shape (with dynamic shapes the
 inspector reports formats only for a context's concrete shapes) and the engine inspector's JSON
 (``get_engine_information(LayerInformationFormat.JSON)``) is summarised by `summarize_engine_information`: layers
-per output data type, the layers that write FP32, tactics and layer types. The summary goes into the plan's
-record and build_report.json, so the first GPU build shows what TensorRT did.
+per output data type, the layers that write FP32, tactics and layer types, and whether attention was fused
+(`dfserve.export.attention`: an FP16 engine whose attention is not fused fails the build unless
+`allow_unfused_attention`). The summary goes into the plan's record and build_report.json, so the first GPU build
+shows what TensorRT did.
 
 A TensorRT plan is only valid for the TensorRT version and the GPU architecture it was built on; loading it
 anywhere else fails deep inside Triton with a message about "magic tags" or "serialization". So every plan
@@ -63,6 +66,7 @@ from dfserve.engine.gpus import GpuInfo, local_gpus
 from dfserve.engine.records import EngineInfo, write_atomic, write_engine_record
 from dfserve.engine.tensorrt import require_tensorrt
 from dfserve.errors import BuildError, EngineBuildError, ParityError, TensorRTUnavailableError
+from dfserve.export.attention import attention_fusion, attention_sites, check_attention
 from dfserve.spec.model import GpuServing, ModelSpec
 from dfserve.spec.names import TIMING_CACHE_ENV
 
@@ -95,6 +99,9 @@ class EngineOptions(BaseModel):
     """TensorRT's builder optimisation level (`GpuServing.builder_optimization_level`)."""
     hardware_compatibility: Literal["none", "ampere_plus"] = "none"
     """`ampere_plus` builds a plan that loads on any GPU of compute capability 8.0 or newer (slightly slower)."""
+    allow_unfused_attention: bool = False
+    """An FP16 engine whose attention TensorRT did not fuse fails the build unless this is set
+    (`dfserve.export.attention`)."""
 
     @model_validator(mode="after")
     def _check_order(self) -> EngineOptions:
@@ -357,9 +364,12 @@ def network_flags(trt: ModuleType) -> int:
     )
 
 
-def _inspect(trt: ModuleType, logger: Any, plan: bytes, spec: ModelSpec, options: EngineOptions) -> dict[str, Any]:
-    """The engine inspector's JSON for the `opt` shape, summarised (an execution context with concrete shapes,
-    because a dynamic-shape engine's formats read "N/A due to dynamic shapes" without one)."""
+def _inspect(
+    trt: ModuleType, logger: Any, plan: bytes, spec: ModelSpec, options: EngineOptions, sites: int
+) -> dict[str, Any]:
+    """The engine inspector's JSON for the `opt` shape, summarised, with whether attention was fused (an execution
+    context with concrete shapes, because a dynamic-shape engine's formats read "N/A due to dynamic shapes" without
+    one)."""
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     if engine is None:
         raise EngineBuildError("TensorRT could not deserialise the engine it has just built")
@@ -370,8 +380,10 @@ def _inspect(trt: ModuleType, logger: Any, plan: bytes, spec: ModelSpec, options
         inspector.execution_context = context  # TensorRT 10 and 11
     except AttributeError:
         inspector.context = context  # the name in TensorRT 8's Python API
-    text = inspector.get_engine_information(_member(trt, "LayerInformationFormat", "JSON"))
-    return summarize_engine_information(str(text))
+    text = str(inspector.get_engine_information(_member(trt, "LayerInformationFormat", "JSON")))
+    summary = summarize_engine_information(text)
+    summary["attention"] = attention_fusion(json.loads(text)["Layers"], sites)
+    return summary
 
 
 def build_engine(
@@ -388,6 +400,7 @@ def build_engine(
     """
     options.check_against(spec)
     check_onnx_input(onnx_path, spec)
+    sites = attention_sites(onnx_path)
     trt = require_tensorrt()
     gpu = gpu or next(iter(local_gpus()), None)
     if gpu is None:
@@ -430,13 +443,14 @@ def build_engine(
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(cache_file, bytes(config.get_timing_cache().serialize()))
     try:
-        layers = _inspect(trt, logger, plan, spec, options)
+        layers = _inspect(trt, logger, plan, spec, options, sites)
     except (BuildError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
         # the record is for people: the plan is built and will be gated; a changed inspector must not fail it
         log.warning("TensorRT %s: could not record the engine's layers: %s", version, exc)
         layers = {"error": f"{type(exc).__name__}: {exc}"}
     if layers.get("by_output_dtype"):
         log.info("engine layers by output type %s", layers["by_output_dtype"])
+    attention = layers.get("attention") or attention_fusion([], sites)
 
     h, w = spec.input_hw
     info = EngineInfo(
@@ -456,6 +470,8 @@ def build_engine(
         optimization_level=options.optimization_level,
         gpu_uuid=gpu.uuid,
         layers=layers,
+        attention=str(attention["status"]),
     )
     write_engine_record(plan_path, info)
+    check_attention(attention, options.precision, options.allow_unfused_attention)
     return info

@@ -81,14 +81,17 @@ def _scores_dims(spec: ModelSpec) -> list[int]:
 
 
 def cuda_graphs(spec: ModelSpec, gpu: GpuServing) -> dict[str, Any]:
-    """`optimization.cuda` for Triton's TensorRT backend: one CUDA graph per common batch size, each with the pixels
-    shape spelled out (the backend's `graph_spec` takes the input dims without the batch dimension)."""
-    dims = _pixels_dims(spec)
+    """`optimization.cuda` for Triton's TensorRT backend: a CUDA graph for every batch size 1..max_batch_size. Each
+    graph spec has a `graph_lower_bound`, so the backend runs the graph for every batch between the bound and the
+    spec's size (without a bound it uses a graph only for exactly that size: batches of 3, 5-7, 9-15... ran
+    without one); `GpuServing.graph_ranges` chooses the sizes. The pixels shape is spelled out in both (the
+    backend's `graph_spec` takes the input dims without the batch dimension)."""
+    pixels = {spec.tensors.pixels: {"dim": _pixels_dims(spec)}}
     return {
         "graphs": True,
         "graph_spec": [
-            {"batch_size": b, "input": {spec.tensors.pixels: {"dim": dims}}}
-            for b in gpu.graph_batch_sizes(spec.batching.max_batch_size)
+            {"batch_size": size, "input": pixels, "graph_lower_bound": {"batch_size": low, "input": pixels}}
+            for low, size in gpu.graph_ranges(spec.batching.max_batch_size)
         ],
     }
 

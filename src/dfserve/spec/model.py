@@ -300,19 +300,27 @@ class GpuServing(_Frozen):
     instances overlap one batch's copies and batching with the other's compute. Without preferred batch sizes the
     dynamic batcher waits up to `max_queue_delay_us` and, under load, sends `max_batch_size`; that is the batch the
     engine's optimisation profile is tuned for (`opt_batch`). CUDA graphs remove the per-kernel launch cost (a ViT
-    is hundreds of short kernels), which matters most for the small batches of light load; each graph costs GPU
-    memory per instance, so only the common sizes are captured. Decoding on the server is CPU-bound (about 70
-    images/s per core against thousands per second on the GPU), so `preprocess` gets one instance per core of the
-    host unless told otherwise.
+    is hundreds of short kernels), which matters most for the small batches of light load. Triton's TensorRT backend
+    runs a batch with a graph only if a graph spec's batch size equals it, or if the batch lies between a spec's
+    `graph_lower_bound` and its batch size (the graph then runs the spec's batch, the rows beyond the request's
+    uninitialised and discarded: harmless for a ViT, whose images never mix); `graph_ranges` gives every size
+    1..max a graph that way, wasting at most 2× compute below 16 (where launch overhead, not compute, is the cost)
+    and at most 1.5× above. Each graph costs GPU memory per instance, so not every size gets its own. Decoding on
+    the server is CPU-bound (about 70 images/s per core against thousands per second on the GPU), so `preprocess`
+    gets one instance per core of the host unless told otherwise.
     """
 
     engine_instances: int = Field(default=2, ge=1)
     preprocess_instances: int | None = Field(default=None, ge=1)
     """None: one per CPU core of the build host (`os.cpu_count()`). Containers re-decide it where they serve, from the
     CPUs they may use (`dfserve serve --preprocess-instances auto`, dfserve.triton.sizing)."""
-    cuda_graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    max_batch_size: int = Field(default=64, ge=1, le=1024)
+    """`vit`'s max batch (and the engine profile's max and opt) on a GPU: the PyTorch FP16 engine on an H200 still
+    gained from 32 (6,542 images/s) to 64 (about 7,300) and no more beyond (docs/benchmarks.md); to be confirmed for
+    the TensorRT engine with `python -m dfserve.bench.trtexec` at batch 32/64/128 (docs/gpu.md)."""
+    cuda_graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 24, 32, 48, 64)
     """Batch sizes Triton's TensorRT backend captures CUDA graphs for (those above max_batch_size are dropped; the
-    max batch is always added)."""
+    max batch is always added); each covers the sizes down to the previous one's + 1 (`graph_ranges`)."""
     builder_optimization_level: int = Field(default=3, ge=0, le=5)
     """TensorRT's builder optimisation level: 3 is its own default; 4-5 search longer for kernels (builds take
     several times as long). Set here explicitly so the build record says which was used."""
@@ -326,6 +334,11 @@ class GpuServing(_Frozen):
 
     def graph_batch_sizes(self, max_batch: int) -> tuple[int, ...]:
         return tuple(sorted({b for b in self.cuda_graph_batch_sizes if b <= max_batch} | {max_batch}))
+
+    def graph_ranges(self, max_batch: int) -> tuple[tuple[int, int], ...]:
+        """(lower bound, batch size) of each CUDA graph: contiguous, together every batch 1..`max_batch`."""
+        sizes = self.graph_batch_sizes(max_batch)
+        return tuple((low + 1, size) for low, size in zip((0, *sizes), sizes, strict=False))
 
     @staticmethod
     def opt_batch(batching: Batching) -> int:
