@@ -1,7 +1,7 @@
 """The root of dfserve's exceptions.
 
     DfserveError
-    ├── dfserve.errors.BuildError            checkpoint, export, parity, repository writing
+    ├── dfserve.errors.BuildError            checkpoint, export, parity, repository writing, decode choice
     ├── dfserve.errors.ServerError                  starting and supervising tritonserver
     ├── dfserve.errors.IncompatibleSpecError        a spec of another format major, or another dfserve's backends
     ├── dfserve.errors.InvalidImageError     not an image we can classify (also a ValueError)
@@ -136,3 +136,10 @@ class EngineBuildError(BuildError):
 
 class EngineCompatibilityError(BuildError):
     """A plan was built for another TensorRT version or GPU than this host has."""
+
+
+class DecodeChoiceError(BuildError):
+    """`--decode gpu` asked of a build that cannot decode on a GPU (the ONNX Runtime engine, or a resize filter the
+    device resize does not have). A usage error: the command line exits 2, as argparse does."""
+
+    exit_code = 2

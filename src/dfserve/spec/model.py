@@ -36,6 +36,11 @@ RESIZE_MODES: tuple[ResizeMode, ...] = ("exact", "box", "draft")
 DEFAULT_RESIZE_MODE: ResizeMode = "exact"
 """A forensic detector reads fine detail: the default is the reference's own pixels. `box` and `draft` are
 opt-in speed modes whose cost on the checkpoint being built is in its build report."""
+Decode = Literal["cpu", "gpu"]
+"""Where the server decodes and resizes image files: `cpu` is `dfserve.preprocessing` (exact); `gpu` decodes JPEGs
+on the engine's device (nvJPEG) and resizes there, a shortcut whose drift every build measures (docs/gpu.md)."""
+DECODES: tuple[Decode, ...] = ("cpu", "gpu")
+DEFAULT_DECODE: Decode = "cpu"
 
 
 """The one table of bars, by precision: the build's gates and `dfserve verify` both read it."""
@@ -341,7 +346,7 @@ class GpuServing(_Frozen):
         )
 
 
-SPEC_FORMAT_VERSION = "1.2"  # 1.2 added Batching.engine_threads and Batching.engine_inter_op_threads
+SPEC_FORMAT_VERSION = "1.3"  # 1.2 added Batching.engine_threads and engine_inter_op_threads; 1.3 added decode
 """The spec's format, major.minor. A minor bump only adds fields, which older readers ignore (with one log
 line); a major bump changes meaning, and readers of another major refuse the spec naming both versions."""
 
@@ -396,6 +401,10 @@ class ModelSpec(_Frozen):
     """The arithmetic `vit` runs in; `FIDELITY_BARS[precision]` is the bar it passed (added in format 1.1)."""
     resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
     """How `dfserve.preprocessing` resizes on the server and in the SDK's local mode (see that module)."""
+    decode: Decode = DEFAULT_DECODE
+    """Where the served `detector` decodes and resizes files (added in format 1.3; older specs read as `cpu`):
+    `gpu` on the engine's device, with the exact CPU path as the per-image fallback. The SDK's local mode and the
+    `preprocess` model always use the exact CPU path."""
 
     @property
     def input_hw(self) -> tuple[int, int]:
