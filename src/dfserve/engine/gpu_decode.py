@@ -11,7 +11,7 @@ What goes where, per image (one bad file never fails its batch-mates):
 - Every file is opened with `dfserve.preprocessing.open_image` first: its size, the pixel count and the aspect
   ratio are checked from the header (`Limits`) before anything is allocated on the device, and a file that is
   not an image is refused there, alone.
-- Baseline and progressive JPEGs in RGB or grey go to the device decoder. Everything else (PNG, WebP, GIF, TIFF,
+- Baseline and progressive JPEGs in RGB or grey that end with their end-of-image marker go to the device decoder. Everything else (PNG, WebP, GIF, TIFF,
   BMP, CMYK/YCCK JPEGs) takes the exact CPU path, and so does a JPEG the device decoder refuses: when a batched
   decode fails, its files are decoded one by one, and the one that fails again falls back to the CPU path, where
   a truly corrupt file gets its `InvalidImageError` (a 400 for its request only).
@@ -171,7 +171,7 @@ class DeviceDecoder:
         for i, data in enumerate(files):
             try:
                 img = open_image(data, self.limits)
-                if img.format == "JPEG" and img.mode in GPU_DECODED_MODES:
+                if img.format == "JPEG" and img.mode in GPU_DECODED_MODES and _ends_with_eoi(data):
                     device_jobs.append((i, data, _orientation(img), img.width * img.height))
                 else:
                     cpu_jobs.append(i)
@@ -231,6 +231,12 @@ class DeviceDecoder:
         except Exception:  # Pillow raises many types for corrupt data; the exact path names the problem
             return None
         return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+def _ends_with_eoi(data: bytes) -> bool:
+    """Whether the JPEG's end-of-image marker is there (near the end): a truncated file, which libjpeg and nvJPEG
+    may decode with grey rows where Pillow refuses it, goes to the exact path, which refuses it with a 400."""
+    return data.rfind(b"\xff\xd9", max(0, len(data) - 65536)) >= 0
 
 
 def _chunks(jobs: list[tuple[int, bytes, int, int]], budget: int) -> list[list[tuple[int, bytes, int, int]]]:

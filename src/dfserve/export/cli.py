@@ -8,7 +8,16 @@ from typing import Any, get_args
 
 from dfserve.commandline import positive_ints
 from dfserve.export.policy import DEFAULT_MODEL_ID
-from dfserve.spec.model import DEFAULT_RESIZE_MODE, RESIZE_MODES, GpuServing, Limits, ModelSpec, Precision
+from dfserve.spec.model import (
+    DECODES,
+    DEFAULT_DECODE,
+    DEFAULT_RESIZE_MODE,
+    RESIZE_MODES,
+    GpuServing,
+    Limits,
+    ModelSpec,
+    Precision,
+)
 from dfserve.spec.names import DEFAULT_REPOSITORY
 
 
@@ -131,6 +140,14 @@ def register(sub: Any) -> None:
         "the cropped region in Pillow's pass order: faster, pixels within a grey level or two), draft (JPEG draft "
         "decoding: fastest, changes pixels); the build report measures all three on this checkpoint",
     )
+    p.add_argument(
+        "--decode",
+        choices=DECODES,
+        default=DEFAULT_DECODE,
+        help="where the served detector decodes and resizes files: cpu (default: the exact path above) or gpu "
+        "(JPEGs decoded by nvJPEG and resized on the engine's device, other formats per image on the exact path; "
+        "for --engine torch, whose build measures its drift and holds it to the decode_gpu bar)",
+    )
     opset = ModelSpec.model_fields["onnx_opset"].default
     p.add_argument("--opset", type=int, default=opset, help="ONNX opset, at least 17 (default %(default)s)")
     p.add_argument("--parity-photos", type=int, default=8, help="real photographs in the parity set")
@@ -171,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             batching_overrides=batching_from_args(args),
             gpu=gpu_from_args(args),
             resize_mode=args.resize_mode,
+            decode=args.decode,
             opset=args.opset,
             parity_photos=args.parity_photos,
             limits=Limits(max_file_bytes=args.max_file_bytes, max_pixels=args.max_pixels),
