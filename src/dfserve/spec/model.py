@@ -237,6 +237,10 @@ class Batching(_Frozen):
     engine_instances: int = Field(default=1, ge=1)
     preprocess_instances: int = Field(default=2, ge=1)
     preprocess_max_batch_size: int = Field(default=32, ge=1)
+    preprocess_threads: int = Field(default=0, ge=0)
+    """Decoding threads inside each `preprocess` instance (added in format 1.3); 0: min(4, the host's cores).
+    Pillow releases the GIL while it decodes and resizes, so one instance decodes a dynamic batch on several
+    cores, and a host needs a few instances (processes, each with its /dev/shm regions) instead of one per core."""
     engine_threads: int = Field(default=0, ge=0)
     """ONNX Runtime intra-op threads per `vit` instance; 0: ONNX Runtime's default (one per core). With several
     instances, or `preprocess` instances decoding beside it, fewer threads keep them from fighting for cores."""
@@ -346,7 +350,7 @@ class GpuServing(_Frozen):
         )
 
 
-SPEC_FORMAT_VERSION = "1.3"  # 1.2 added Batching.engine_threads and engine_inter_op_threads; 1.3 added decode
+SPEC_FORMAT_VERSION = "1.3"  # 1.2: Batching.engine_*_threads; 1.3: ModelSpec.decode, Batching.preprocess_threads
 """The spec's format, major.minor. A minor bump only adds fields, which older readers ignore (with one log
 line); a major bump changes meaning, and readers of another major refuse the spec naming both versions."""
 
