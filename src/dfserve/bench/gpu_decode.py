@@ -248,7 +248,7 @@ def load_served(url: str, files: list[bytes], per_request: int, concurrency: int
     for t in threads:
         t.join(timeout=seconds + 300)
     took = time.perf_counter() - started
-    figures = {"images_per_s": round(counts["images"] / took, 1), "images": counts["images"], "errors": counts["errors"]}
+    figures = {"images_per_s": round(counts["images"] / took, 1), **counts}
     return {**figures, "seconds": round(took, 1), "files_per_request": per_request, "concurrency": concurrency}
 
 
