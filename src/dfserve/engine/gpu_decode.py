@@ -11,10 +11,11 @@ What goes where, per image (one bad file never fails its batch-mates):
 - Every file is opened with `dfserve.preprocessing.open_image` first: its size, the pixel count and the aspect
   ratio are checked from the header (`Limits`) before anything is allocated on the device, and a file that is
   not an image is refused there, alone.
-- Baseline and progressive JPEGs in RGB or grey that end with their end-of-image marker go to the device decoder. Everything else (PNG, WebP, GIF, TIFF,
-  BMP, CMYK/YCCK JPEGs) takes the exact CPU path, and so does a JPEG the device decoder refuses: when a batched
-  decode fails, its files are decoded one by one, and the one that fails again falls back to the CPU path, where
-  a truly corrupt file gets its `InvalidImageError` (a 400 for its request only).
+- Baseline and progressive JPEGs in RGB or grey that end with their end-of-image marker go to the device decoder.
+  Everything else (PNG, WebP, GIF, TIFF, BMP, CMYK/YCCK JPEGs) takes the exact CPU path, and so does a JPEG the
+  device decoder refuses: when a batched decode fails, its files are decoded one by one, and the one that fails
+  again falls back to the CPU path, where a truly corrupt file gets its `InvalidImageError` (a 400 for its request
+  only).
 - Device decoding is chunked so that one call decodes at most `MAX_BATCH_PIXELS` pixels (64 files at the
   50-megapixel limit would otherwise ask for 9.6 GB at once).
 
