@@ -48,6 +48,16 @@ def test_decode_gpu_with_the_onnx_engine_is_refused_in_one_line(
     assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
+def test_decode_gpu_with_tensorrt_is_refused_until_the_dali_wiring_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["build", "--model", str(tmp_path), "--engine", "tensorrt", "--decode", "gpu", "--out", str(tmp_path / "o")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "DALI" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_the_decode_gate_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(FIDELITY_BARS, "decode_gpu", FidelityBar(max_abs_diff=0.0, min_agreement=1.0))

@@ -146,7 +146,7 @@ def _import_decode_jpeg() -> Callable[..., Any] | None:
     except Exception as exc:  # ImportError, or a torchvision built for another torch ("torchvision::nms")
         log.info("torchvision is not importable (%s)", exc)
         return None
-    return decode_jpeg  # type: ignore[no-any-return]
+    return decode_jpeg
 
 
 class DeviceDecoder:
@@ -189,11 +189,11 @@ class DeviceDecoder:
         on_device = sorted(out)
         for i in sorted(cpu_jobs):
             try:
-                pixels = preprocess_bytes(files[i], self.pp, self.limits, "exact")
+                exact = preprocess_bytes(files[i], self.pp, self.limits, "exact")
             except InvalidImageError as exc:
                 errors[i] = exc
                 continue
-            out[i] = torch.from_numpy(pixels).to(self.device, non_blocking=True)
+            out[i] = torch.from_numpy(exact).to(self.device, non_blocking=True)
         rows = sorted(out)
         h, w = self.pp.output_hw
         pixels = (

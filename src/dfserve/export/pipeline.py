@@ -419,7 +419,7 @@ def _torch_build(
         problems = drift.problems(bar_for(spec.precision))
         if problems:
             raise ParityError(f"torch engine ({spec.precision}) fails its bar: {'; '.join(problems)}")
-    modes = {spec.resize_mode: {**drift.as_report(), "passes": True}}
+    modes: dict[str, dict[str, Any]] = {spec.resize_mode: {**drift.as_report(), "passes": True}}
     decode_report: dict[str, Any] | None = None
     if spec.decode == "gpu":
         with stages.stage("decode_parity", "GPU decode path's drift from the Transformers pipeline measured"):

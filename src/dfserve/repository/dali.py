@@ -69,7 +69,7 @@ def build_pipeline(
     gpu = device != "cpu"
 
     # one batch in, one batch out (no prefetching): the serving side feeds a batch and waits for its pixels
-    @pipeline_def(  # type: ignore[misc]
+    @pipeline_def(
         batch_size=batch_size,
         num_threads=num_threads,
         device_id=device_id if gpu else None,

@@ -69,8 +69,8 @@ class TritonPythonModel:
             with self.torch.inference_mode():
                 scores = self._scores(decoded.pixels)
         except Exception as exc:
-            error = pb_utils.TritonError(f"PyTorch engine failed: {exc}", pb_utils.TritonError.INTERNAL)
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+            failure = pb_utils.TritonError(f"PyTorch engine failed: {exc}", pb_utils.TritonError.INTERNAL)
+            return [pb_utils.InferenceResponse(error=failure) for _ in requests]
         row_of = {i: row for row, i in enumerate(decoded.rows)}
         responses = []
         for r in range(len(requests)):
