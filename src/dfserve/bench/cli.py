@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
 
 
 def _add_gpu_decode_arguments(p: argparse.ArgumentParser) -> None:
-    from dfserve.bench.gpu_decode import add_arguments  # numpy and Pillow only at import
+    from dfserve.bench.gpu_decode_options import add_arguments
 
     add_arguments(p)
 
