@@ -22,10 +22,11 @@ from dfserve.export.parity import write_parity_images
 from dfserve.export.policy import DEFAULT_PROCESSOR_CONFIG
 from dfserve.preprocessing import preprocess_bytes
 from dfserve.samples import photos
-from dfserve.spec.model import Limits, Preprocessing
+from dfserve.spec.model import Labels, Limits, Preprocessing
 from tests.triton.test_serving import _bad_inputs
 
 PP = Preprocessing.from_processor_config(DEFAULT_PROCESSOR_CONFIG)  # the default checkpoint's: 440 bicubic, 384
+LABELS_ONE = Labels(names=("real", "fake"), activation="sigmoid", num_logits=1)
 
 
 def _exact(data: bytes, pp: Preprocessing = PP) -> np.ndarray:
@@ -137,3 +138,17 @@ def test_filters_without_a_device_counterpart_are_refused_in_one_line() -> None:
 def test_device_batches_are_chunked_by_pixels() -> None:
     jobs = [(i, b"", 0, px) for i, px in enumerate([60, 60, 60, 200, 10])]
     assert [[j[0] for j in g] for g in _chunks(jobs, 128)] == [[0, 1], [2], [3], [4]]
+
+
+def test_a_spec_written_before_format_1_3_reads_as_cpu_decoding() -> None:
+    import json
+
+    from dfserve.spec.model import ModelSpec
+
+    spec = ModelSpec(source="x", labels=LABELS_ONE, preprocessing=PP)
+    data = json.loads(spec.to_json())
+    data["format_version"] = "1.2"
+    del data["decode"]
+    del data["batching"]["preprocess_threads"]
+    old = ModelSpec.from_json(json.dumps(data))
+    assert old.decode == "cpu" and old.batching.preprocess_threads == 0
