@@ -64,12 +64,13 @@ class TritonPythonModel:
             for item in items:
                 files.append(item if isinstance(item, bytes) else bytes(item))
                 owners.append(r)
-        decoded = self.decoder(files)
-        try:
+        try:  # bad files are answered per file below; what fails here is the device or a bug: the whole batch
+            decoded = self.decoder(files)
             with self.torch.inference_mode():
                 scores = self._scores(decoded.pixels)
         except Exception as exc:
-            failure = pb_utils.TritonError(f"PyTorch engine failed: {exc}", pb_utils.TritonError.INTERNAL)
+            pb_utils.Logger.log_error(f"detector failed: {exc!r}")
+            failure = pb_utils.TritonError(f"decode or PyTorch engine failed: {exc}", pb_utils.TritonError.INTERNAL)
             return [pb_utils.InferenceResponse(error=failure) for _ in requests]
         row_of = {i: row for row, i in enumerate(decoded.rows)}
         responses = []
