@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint typecheck unit clean
+.PHONY: install demo test test-dali lint typecheck unit clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,5 +35,12 @@ unit: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest
 
+# The DALI pipeline (dfserve.repository.dali) on the CPU, in its own environment: DALI's wheel (~424 MB,
+# nvidia-dali-cuda120) stays out of the project's venv; tests/dali is skipped there, saying so.
+test-dali:
+	test -x .venv-dali/bin/python || $(PYTHON) -m venv .venv-dali
+	.venv-dali/bin/python -m pip install -q nvidia-dali-cuda120 numpy pillow pydantic pytest
+	PYTHONPATH=src:. .venv-dali/bin/pytest tests/dali --noconftest -p no:cacheprovider
+
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-dali demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,8 @@
     │   └── EngineCompatibilityError     a plan built for another TensorRT or GPU
     ├── BuildError                       export/: `dfserve build`
     │   ├── CheckpointError, ExportError, ParityError, OutputError
-    │   └── EngineBuildError             TensorRT refused the graph
+    │   ├── EngineBuildError             TensorRT refused the graph
+│   └── DecodeChoiceError            `--decode gpu` where the build cannot decode on a GPU (exit 2)
     ├── ServerError                      triton/: starting and supervising tritonserver
     │   ├── TritonNotFoundError, ServerExitedError
     │   ├── ServerStartError
@@ -196,3 +197,10 @@ class VerifyError(QualityError):
 
 class EvalError(QualityError):
     """The folder cannot be evaluated (no label sub-folders, labels the model does not know, no images)."""
+
+
+class DecodeChoiceError(BuildError):
+    """`--decode gpu` asked of a build that cannot decode on a GPU (the ONNX Runtime engine, or a resize filter the
+    device resize does not have). A usage error: the command line exits 2, as argparse does."""
+
+    exit_code = 2

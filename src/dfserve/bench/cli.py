@@ -51,6 +51,26 @@ def register(subparsers: Any) -> None:
     p.add_argument("--image-count", type=int, default=d.image_count)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: ./bench-<time>)")
     p.set_defaults(func=_bench)
+    modes = p.add_subparsers(dest="bench_mode", metavar="MODE")
+    gpu_decode = modes.add_parser(
+        "gpu-decode",
+        help="served detector with --decode cpu and gpu, the engine alone and GPU decode alone (a GPU host)",
+        description="See dfserve.bench.gpu_decode.",
+    )
+    _add_gpu_decode_arguments(gpu_decode)
+    gpu_decode.set_defaults(func=_gpu_decode)
+
+
+def _add_gpu_decode_arguments(p: argparse.ArgumentParser) -> None:
+    from dfserve.bench.gpu_decode_options import add_arguments
+
+    add_arguments(p)
+
+
+def _gpu_decode(args: argparse.Namespace) -> int:
+    from dfserve.bench.gpu_decode import command
+
+    return command(args)
 
 
 def _bench(args: argparse.Namespace) -> int:

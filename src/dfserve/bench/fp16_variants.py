@@ -23,6 +23,7 @@ import onnx
 
 from dfserve.export.checkpoint import load_model, resolve
 from dfserve.export.fidelity import bar_for, compare
+from dfserve.export.onnx_graph import export_onnx
 from dfserve.export.parity import onnx_scores, parity_pixels, reference_scores, write_parity_images
 from dfserve.export.pipeline import BuildOptions, build
 from dfserve.export.precision import FP16_KEEP_FP32_OPS, softmax_fed_fp32, to_fp16
@@ -35,7 +36,6 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 
 
 def measure(model: str, photos: int = 8) -> dict[str, Any]:
-    from dfserve.export.onnx_graph import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="dfserve-fp16-variants-") as tmp_name:
         tmp = Path(tmp_name)

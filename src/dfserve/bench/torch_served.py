@@ -35,9 +35,13 @@ from typing import Any
 import numpy as np
 
 from dfserve.bench.figures import check_half, label
+from dfserve.engine.torch_module import engine_for, load_classifier
+from dfserve.export.checkpoint import save_random_checkpoint
+from dfserve.export.pipeline import BuildOptions, build
 from dfserve.preprocessing import preprocess_bytes
 from dfserve.samples import photos
 from dfserve.spec.model import ModelSpec
+from dfserve.triton.process import TritonServer
 
 DEFAULT_CONCURRENCY = (1, 4, 16, 64)
 HEAD_SCALE = 30.0
@@ -46,8 +50,6 @@ HEAD_SCALE = 30.0
 def make_checkpoint(folder: Path, seed: int = 0) -> Path:
     """The published ViT-S/16@384 shape, seeded random weights, the head scaled ×`HEAD_SCALE`."""
     from safetensors.torch import load_file, save_file
-
-    from dfserve.export.checkpoint import save_random_checkpoint
 
     save_random_checkpoint(folder, seed=seed)
     weights = load_file(folder / "model.safetensors")
@@ -58,7 +60,6 @@ def make_checkpoint(folder: Path, seed: int = 0) -> Path:
 
 
 def build_repository(model: Path, out: Path, precision: str, max_batch: int | None) -> ModelSpec:
-    from dfserve.export.pipeline import BuildOptions, build
 
     overrides = {"max_batch_size": max_batch} if max_batch else {}
     build(BuildOptions(out=out, model=str(model), engine="torch", precision=precision, batching_overrides=overrides))  # type: ignore[arg-type]
@@ -68,8 +69,6 @@ def build_repository(model: Path, out: Path, precision: str, max_batch: int | No
 def engine_alone(repository: Path, spec: ModelSpec, device: str, seconds: float) -> list[dict[str, Any]]:
     """Images/s of the served classifier in this process, at batch 1, 8 and max."""
     import torch
-
-    from dfserve.engine.torch_module import engine_for, load_classifier
 
     engine = engine_for(
         load_classifier(repository / spec.models.engine / "1"), spec, device=device, precision=spec.precision
@@ -168,8 +167,6 @@ def table(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-
-    from dfserve.triton.process import TritonServer
 
     started = time.perf_counter()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

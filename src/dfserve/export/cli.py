@@ -8,7 +8,17 @@ from typing import Any, get_args
 
 from dfserve.commandline import constrained, positive_int, positive_ints
 from dfserve.export.policy import DEFAULT_MODEL_ID
-from dfserve.spec.model import DEFAULT_RESIZE_MODE, RESIZE_MODES, Batching, GpuServing, Limits, ModelSpec, Precision
+from dfserve.spec.model import (
+    DECODES,
+    DEFAULT_DECODE,
+    DEFAULT_RESIZE_MODE,
+    RESIZE_MODES,
+    Batching,
+    GpuServing,
+    Limits,
+    ModelSpec,
+    Precision,
+)
 from dfserve.spec.names import DEFAULT_REPOSITORY
 
 
@@ -139,6 +149,14 @@ def register(sub: Any) -> None:
         "the cropped region in Pillow's pass order: faster, pixels within a grey level or two), draft (JPEG draft "
         "decoding: fastest, changes pixels); the build report measures all three on this checkpoint",
     )
+    p.add_argument(
+        "--decode",
+        choices=DECODES,
+        default=DEFAULT_DECODE,
+        help="where the served detector decodes and resizes files: cpu (default: the exact path above) or gpu "
+        "(JPEGs decoded by nvJPEG and resized on the engine's device, other formats per image on the exact path; "
+        "for --engine torch, whose build measures its drift and holds it to the decode_gpu bar)",
+    )
     opset = ModelSpec.model_fields["onnx_opset"].default
     p.add_argument(
         "--opset",
@@ -190,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
             batching_overrides=batching_from_args(args),
             gpu=gpu_from_args(args),
             resize_mode=args.resize_mode,
+            decode=args.decode,
             opset=args.opset,
             parity_photos=args.parity_photos,
             allow_unfused_attention=args.allow_unfused_attention,

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from dfserve.export.policy import FIDELITY_BARS, FidelityBar
-from dfserve.spec.model import Labels
+from dfserve.export.policy import DECODE_GPU_BAR, FIDELITY_BARS, FidelityBar
+from dfserve.spec.model import Labels, ModelSpec
 
 LOW_MARGIN = 1e-3
 """A reference decision this close to its boundary (|p − 0.5|, or top-1 minus top-2) is a low-margin one."""
@@ -102,3 +102,17 @@ def bar_for(precision: str) -> FidelityBar:
         return FIDELITY_BARS[precision]
     except KeyError as exc:
         raise ValueError(f"no fidelity bar for precision {precision!r}; known: {sorted(FIDELITY_BARS)}") from exc
+
+
+def served_bar(spec: ModelSpec) -> tuple[str, FidelityBar]:
+    """The bar a deployment of `spec` is held to, with its name: its precision's, and for a GPU-decoding one the
+    decode bar (`FIDELITY_BARS["decode_gpu"]`), never stricter than the precision's own."""
+    precision = bar_for(spec.precision)
+    if spec.decode != "gpu":
+        return spec.precision, precision
+    decode = bar_for(DECODE_GPU_BAR)
+    bar = FidelityBar(
+        max_abs_diff=max(decode.max_abs_diff, precision.max_abs_diff),
+        min_agreement=min(decode.min_agreement, precision.min_agreement),
+    )
+    return f"{spec.precision}+{DECODE_GPU_BAR}", bar

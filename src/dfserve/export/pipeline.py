@@ -27,10 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from dfserve.engine import torch_module as torch_engine
+from dfserve.engine.gpu_decode import check_supported
 from dfserve.engine.tensorrt import require_tensorrt, run_engine
-from dfserve.errors import BuildError, ParityError
+from dfserve.errors import BuildError, DecodeChoiceError, ParityError
 from dfserve.export import checkpoint as ckpt_mod
 from dfserve.export import tensorrt as trt_mod
+from dfserve.export.decode_fidelity import decode_gpu_drift
 from dfserve.export.fidelity import bar_for, compare
 from dfserve.export.parity import (
     TOLERANCE,
@@ -40,14 +42,16 @@ from dfserve.export.parity import (
     reference_scores,
     write_parity_images,
 )
-from dfserve.export.policy import DEFAULT_MODEL_ID, default_batching
+from dfserve.export.policy import DECODE_GPU_BAR, DEFAULT_MODEL_ID, default_batching
 from dfserve.export.precision import convert
 from dfserve.repository.configs import Target
 from dfserve.repository.writer import check_writable, write_repository
 from dfserve.spec.model import (
+    DEFAULT_DECODE,
     DEFAULT_RESIZE_MODE,
     REPORT_FILENAME,
     Batching,
+    Decode,
     Engine,
     GpuServing,
     Limits,
@@ -84,6 +88,9 @@ class BuildOptions:
     for that target by `GpuServing.for_gpu`; the other targets ignore it."""
     limits: Limits = field(default_factory=Limits)
     resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
+    decode: Decode = DEFAULT_DECODE
+    """gpu: the served `detector` decodes and resizes on the engine's device (the torch engine; see
+    `dfserve.engine.gpu_decode`), gated by `FIDELITY_BARS["decode_gpu"]` on this checkpoint."""
     opset: int = ModelSpec.model_fields["onnx_opset"].default
     parity_photos: int = 8
     tolerance: float = TOLERANCE
@@ -146,6 +153,7 @@ def _quiet_libraries() -> None:
 def build(options: BuildOptions, console: Console | None = None) -> BuildResult:
     """Run every stage; raises a `BuildError` subclass naming the problem on failure."""
     console = console or Console(stderr=True)
+    check_decode(options)  # a usage error: before anything is written
     out = Path(options.out)
     check_writable(out)
     marker = out / BUILD_MARKER_FILENAME
@@ -183,6 +191,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             limits=options.limits,
             onnx_opset=options.opset,
             resize_mode=options.resize_mode,
+            decode=options.decode,
             engine="tensorrt" if options.target == "tensorrt" else "onnx",
             precision=_precision(options),
         )
@@ -190,6 +199,8 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             if spec.precision == "int8":
                 raise BuildError("--precision int8 is for the ONNX Runtime targets; the torch engine runs fp32 or fp16")
             spec = spec.model_copy(update={"engine": "torch"})
+        if spec.decode == "gpu":
+            check_supported(spec.preprocessing)
     if spec.random_weights:
         console.print(
             "[bold yellow]RANDOM WEIGHTS[/]: this build has the architecture but not the trained weights; "
@@ -278,6 +289,22 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
     return BuildResult(spec=spec, out_dir=out, onnx_path=out / spec.models.engine / "1" / ONNX_FILENAME, report=report)
 
 
+def check_decode(options: BuildOptions) -> None:
+    """Refuse, before any work, a decode choice this build cannot serve."""
+    if options.decode != "gpu":
+        return
+    if options.engine == "onnx" and options.target != "tensorrt":
+        raise DecodeChoiceError(
+            "--decode gpu needs a GPU engine (--engine torch or --engine tensorrt); "
+            "the onnx engine serves on CPUs, where --decode cpu is the exact path"
+        )
+    if options.target == "tensorrt":
+        raise DecodeChoiceError(
+            "--decode gpu with --engine tensorrt (the DALI backend in NVIDIA's Triton container) is not built yet: "
+            "see docs/gpu.md; use --engine torch --decode gpu, or --decode cpu"
+        )
+
+
 def resolve_batching(options: BuildOptions) -> Batching:
     """The one place where the defaults follow the spec's engine and precision."""
     engine: Engine = "tensorrt" if options.target == "tensorrt" else options.engine
@@ -323,10 +350,13 @@ def _reduced_precision(
     }
 
 
-def _modes_table(modes: dict[str, dict[str, Any]], chosen: str) -> Table:
-    """What each resize mode costs on this checkpoint: the numbers behind choosing `box` or `draft`."""
+def _modes_table(modes: dict[str, dict[str, Any]], chosen: str, decode: dict[str, Any] | None = None) -> Table:
+    """What each resize mode (and, for `--decode gpu`, the GPU decode path, against its own bar) costs on this
+    checkpoint: the numbers behind choosing `box`, `draft` or GPU decoding."""
     table = Table(title="resize modes against the Transformers pipeline", title_justify="left", box=None)
-    for column in ("mode", "max |Δscore|", "mean |Δscore|", "flips", "FP32 bar"):
+    if decode is not None:
+        modes = {**modes, f"{DECODE_GPU_BAR} ({decode['device']}; bar {decode['bar']['max_abs_diff']:g})": decode}
+    for column in ("mode", "max |Δscore|", "mean |Δscore|", "flips", "bar"):
         table.add_column(column, justify="left" if column == "mode" else "right")
     for mode, m in modes.items():
         table.add_row(
@@ -393,6 +423,12 @@ def _torch_build(
         problems = drift.problems(bar_for(spec.precision))
         if problems:
             raise ParityError(f"torch engine ({spec.precision}) fails its bar: {'; '.join(problems)}")
+    modes: dict[str, dict[str, Any]] = {spec.resize_mode: {**drift.as_report(), "passes": True}}
+    decode_report: dict[str, Any] | None = None
+    if spec.decode == "gpu":
+        with stages.stage("decode_parity", "GPU decode path's drift from the Transformers pipeline measured"):
+            decode_report = decode_gpu_drift(spec, engine, images, reference)
+    stages.console.print(_modes_table(modes, spec.resize_mode, decode_report))
     with stages.stage("write", "model repository written"):
         saved = tmp / "torch"
         model.save_pretrained(saved, safe_serialization=True)
@@ -408,6 +444,8 @@ def _torch_build(
         "labels": list(spec.labels.names),
         "input_hw": list(spec.input_hw),
         "parity": {**drift.as_report(), "bar": bar_for(spec.precision).model_dump(), "resize_mode": spec.resize_mode},
+        "decode": spec.decode,
+        **({DECODE_GPU_BAR: decode_report} if decode_report is not None else {}),
         "versions": _versions(),
         "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
     }

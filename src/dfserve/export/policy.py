@@ -25,10 +25,17 @@ class FidelityBar(BaseModel):
     """Smallest fraction of images whose decision (threshold 0.5 for one logit, arg-max otherwise) agrees."""
 
 
+DECODE_GPU_BAR = "decode_gpu"
+"""The key of the GPU decode path's bar in FIDELITY_BARS, and of its figures in build_report.json."""
+
+
 FIDELITY_BARS: dict[str, FidelityBar] = {
     "fp32": FidelityBar(max_abs_diff=1e-4, min_agreement=1.0),
     "fp16": FidelityBar(max_abs_diff=1e-2, min_agreement=0.995),
     "int8": FidelityBar(max_abs_diff=2e-2, min_agreement=0.99),
+    # `--decode gpu`: another JPEG decoder and PyTorch's resize instead of Pillow's, measured end to end (served
+    # engine included) on the checkpoint being built. The issue's H200 figures: scores within 2.4e-3, 0 flips.
+    DECODE_GPU_BAR: FidelityBar(max_abs_diff=1e-2, min_agreement=1.0),
 }
 """The one table of bars, by precision: the build's gates and `dfserve verify` both read it."""
 

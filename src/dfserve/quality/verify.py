@@ -27,8 +27,9 @@ from dfserve.client import Client, DfserveClientError
 from dfserve.client.files import find_images
 from dfserve.errors import InvalidImageError, VerifyError
 from dfserve.export.checkpoint import load_model, resolve
-from dfserve.export.fidelity import ScoreDrift, bar_for, compare, decisions
+from dfserve.export.fidelity import ScoreDrift, compare, decisions, served_bar
 from dfserve.export.parity import reference_scores, write_parity_images
+from dfserve.export.policy import FidelityBar
 from dfserve.preprocessing import preprocess_bytes, read_image_bytes
 from dfserve.spec.model import ModelSpec
 
@@ -42,6 +43,9 @@ class Verification:
     rows: list[dict[str, Any]]
     drift: ScoreDrift
     bar: dict[str, float]
+    """The bar of `bar_name` (`dfserve.export.fidelity.served_bar`: the precision's, or the decode bar for a
+    deployment that decodes on the GPU)."""
+    bar_name: str = ""
     bad_files: list[dict[str, str]] = field(default_factory=list)
 
     @property
@@ -50,12 +54,14 @@ class Verification:
 
     @property
     def problems(self) -> list[str]:
-        return self.drift.problems(bar_for(self.precision))
+        bar = FidelityBar(**self.bar)
+        return self.drift.problems(bar)
 
     def as_report(self) -> dict[str, Any]:
         return {
             "url": self.url,
             "precision": self.precision,
+            "bar_name": self.bar_name or self.precision,
             "passed": self.passed,
             "problems": self.problems,
             "bar": self.bar,
@@ -154,13 +160,14 @@ def verify(
                 "flipped": bool(ref_dec[i] != cand_dec[i]),
             }
         )
-    bar = bar_for(spec.precision)
+    bar_name, bar = served_bar(spec)
     return Verification(
         url=served_url,
         precision=spec.precision,
         rows=rows,
         drift=drift,
         bar={"max_abs_diff": bar.max_abs_diff, "min_agreement": bar.min_agreement},
+        bar_name=bar_name,
         bad_files=bad,
     )
 
@@ -185,7 +192,7 @@ def print_verification(v: Verification, console: Console) -> None:
     d = v.drift
     summary = (
         f"{d.images} images, precision {v.precision}: max |Δscore| {d.max_abs_diff:.2e} "
-        f"(bar {v.bar['max_abs_diff']:g}), {d.flips} decision(s) flipped"
+        f"(bar {v.bar_name or v.precision}: {v.bar['max_abs_diff']:g}), {d.flips} decision(s) flipped"
     )
     if v.passed:
         console.print(f"[bold green]verified[/]: {summary}", highlight=False)

@@ -187,6 +187,22 @@ def ensemble_config(spec: ModelSpec) -> model_config_pb2.ModelConfig:
     return _parse(cfg)
 
 
+def decode_detector_config(spec: ModelSpec) -> model_config_pb2.ModelConfig:
+    """`detector` of a `--decode gpu --engine torch` build: one Python-backend model, BYTES image [N,1] -> FP32
+    scores [N,K] with the labels file, decoding on the engine's device (`backends/decode_engine.py`). Its batch is
+    the engine's, its instances the engine's (each holds the classifier on the device)."""
+    t = spec.tensors
+    max_batch = spec.batching.max_batch_size
+    cfg = _common(spec, spec.models.ensemble, max_batch)
+    cfg["backend"] = "python"
+    cfg["input"] = [{"name": t.image, "data_type": "TYPE_STRING", "dims": [1]}]
+    cfg["output"] = [
+        {"name": t.scores, "data_type": "TYPE_FP32", "dims": _scores_dims(spec), "label_filename": LABELS_FILENAME}
+    ]
+    cfg["instance_group"] = [{"count": spec.batching.engine_instances, "kind": "KIND_CPU"}]
+    return _parse(cfg)
+
+
 def _parse(cfg: dict[str, Any]) -> model_config_pb2.ModelConfig:
     return json_format.ParseDict(cfg, model_config_pb2.ModelConfig())
 

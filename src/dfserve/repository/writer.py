@@ -133,7 +133,18 @@ def write_repository(
     data = warmup_image_bytes(spec)
     (pre_dir / names.WARMUP_DIR / names.WARMUP_IMAGE).write_bytes(struct.pack("<I", len(data)) + data)
 
-    configs.write_config(configs.ensemble_config(spec), ens_dir)
+    if spec.decode == "gpu" and spec.engine == "torch":
+        # one model decodes on the device and runs the engine (backends/decode_engine.py): it loads its own copy
+        # of the classifier, so each model folder stands alone
+        assert torch_dir is not None
+        configs.write_config(configs.decode_detector_config(spec), ens_dir)
+        for item in torch_dir.iterdir():
+            shutil.copy2(item, ens_dir / "1" / item.name)
+        (ens_dir / "1" / names.PYTHON_FILENAME).write_text(_shim("dfserve.repository.backends.decode_engine"))
+    elif spec.decode == "gpu":
+        raise OutputError(f"--decode gpu is written for the torch engine here, not {spec.engine!r}")
+    else:
+        configs.write_config(configs.ensemble_config(spec), ens_dir)
     (ens_dir / names.LABELS_FILENAME).write_text("\n".join(spec.labels.names) + "\n")
 
     spec.save(out)

@@ -36,6 +36,11 @@ RESIZE_MODES: tuple[ResizeMode, ...] = ("exact", "box", "draft")
 DEFAULT_RESIZE_MODE: ResizeMode = "exact"
 """A forensic detector reads fine detail: the default is the reference's own pixels. `box` and `draft` are
 opt-in speed modes whose cost on the checkpoint being built is in its build report."""
+Decode = Literal["cpu", "gpu"]
+"""Where the server decodes and resizes image files: `cpu` is `dfserve.preprocessing` (exact); `gpu` decodes JPEGs
+on the engine's device (nvJPEG) and resizes there, a shortcut whose drift every build measures (docs/gpu.md)."""
+DECODES: tuple[Decode, ...] = ("cpu", "gpu")
+DEFAULT_DECODE: Decode = "cpu"
 
 
 # Pillow's resampling filter codes, which is also how Transformers' processors store `resample`.
@@ -229,6 +234,10 @@ class Batching(_Frozen):
     engine_instances: int = Field(default=1, ge=1)
     preprocess_instances: int = Field(default=2, ge=1)
     preprocess_max_batch_size: int = Field(default=32, ge=1)
+    preprocess_threads: int = Field(default=0, ge=0)
+    """Decoding threads inside each `preprocess` instance (added in format 1.3); 0: min(4, the host's cores).
+    Pillow releases the GIL while it decodes and resizes, so one instance decodes a dynamic batch on several
+    cores, and a host needs a few instances (processes, each with its /dev/shm regions) instead of one per core."""
     engine_threads: int = Field(default=0, ge=0)
     """ONNX Runtime intra-op threads per `vit` instance; 0: ONNX Runtime's default (one per core). With several
     instances, or `preprocess` instances decoding beside it, fewer threads keep them from fighting for cores."""
@@ -358,11 +367,11 @@ class GpuServing(_Frozen):
         )
 
 
-SPEC_FORMAT_VERSION = (
-    "1.3"  # 1.2: Batching.engine_threads, engine_inter_op_threads; 1.3: max_queue_size, queue_timeout_us
-)
+SPEC_FORMAT_VERSION = "1.4"
 """The spec's format, major.minor. A minor bump only adds fields, which older readers ignore (with one log
-line); a major bump changes meaning, and readers of another major refuse the spec naming both versions."""
+line); a major bump changes meaning, and readers of another major refuse the spec naming both versions.
+1.2: Batching.engine_threads and engine_inter_op_threads; 1.3: Batching.max_queue_size and queue_timeout_us;
+1.4: ModelSpec.decode and Batching.preprocess_threads."""
 
 
 def _format_tuple(version: str) -> tuple[int, int]:
@@ -415,6 +424,10 @@ class ModelSpec(_Frozen):
     """The arithmetic `vit` runs in; `FIDELITY_BARS[precision]` is the bar it passed (added in format 1.1)."""
     resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
     """How `dfserve.preprocessing` resizes on the server and in the SDK's local mode (see that module)."""
+    decode: Decode = DEFAULT_DECODE
+    """Where the served `detector` decodes and resizes files (added in format 1.3; older specs read as `cpu`):
+    `gpu` on the engine's device, with the exact CPU path as the per-image fallback. The SDK's local mode and the
+    `preprocess` model always use the exact CPU path."""
 
     @property
     def input_hw(self) -> tuple[int, int]:
