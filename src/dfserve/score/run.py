@@ -1,0 +1,254 @@
+"""`dfserve score` on one machine: stream the source, preprocess on the client in parallel, send pixels through
+the SDK with a bounded number of requests in flight, and commit rows to the `ResultStore` as they finish.
+
+Parallelism: `concurrency` threads each take one input at a time through read, hash, decode, resize (Pillow
+releases the GIL while it decodes and resizes) and the request (the network wait releases it too), like
+`Client.classify_many` in pixels mode. With ``workers > 0`` the CPU half runs instead in that many processes,
+for large images whose decoding would otherwise be bound by one core's share of the GIL; the threads then only
+wait for the pixels and send them. At most ``2 x concurrency`` inputs are in hand at any time, so memory stays
+flat whatever the size of the source.
+
+A bad file becomes a row with an `error`. A failure that is not the file's (the server gone past the SDK's
+retries, a refused model) stops the run after committing every row already finished: run again to continue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dfserve.config import ModelSpec
+from dfserve.score.sources import Source
+from dfserve.score.store import Identity, ResultStore, Row, Summary
+from dfserve.score.work import Prepared, classify_pixels, prepare
+
+if TYPE_CHECKING:
+    from dfserve.client import Client
+
+ROW_ERRORS = ("InvalidInputError", "RequestTooLargeError")
+"""SDK errors that are the input's fault: a row with an error. Any other error stops the run."""
+
+
+@dataclass
+class RunStats:
+    """What this run did (the store's `Summary` says what OUT holds)."""
+
+    scored: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.scored + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+
+class Progress:
+    """A rich progress bar with images/s and ETA; the total arrives from a background count of the source."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar = None
+        self._task = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("scoring"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rate]} images/s"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._task = self._bar.add_task("score", total=None, rate="-")
+        self._start = time.monotonic()
+        self._done = 0
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def set_total(self, total: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, total=total)
+
+    def advance(self) -> None:
+        self._done += 1
+        if self._bar is not None and self._task is not None:
+            elapsed = time.monotonic() - self._start
+            self._bar.update(self._task, advance=1, rate=f"{self._done / elapsed:.1f}" if elapsed > 0 else "-")
+
+
+def count_pending(source: Source, store: ResultStore, progress: Progress, stop: threading.Event) -> None:
+    """Count the source's inputs not done before this run, in the background, for the bar's total and ETA."""
+    total = 0
+    for key in source.inputs():
+        if stop.is_set():
+            return
+        total += key not in store.done_before
+    progress.set_total(total)
+
+
+def pending_keys(source: Source, store: ResultStore, stats: RunStats) -> Iterator[str]:
+    """The source's keys that still need scoring, claimed by this run as they are handed out."""
+    for key in source.inputs():
+        if store.claim(key):
+            yield key
+        else:
+            stats.skipped += 1
+
+
+def row_for(prepared: Prepared, send: Callable[[Prepared], Row]) -> Row:
+    """The row of a prepared input: its error, or what sending its pixels returned."""
+    if prepared.pixels is None:
+        return Row(path=prepared.key, sha256=prepared.sha256, error=prepared.error)
+    return send(prepared)
+
+
+def sender(client: Client, spec: ModelSpec) -> Callable[[Prepared], Row]:
+    """Send one prepared input's pixels; an input-caused refusal is a row error, anything else propagates."""
+    from dfserve.client import DfserveClientError
+
+    def send(prepared: Prepared) -> Row:
+        assert prepared.pixels is not None
+        try:
+            p = classify_pixels(client, spec, prepared.pixels, prepared.key)
+        except DfserveClientError as exc:
+            if type(exc).__name__ in ROW_ERRORS:
+                return Row(path=prepared.key, sha256=prepared.sha256, error=str(exc))
+            raise
+        return Row(prepared.key, prepared.sha256, p.label, dict(p.scores), None, p.model_version)
+
+    return send
+
+
+def score(
+    source_location: str,
+    out: Path,
+    url: str,
+    *,
+    concurrency: int = 8,
+    workers: int = 0,
+    rows_per_part: int | None = None,
+    flush_seconds: float | None = None,
+    progress: bool = True,
+    protocol: str | None = None,
+    model: str | None = None,
+    timeout: float | None = None,
+    on_client: Callable[[Client], None] | None = None,
+) -> tuple[RunStats, Summary]:
+    """Score every input of `source_location` not already in `out`, then merge `out`. Returns this run's
+    statistics and what `out` holds."""
+    from dfserve.client import Client
+
+    source = Source.open(source_location)
+    kwargs: dict[str, object] = {"mode": "pixels", "pool_size": concurrency}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    with Client(url, protocol, model=model, **kwargs) as client:  # type: ignore[arg-type]
+        spec = client.model_spec()
+        if on_client is not None:
+            on_client(client)
+        store = ResultStore(out, Identity.of(spec, client.model))
+        if rows_per_part is not None:
+            store.rows_per_part = rows_per_part
+        if flush_seconds is not None:
+            store.flush_seconds = flush_seconds
+        with store:
+            stats = run_pipeline(source, store, client, spec, concurrency, workers, progress)
+            return stats, store.finish()
+
+
+def run_pipeline(
+    source: Source,
+    store: ResultStore,
+    client: Client,
+    spec: ModelSpec,
+    concurrency: int,
+    workers: int,
+    show_progress: bool,
+) -> RunStats:
+    """Feed the pending keys through the threads (and processes) with a bounded window, committing rows as they
+    finish. On any exception the rows already finished are committed before it propagates."""
+    stats = RunStats()
+    send = sender(client, spec)
+    processes: Executor | None = ProcessPoolExecutor(workers) if workers > 0 else None
+
+    def one(key: str) -> Row:
+        location = source.resolve(key)
+        if processes is not None:
+            prepared = processes.submit(prepare, key, location, spec).result()
+        else:
+            prepared = prepare(key, location, spec)
+        return row_for(prepared, send)
+
+    stop = threading.Event()
+    started = time.monotonic()
+    window = 2 * concurrency
+    try:
+        with Progress(show_progress) as bar, ThreadPoolExecutor(concurrency, thread_name_prefix="dfscore") as pool:
+            if show_progress:
+                threading.Thread(target=count_pending, args=(source, store, bar, stop), daemon=True).start()
+            in_flight: set[Future[Row]] = set()
+
+            def collect(done: set[Future[Row]]) -> None:
+                for future in done:
+                    row = future.result()  # a run-stopping error propagates here
+                    store.add(row)
+                    if row.error is None:
+                        stats.scored += 1
+                    else:
+                        stats.failed += 1
+                    bar.advance()
+
+            try:
+                for key in pending_keys(source, store, stats):
+                    if len(in_flight) >= window:
+                        done, in_flight = _wait(in_flight)
+                        collect(done)
+                    in_flight.add(pool.submit(one, key))
+                while in_flight:
+                    done, in_flight = _wait(in_flight)
+                    collect(done)
+            except BaseException:
+                stop.set()
+                for future in in_flight:
+                    future.cancel()
+                # keep every row that did finish: they are valid and the next run skips them
+                finished = {f for f in in_flight if f.done() and not f.cancelled() and f.exception() is None}
+                for future in finished:
+                    store.add(future.result())
+                store.flush()
+                raise
+    finally:
+        stop.set()
+        if processes is not None:
+            processes.shutdown(cancel_futures=True)
+        stats.seconds = time.monotonic() - started
+    return stats
+
+
+def _wait(in_flight: set[Future[Row]]) -> tuple[set[Future[Row]], set[Future[Row]]]:
+    done, pending = wait(in_flight, return_when=FIRST_COMPLETED)
+    return set(done), set(pending)
