@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "dfserve.triton.cli",
     "dfserve.client.cli",
     "dfserve.loadtest.cli",
+    "dfserve.score.cli",
     "dfserve.demo",
 )
 
@@ -38,6 +39,7 @@ COMMAND_EXTRAS: dict[str, str] = {
     "soak": "loadtest",
     "demo": "all",
     "verify": "build",
+    "score": "score",
 }
 
 err_console = Console(stderr=True)

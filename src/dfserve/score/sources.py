@@ -62,12 +62,11 @@ def walk_folder(folder: str) -> Iterator[str]:
     that it reports its error in place instead of silently disappearing."""
     if is_url(folder):
         fs, root = _filesystem(folder)
-        protocol = folder.split("://", 1)[0]
         for dirpath, dirnames, filenames in fs.walk(root, detail=False):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
                 if _is_image_name(name):
-                    yield f"{protocol}://{dirpath.rstrip('/')}/{name}"
+                    yield fs.unstrip_protocol(f"{dirpath.rstrip('/')}/{name}")
         return
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
