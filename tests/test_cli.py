@@ -9,7 +9,7 @@ import pytest
 
 from dfserve.cli import COMMAND_EXTRAS, main, missing_extra_message
 
-COMMANDS = ("build", "serve", "classify", "eval", "loadtest", "bench", "demo")
+COMMANDS = ("build", "serve", "classify", "eval", "loadtest", "bench", "score", "demo")
 
 
 def test_help_lists_every_command_without_importing_numpy_pillow_or_tritonclient() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import fsspec
@@ -69,3 +70,17 @@ def test_a_missing_source_is_one_clear_error(tmp_path: Path) -> None:
         Source.open(str(tmp_path / "nothing"))
     with pytest.raises(SourceError, match="no filesystem for this URL"):
         Source.open("nosuchscheme://bucket/x")
+
+
+def test_without_the_extra_the_command_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SDK-only install: one line naming `dfserve[score]`, before contacting any server."""
+    from dfserve.cli import main
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    assert main(["score", str(tmp_path), "--out", str(tmp_path / "r.parquet"), "--url", "localhost:1"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'dfserve[score]'" in err and "Traceback" not in err
+    assert not (tmp_path / "r.parquet.parts").exists()

@@ -71,6 +71,8 @@ def run_score(args: argparse.Namespace) -> int:
             raise SourceError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.workers < 0:
         raise SourceError(f"--workers must be 0 or more, got {args.workers}")
+    import pyarrow.parquet  # noqa: F401  (without the extra, say so before any work: `dfserve.cli` names it)
+
     console = Console(stderr=True)
     if args.ray is not None:
         from dfserve.score.ray_job import score_on_ray

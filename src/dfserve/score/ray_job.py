@@ -29,7 +29,7 @@ import numpy as np
 
 from dfserve.config import ModelSpec
 from dfserve.score.run import ROW_ERRORS, RunStats, pending_keys
-from dfserve.score.sources import Source
+from dfserve.score.sources import Source, SourceError
 from dfserve.score.store import Identity, ResultStore, Row, Summary
 from dfserve.score.work import classify_pixels, prepare
 
@@ -131,7 +131,10 @@ def score_on_ray(
     timeout: float | None = None,
 ) -> tuple[RunStats, Summary]:
     """Score `source_location` into `out` with Ray Data; `address` None starts a local Ray."""
-    import ray
+    try:
+        import ray
+    except ModuleNotFoundError as exc:
+        raise SourceError("`dfserve score --ray` needs Ray; run: pip install 'dfserve[score-ray]'") from exc
 
     from dfserve.client import Client
 

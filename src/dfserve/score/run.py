@@ -14,10 +14,11 @@ retries, a refused model) stops the run after committing every row already finis
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -189,66 +190,86 @@ def run_pipeline(
     workers: int,
     show_progress: bool,
 ) -> RunStats:
-    """Feed the pending keys through the threads (and processes) with a bounded window, committing rows as they
-    finish. On any exception the rows already finished are committed before it propagates."""
+    """Run `concurrency` threads over the pending keys, committing their rows from this thread as they finish.
+
+    The threads pull keys from one shared iterator and hand rows back through a queue of `2 x concurrency`
+    places (the `Client.classify_iter` pattern: no future per input), so at most `3 x concurrency` inputs are in
+    hand. On any exception the rows already handed back are committed before it propagates."""
     stats = RunStats()
     send = sender(client, spec)
-    processes: Executor | None = ProcessPoolExecutor(workers) if workers > 0 else None
-
-    def one(key: str) -> Row:
-        location = source.resolve(key)
-        if processes is not None:
-            prepared = processes.submit(prepare, key, location, spec).result()
-        else:
-            prepared = prepare(key, location, spec)
-        return row_for(prepared, send)
-
+    processes: ProcessPoolExecutor | None = ProcessPoolExecutor(workers) if workers > 0 else None
+    keys = pending_keys(source, store, stats)
+    keys_lock = threading.Lock()
+    rows: queue.Queue[Row | _End] = queue.Queue(maxsize=2 * concurrency)
     stop = threading.Event()
+
+    def put(item: Row | _End) -> None:
+        while not stop.is_set():
+            try:
+                rows.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def worker() -> None:
+        error: BaseException | None = None
+        try:
+            while not stop.is_set():
+                with keys_lock:
+                    key = next(keys, None)
+                if key is None:
+                    return
+                location = source.resolve(key)
+                if processes is not None:
+                    prepared = processes.submit(prepare, key, location, spec).result()
+                else:
+                    prepared = prepare(key, location, spec)
+                put(row_for(prepared, send))
+        except BaseException as exc:  # a run-stopping error: handed to the committing thread
+            error = exc
+        finally:
+            put(_End(error))
+
     started = time.monotonic()
-    window = 2 * concurrency
+    threads = [threading.Thread(target=worker, name=f"dfserve-score-{i}", daemon=True) for i in range(concurrency)]
     try:
-        with Progress(show_progress) as bar, ThreadPoolExecutor(concurrency, thread_name_prefix="dfscore") as pool:
+        with Progress(show_progress) as bar:
             if show_progress:
                 threading.Thread(target=count_pending, args=(source, store, bar, stop), daemon=True).start()
-            in_flight: set[Future[Row]] = set()
-
-            def collect(done: set[Future[Row]]) -> None:
-                for future in done:
-                    row = future.result()  # a run-stopping error propagates here
-                    store.add(row)
-                    if row.error is None:
-                        stats.scored += 1
-                    else:
-                        stats.failed += 1
-                    bar.advance()
-
-            try:
-                for key in pending_keys(source, store, stats):
-                    if len(in_flight) >= window:
-                        done, in_flight = _wait(in_flight)
-                        collect(done)
-                    in_flight.add(pool.submit(one, key))
-                while in_flight:
-                    done, in_flight = _wait(in_flight)
-                    collect(done)
-            except BaseException:
-                stop.set()
-                for future in in_flight:
-                    future.cancel()
-                # keep every row that did finish: they are valid and the next run skips them
-                finished = {f for f in in_flight if f.done() and not f.cancelled() and f.exception() is None}
-                for future in finished:
-                    store.add(future.result())
-                store.flush()
-                raise
+            for thread in threads:
+                thread.start()
+            running, failure = len(threads), None
+            while running:
+                item = rows.get()
+                if isinstance(item, _End):
+                    running -= 1
+                    if item.error is not None and failure is None:
+                        failure = item.error
+                        stop.set()  # the other threads end after their current input
+                    continue
+                store.add(item)
+                if item.error is None:
+                    stats.scored += 1
+                else:
+                    stats.failed += 1
+                bar.advance()
+            if failure is not None:
+                raise failure
+    except BaseException:
+        store.flush()  # every row handed back is valid: the next run skips them
+        raise
     finally:
         stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
         if processes is not None:
             processes.shutdown(cancel_futures=True)
         stats.seconds = time.monotonic() - started
     return stats
 
 
-def _wait(in_flight: set[Future[Row]]) -> tuple[set[Future[Row]], set[Future[Row]]]:
-    done, pending = wait(in_flight, return_when=FIRST_COMPLETED)
-    return set(done), set(pending)
+@dataclass(frozen=True)
+class _End:
+    """A worker thread finished; `error` is what stopped it, if anything did."""
+
+    error: BaseException | None = None
