@@ -287,8 +287,10 @@ class ResultStore:
         faster than letting Arrow convert one dict per row, which would cost more than the request."""
         import pyarrow as pa
 
-        offsets, names, values = [0], [], []
-        valid = []
+        offsets: list[int] = [0]
+        names: list[str] = []
+        values: list[float] = []
+        valid: list[bool] = []
         for row in rows:
             if row.scores is not None:
                 names.extend(row.scores)
