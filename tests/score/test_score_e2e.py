@@ -195,7 +195,7 @@ def test_ray_on_a_manifest_gives_the_same_rows(
     assert result.returncode == 1, result.stderr
     on_ray = tmp_path / "ray.parquet"
     result = subprocess.run(
-        _score_command(manifest, on_ray, server.http_url, "--ray", "--ray-cpus", "2", "--batch-size", "8"),
+        _score_command(manifest, on_ray, server.http_url, "--ray", "--ray-cpus", "2", "--ray-actors", "2", "--batch-size", "8"),
         capture_output=True,
         text=True,
         timeout=600,

@@ -51,6 +51,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray started by --ray")
     parser.add_argument("--batch-size", type=int, default=32, help="--ray: images per Ray Data batch")
+    parser.add_argument(
+        "--ray-actors",
+        type=int,
+        default=1,
+        help="--ray: actors sending to the server, each with --concurrency requests in flight",
+    )
     parser.add_argument("--rows-per-part", type=int, default=None, help="commit a part every N rows (default 5000)")
     parser.add_argument(
         "--flush-seconds", type=float, default=None, help="commit a part at least this often (default 30)"
@@ -65,7 +71,7 @@ def run_score(args: argparse.Namespace) -> int:
 
     from dfserve.score.sources import SourceError
 
-    for name in ("concurrency", "batch_size", "rows_per_part"):
+    for name in ("concurrency", "batch_size", "rows_per_part", "ray_actors", "ray_cpus"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SourceError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -85,6 +91,7 @@ def run_score(args: argparse.Namespace) -> int:
             num_cpus=args.ray_cpus,
             concurrency=args.concurrency,
             batch_size=args.batch_size,
+            actors=args.ray_actors,
             rows_per_part=args.rows_per_part,
             flush_seconds=args.flush_seconds,
             model=args.model,
