@@ -4,8 +4,9 @@ concurrency, on the same files and server, printing the ratio (the goal is at le
 `classify_many` holds every result in memory and writes nothing; `dfserve score` also hashes every file, walks
 the folder, writes Parquet parts and merges them, so the ratio is the price of being resumable and streamed.
 Both sides run in pixels mode (the client decodes and resizes), and `classify_many` in file mode (the server
-does) is printed for reference. The runs alternate, `repeats` times each, and the best of each side counts, so
-that a neighbour's burst on a shared machine does not decide the figure.
+does) is printed for reference. The two sides run back to back in each round, in alternating order, and the
+median of the per-round ratios is the figure, so that a neighbour's burst on a shared machine hits both sides
+and decides nothing; client CPU per image is printed too.
 """
 
 from __future__ import annotations
@@ -26,26 +27,34 @@ from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_URL
 class ScoreBench:
     images: int
     concurrency: int
-    score: float
-    """`dfserve score` images/s (best run)."""
-    classify_many_pixels: float
-    classify_many_file: float
+    score: list[float]
+    """`dfserve score` images/s, one per round."""
+    classify_many: list[float]
+    """`classify_many` (pixels mode) images/s, one per round."""
+    classify_many_file: list[float]
     cpu_ms_score: float
-    """This process's CPU time per image (least over the runs): steadier than images/s on a shared machine."""
-    cpu_ms_pixels: float
+    """This process's CPU time per image (median over the rounds): steadier than images/s on a shared machine."""
+    cpu_ms_classify_many: float
+
+    @property
+    def ratios(self) -> list[float]:
+        """score / classify_many per round: the two ran back to back, so a neighbour's burst hits both."""
+        return [a / b for a, b in zip(self.score, self.classify_many, strict=True)]
 
     @property
     def ratio(self) -> float:
-        return self.score / self.classify_many_pixels
+        return float(np.median(self.ratios))
 
     def report(self) -> str:
         return (
-            f"{self.images} images, concurrency {self.concurrency}: dfserve score {self.score:.0f} images/s, "
-            f"classify_many (pixels) {self.classify_many_pixels:.0f} images/s, "
-            f"classify_many (file) {self.classify_many_file:.0f} images/s; "
-            f"ratio score / classify_many (pixels) = {self.ratio:.2f}x; "
-            f"client CPU per image: score {self.cpu_ms_score:.2f} ms, "
-            f"classify_many (pixels) {self.cpu_ms_pixels:.2f} ms"
+            f"{self.images} images, concurrency {self.concurrency}, {len(self.score)} rounds (median): "
+            f"dfserve score {np.median(self.score):.0f} images/s, classify_many (pixels) "
+            f"{np.median(self.classify_many):.0f} images/s, classify_many (file) "
+            f"{np.median(self.classify_many_file):.0f} images/s\n"
+            f"ratio score / classify_many (pixels): median {self.ratio:.2f}x, per round "
+            f"{', '.join(f'{r:.2f}' for r in self.ratios)}\n"
+            f"client CPU per image: score {self.cpu_ms_score:.2f} ms, classify_many (pixels) "
+            f"{self.cpu_ms_classify_many:.2f} ms"
         )
 
 
@@ -65,29 +74,51 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (320, 240), s
 
 
 def compare(url: str, folder: Path, concurrency: int = DEFAULT_CONCURRENCY, repeats: int = 3) -> ScoreBench:
-    """Time both sides `repeats` times, alternating, on every image file of `folder`."""
+    """Time both sides on every image file of `folder`: one warm-up each (imports, connections, Arrow's first
+    write), then `repeats` rounds, the order flipped every round so that drift favours neither."""
     from dfserve.client import Client
     from dfserve.score.run import score
     from dfserve.score.sources import Source
 
     paths = list(Source.open(str(folder)).inputs())
-    best = {"score": 0.0, "pixels": 0.0, "file": 0.0}
-    cpu = {"score": float("inf"), "pixels": float("inf"), "file": float("inf")}
+    rates: dict[str, list[float]] = {"score": [], "pixels": [], "file": []}
+    cpu: dict[str, list[float]] = {"score": [], "pixels": [], "file": []}
     with tempfile.TemporaryDirectory(prefix="dfserve-score-bench-") as tmp:
-        for r in range(repeats):
-            for mode in ("pixels", "file"):
-                with Client(url, mode=mode, pool_size=concurrency) as client:
-                    client.model_spec()
-                    start, cpu_start = time.perf_counter(), time.process_time()
-                    results = client.classify_many(paths, concurrency=concurrency)
-                    best[mode] = max(best[mode], len(results) / (time.perf_counter() - start))
-                    cpu[mode] = min(cpu[mode], (time.process_time() - cpu_start) / len(results) * 1e3)
-            out = Path(tmp) / f"run{r}.parquet"
+
+        def run_score(n: int, keep: bool) -> None:
             start, cpu_start = time.perf_counter(), time.process_time()
-            _, summary = score(str(folder), out, url, concurrency=concurrency, progress=False)
-            best["score"] = max(best["score"], summary.rows / (time.perf_counter() - start))
-            cpu["score"] = min(cpu["score"], (time.process_time() - cpu_start) / summary.rows * 1e3)
-    return ScoreBench(len(paths), concurrency, best["score"], best["pixels"], best["file"], cpu["score"], cpu["pixels"])
+            _, summary = score(str(folder), Path(tmp) / f"run{n}.parquet", url, concurrency=concurrency, progress=False)
+            if keep:
+                rates["score"].append(summary.rows / (time.perf_counter() - start))
+                cpu["score"].append((time.process_time() - cpu_start) / summary.rows * 1e3)
+
+        def run_many(mode: str, keep: bool) -> None:
+            with Client(url, mode=mode, pool_size=concurrency) as client:  # type: ignore[arg-type]
+                client.model_spec()
+                start, cpu_start = time.perf_counter(), time.process_time()
+                results = client.classify_many(paths, concurrency=concurrency)
+                if keep:
+                    rates[mode].append(len(results) / (time.perf_counter() - start))
+                    cpu[mode].append((time.process_time() - cpu_start) / len(results) * 1e3)
+
+        run_score(-1, keep=False)
+        run_many("pixels", keep=False)
+        for r in range(repeats):
+            for side in ("score", "pixels") if r % 2 == 0 else ("pixels", "score"):
+                if side == "score":
+                    run_score(r, keep=True)
+                else:
+                    run_many("pixels", keep=True)
+            run_many("file", keep=True)
+    return ScoreBench(
+        len(paths),
+        concurrency,
+        rates["score"],
+        rates["pixels"],
+        rates["file"],
+        float(np.median(cpu["score"])),
+        float(np.median(cpu["pixels"])),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, default=None, help="images to score (default: generate --images)")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="dfserve-score-images-") as tmp:
         folder = args.folder
