@@ -195,7 +195,9 @@ def test_ray_on_a_manifest_gives_the_same_rows(
     assert result.returncode == 1, result.stderr
     on_ray = tmp_path / "ray.parquet"
     result = subprocess.run(
-        _score_command(manifest, on_ray, server.http_url, "--ray", "--ray-cpus", "2", "--ray-actors", "2", "--batch-size", "8"),
+        _score_command(
+            manifest, on_ray, server.http_url, "--ray", "--ray-cpus", "2", "--ray-actors", "2", "--batch-size", "8"
+        ),
         capture_output=True,
         text=True,
         timeout=600,
@@ -240,3 +242,33 @@ def test_a_clean_folder_exits_zero_and_another_model_is_refused(
     served = _rows(out)[next(iter(_rows(out)))]["spec_id"]
     assert served in message  # names both
     assert pq.read_table(other).num_rows == 1  # untouched
+
+
+def test_file_mode_gives_the_same_scores_and_error_rows(
+    sensitive_server: tuple[Path, Any], image_tree: Path, tmp_path: Path
+) -> None:
+    """`--mode file` (the server decodes) against the default pixels mode, on good and broken files."""
+    _, server = sensitive_server
+    chosen = [*_all_files(image_tree / "set1")[:24], *(str(image_tree / name) for name in BROKEN)]
+    manifest = tmp_path / "inputs.txt"
+    manifest.write_text("\n".join(chosen) + "\n")
+    rows = {}
+    for mode in ("pixels", "file"):
+        out = tmp_path / f"{mode}.parquet"
+        command = _score_command(manifest, out, server.http_url, "--mode", mode, "--no-progress")
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1, result.stderr
+        rows[mode] = _rows(out)
+    assert sorted(rows["pixels"]) == sorted(rows["file"]) == sorted(chosen)
+    for path, row in rows["pixels"].items():
+        other = rows["file"][path]
+        assert (row["sha256"], row["label"], row["error"] is None) == (
+            other["sha256"],
+            other["label"],
+            other["error"] is None,
+        )
+        if row["scores"] is not None:
+            x, y = dict(row["scores"]), dict(other["scores"])
+            assert max(abs(x[k] - y[k]) for k in x) <= 1e-6, path
+    for name in BROKEN:
+        assert rows["file"][str(image_tree / name)]["error"], name

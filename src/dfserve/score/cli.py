@@ -35,6 +35,13 @@ def register(subparsers: Any) -> None:
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight (and preprocessing threads)"
     )
     parser.add_argument(
+        "--mode",
+        choices=("pixels", "file"),
+        default="pixels",
+        help="pixels: decode and resize here, send pixels to the engine; file: send the files, the server decodes "
+        "(--ray is always pixels)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=0,
@@ -75,6 +82,8 @@ def run_score(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SourceError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.ray is not None and args.mode == "file":
+        raise SourceError("--ray decodes on the Ray workers and sends pixels: --mode file does not apply")
     if args.workers < 0:
         raise SourceError(f"--workers must be 0 or more, got {args.workers}")
     import pyarrow.parquet  # noqa: F401  (without the extra, say so before any work: `dfserve.cli` names it)
@@ -106,6 +115,7 @@ def run_score(args: argparse.Namespace) -> int:
             args.url,
             concurrency=args.concurrency,
             workers=args.workers,
+            mode=args.mode,
             rows_per_part=args.rows_per_part,
             flush_seconds=args.flush_seconds,
             progress=not args.no_progress,

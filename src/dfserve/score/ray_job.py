@@ -31,7 +31,7 @@ from dfserve.config import ModelSpec
 from dfserve.score.run import ROW_ERRORS, RunStats, pending_keys
 from dfserve.score.sources import Source, SourceError
 from dfserve.score.store import Identity, ResultStore, Row, Summary
-from dfserve.score.work import classify_pixels, prepare
+from dfserve.score.work import classify_prepared, prepare
 
 INFER_CPUS = 0.25
 """An `Infer` actor mostly waits on the network: it reserves a quarter of a CPU, leaving the rest to decoding."""
@@ -51,8 +51,8 @@ def prepare_batch(batch: dict[str, np.ndarray], spec_json: str) -> dict[str, np.
         prepared = prepare(key, location, spec)
         shas.append(prepared.sha256 or "")
         errors.append(prepared.error or "")
-        if prepared.pixels is not None:
-            pixels[i] = prepared.pixels
+        if prepared.payload is not None:
+            pixels[i] = prepared.payload
     return {
         "path": np.asarray(keys, dtype=object),
         "sha256": np.asarray(shas, dtype=str),
@@ -79,7 +79,7 @@ class Infer:
         from dfserve.client import DfserveClientError
 
         try:
-            p = classify_pixels(self.client, self.spec, pixels, key)
+            p = classify_prepared(self.client, self.spec, pixels, key)
         except DfserveClientError as exc:
             if type(exc).__name__ in ROW_ERRORS:
                 return "", None, str(exc), ""

@@ -8,6 +8,9 @@ for large images whose decoding would otherwise be bound by one core's share of 
 wait for the pixels and send them. At most ``2 x concurrency`` inputs are in hand at any time, so memory stays
 flat whatever the size of the source.
 
+``mode="file"`` sends the encoded files instead and lets the server decode (its `preprocess` model, the same
+function): faster where the server has cores to spare, e.g. client and server on one machine.
+
 A bad file becomes a row with an `error`. A failure that is not the file's (the server gone past the SDK's
 retries, a refused model) stops the run after committing every row already finished: run again to continue.
 """
@@ -23,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dfserve.client._constants import Mode
 from dfserve.config import ModelSpec
 from dfserve.score.sources import Source
 from dfserve.score.store import Identity, ResultStore, Row, Summary
-from dfserve.score.work import Prepared, classify_pixels, prepare
+from dfserve.score.work import Prepared, classify_prepared, prepare
 
 if TYPE_CHECKING:
     from dfserve.client import Client
@@ -122,7 +126,7 @@ def pending_keys(source: Source, store: ResultStore, stats: RunStats) -> Iterato
 
 def row_for(prepared: Prepared, send: Callable[[Prepared], Row]) -> Row:
     """The row of a prepared input: its error, or what sending its pixels returned."""
-    if prepared.pixels is None:
+    if prepared.payload is None:
         return Row(path=prepared.key, sha256=prepared.sha256, error=prepared.error)
     return send(prepared)
 
@@ -132,9 +136,9 @@ def sender(client: Client, spec: ModelSpec) -> Callable[[Prepared], Row]:
     from dfserve.client import DfserveClientError
 
     def send(prepared: Prepared) -> Row:
-        assert prepared.pixels is not None
+        assert prepared.payload is not None
         try:
-            p = classify_pixels(client, spec, prepared.pixels, prepared.key)
+            p = classify_prepared(client, spec, prepared.payload, prepared.key)
         except DfserveClientError as exc:
             if type(exc).__name__ in ROW_ERRORS:
                 return Row(path=prepared.key, sha256=prepared.sha256, error=str(exc))
@@ -151,6 +155,7 @@ def score(
     *,
     concurrency: int = 8,
     workers: int = 0,
+    mode: Mode = "pixels",
     rows_per_part: int | None = None,
     flush_seconds: float | None = None,
     progress: bool = True,
@@ -164,7 +169,7 @@ def score(
     from dfserve.client import Client
 
     source = Source.open(source_location)
-    kwargs: dict[str, object] = {"mode": "pixels", "pool_size": concurrency}
+    kwargs: dict[str, object] = {"mode": mode, "pool_size": concurrency}
     if timeout is not None:
         kwargs["timeout"] = timeout
     with Client(url, protocol, model=model, **kwargs) as client:  # type: ignore[arg-type]
@@ -177,7 +182,7 @@ def score(
         if flush_seconds is not None:
             store.flush_seconds = flush_seconds
         with store:
-            stats = run_pipeline(source, store, client, spec, concurrency, workers, progress)
+            stats = run_pipeline(source, store, client, spec, concurrency, workers, progress, mode)
             return stats, store.finish()
 
 
@@ -189,6 +194,7 @@ def run_pipeline(
     concurrency: int,
     workers: int,
     show_progress: bool,
+    mode: Mode = "pixels",
 ) -> RunStats:
     """Run `concurrency` threads over the pending keys, committing their rows from this thread as they finish.
 
@@ -221,9 +227,9 @@ def run_pipeline(
                     return
                 location = source.resolve(key)
                 if processes is not None:
-                    prepared = processes.submit(prepare, key, location, spec).result()
+                    prepared = processes.submit(prepare, key, location, spec, mode).result()
                 else:
-                    prepared = prepare(key, location, spec)
+                    prepared = prepare(key, location, spec, mode)
                 put(row_for(prepared, send))
         except BaseException as exc:  # a run-stopping error: handed to the committing thread
             error = exc
