@@ -272,3 +272,15 @@ def test_file_mode_gives_the_same_scores_and_error_rows(
             assert max(abs(x[k] - y[k]) for k in x) <= 1e-6, path
     for name in BROKEN:
         assert rows["file"][str(image_tree / name)]["error"], name
+
+
+def test_the_benchmark_prints_the_ratio_for_both_modes(
+    sensitive_server: tuple[Path, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dfserve.score.bench import main
+
+    _, server = sensitive_server
+    assert main(["--url", server.http_url, "--images", "24", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("24 images, concurrency 8, 1 rounds")
+    assert "pixels mode: dfserve score" in out and "file mode: dfserve score" in out and "ratio median" in out

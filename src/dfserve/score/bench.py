@@ -3,8 +3,8 @@ concurrency, on the same files and server, printing the ratio (the goal is at le
 
 `classify_many` holds every result in memory and writes nothing; `dfserve score` also hashes every file, walks
 the folder, writes Parquet parts and merges them, so the ratio is the price of being resumable and streamed.
-Both sides run in pixels mode (the client decodes and resizes), and `classify_many` in file mode (the server
-does) is printed for reference. The two sides run back to back in each round, in alternating order, and the
+Both modes are measured: pixels (the client decodes and resizes; `dfserve score`'s default) and file (the server
+does), each side in the same mode. The two sides run back to back in each round, in alternating order, and the
 median of the per-round ratios is the figure, so that a neighbour's burst on a shared machine hits both sides
 and decides nothing; client CPU per image is printed too.
 """
@@ -20,18 +20,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_URL
+from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_URL, Mode
 
 
 @dataclass(frozen=True)
-class ScoreBench:
-    images: int
-    concurrency: int
+class ModeBench:
+    """One mode's rounds: `dfserve score` and `classify_many` back to back, in alternating order."""
+
+    mode: str
     score: list[float]
     """`dfserve score` images/s, one per round."""
     classify_many: list[float]
-    """`classify_many` (pixels mode) images/s, one per round."""
-    classify_many_file: list[float]
     cpu_ms_score: float
     """This process's CPU time per image (median over the rounds): steadier than images/s on a shared machine."""
     cpu_ms_classify_many: float
@@ -47,15 +46,22 @@ class ScoreBench:
 
     def report(self) -> str:
         return (
-            f"{self.images} images, concurrency {self.concurrency}, {len(self.score)} rounds (median): "
-            f"dfserve score {np.median(self.score):.0f} images/s, classify_many (pixels) "
-            f"{np.median(self.classify_many):.0f} images/s, classify_many (file) "
-            f"{np.median(self.classify_many_file):.0f} images/s\n"
-            f"ratio score / classify_many (pixels): median {self.ratio:.2f}x, per round "
-            f"{', '.join(f'{r:.2f}' for r in self.ratios)}\n"
-            f"client CPU per image: score {self.cpu_ms_score:.2f} ms, classify_many (pixels) "
-            f"{self.cpu_ms_classify_many:.2f} ms"
+            f"{self.mode} mode: dfserve score {np.median(self.score):.0f} images/s, classify_many "
+            f"{np.median(self.classify_many):.0f} images/s; ratio median {self.ratio:.2f}x (per round "
+            f"{', '.join(f'{r:.2f}' for r in self.ratios)}); client CPU per image: score {self.cpu_ms_score:.2f} ms, "
+            f"classify_many {self.cpu_ms_classify_many:.2f} ms"
         )
+
+
+@dataclass(frozen=True)
+class ScoreBench:
+    images: int
+    concurrency: int
+    modes: list[ModeBench]
+
+    def report(self) -> str:
+        head = f"{self.images} images, concurrency {self.concurrency}, {len(self.modes[0].score)} rounds (medians)"
+        return "\n".join([head, *(m.report() for m in self.modes)])
 
 
 def write_images(folder: Path, count: int, size: tuple[int, int] = (320, 240), seed: int = 0) -> list[Path]:
@@ -73,52 +79,54 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (320, 240), s
     return paths
 
 
-def compare(url: str, folder: Path, concurrency: int = DEFAULT_CONCURRENCY, repeats: int = 3) -> ScoreBench:
-    """Time both sides on every image file of `folder`: one warm-up each (imports, connections, Arrow's first
-    write), then `repeats` rounds, the order flipped every round so that drift favours neither."""
+def compare(
+    url: str,
+    folder: Path,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    repeats: int = 5,
+    modes: tuple[Mode, ...] = ("pixels", "file"),
+) -> ScoreBench:
+    """Time both sides on every image file of `folder`, per mode: one warm-up each (imports, connections, Arrow's
+    first write), then `repeats` rounds, the order flipped every round so that drift favours neither."""
     from dfserve.client import Client
     from dfserve.score.run import score
     from dfserve.score.sources import Source
 
     paths = list(Source.open(str(folder)).inputs())
-    rates: dict[str, list[float]] = {"score": [], "pixels": [], "file": []}
-    cpu: dict[str, list[float]] = {"score": [], "pixels": [], "file": []}
+    results: list[ModeBench] = []
     with tempfile.TemporaryDirectory(prefix="dfserve-score-bench-") as tmp:
+        runs = iter(range(1_000_000))
 
-        def run_score(n: int, keep: bool) -> None:
+        def run_score(mode: Mode) -> tuple[float, float]:
             start, cpu_start = time.perf_counter(), time.process_time()
-            _, summary = score(str(folder), Path(tmp) / f"run{n}.parquet", url, concurrency=concurrency, progress=False)
-            if keep:
-                rates["score"].append(summary.rows / (time.perf_counter() - start))
-                cpu["score"].append((time.process_time() - cpu_start) / summary.rows * 1e3)
+            out = Path(tmp) / f"run{next(runs)}.parquet"
+            _, summary = score(str(folder), out, url, concurrency=concurrency, mode=mode, progress=False)
+            return summary.rows / (time.perf_counter() - start), (time.process_time() - cpu_start) / summary.rows
 
-        def run_many(mode: str, keep: bool) -> None:
-            with Client(url, mode=mode, pool_size=concurrency) as client:  # type: ignore[arg-type]
+        def run_many(mode: Mode) -> tuple[float, float]:
+            with Client(url, mode=mode, pool_size=concurrency) as client:
                 client.model_spec()
                 start, cpu_start = time.perf_counter(), time.process_time()
-                results = client.classify_many(paths, concurrency=concurrency)
-                if keep:
-                    rates[mode].append(len(results) / (time.perf_counter() - start))
-                    cpu[mode].append((time.process_time() - cpu_start) / len(results) * 1e3)
+                done = client.classify_many(paths, concurrency=concurrency)
+                return len(done) / (time.perf_counter() - start), (time.process_time() - cpu_start) / len(done)
 
-        run_score(-1, keep=False)
-        run_many("pixels", keep=False)
-        for r in range(repeats):
-            for side in ("score", "pixels") if r % 2 == 0 else ("pixels", "score"):
-                if side == "score":
-                    run_score(r, keep=True)
-                else:
-                    run_many("pixels", keep=True)
-            run_many("file", keep=True)
-    return ScoreBench(
-        len(paths),
-        concurrency,
-        rates["score"],
-        rates["pixels"],
-        rates["file"],
-        float(np.median(cpu["score"])),
-        float(np.median(cpu["pixels"])),
-    )
+        for mode in modes:
+            run_score(mode)  # warm-ups
+            run_many(mode)
+            timed: dict[str, list[tuple[float, float]]] = {"score": [], "many": []}
+            for r in range(repeats):
+                for side in ("score", "many") if r % 2 == 0 else ("many", "score"):
+                    timed[side].append(run_score(mode) if side == "score" else run_many(mode))
+            results.append(
+                ModeBench(
+                    mode,
+                    [rate for rate, _ in timed["score"]],
+                    [rate for rate, _ in timed["many"]],
+                    float(np.median([c for _, c in timed["score"]])) * 1e3,
+                    float(np.median([c for _, c in timed["many"]])) * 1e3,
+                )
+            )
+    return ScoreBench(len(paths), concurrency, results)
 
 
 def main(argv: list[str] | None = None) -> int:
