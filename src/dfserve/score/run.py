@@ -60,6 +60,7 @@ class Progress:
         self._bar = None
         self._task = None
         if enabled:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -80,6 +81,7 @@ class Progress:
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
                 transient=False,
+                console=Console(stderr=True),
             )
             self._task = self._bar.add_task("score", total=None, rate="-")
         self._start = time.monotonic()
