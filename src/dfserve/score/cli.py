@@ -127,5 +127,6 @@ def run_score(args: argparse.Namespace) -> int:
         f"{stats.images_per_second:.1f} images/s; {args.out}: {summary.rows} rows, {summary.errors} with an error",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     return ROWS_FAILED_EXIT if summary.errors else 0
