@@ -247,19 +247,21 @@ def test_a_clean_folder_exits_zero_and_another_model_is_refused(
 def test_file_mode_gives_the_same_scores_and_error_rows(
     sensitive_server: tuple[Path, Any], image_tree: Path, tmp_path: Path
 ) -> None:
-    """`--mode file` (the server decodes) against the default pixels mode, on good and broken files."""
+    """`--mode file` (the server decodes) and `--workers 2` (decoding in processes) against the default, on good
+    and broken files."""
     _, server = sensitive_server
     chosen = [*_all_files(image_tree / "set1")[:24], *(str(image_tree / name) for name in BROKEN)]
     manifest = tmp_path / "inputs.txt"
     manifest.write_text("\n".join(chosen) + "\n")
     rows = {}
-    for mode in ("pixels", "file"):
-        out = tmp_path / f"{mode}.parquet"
-        command = _score_command(manifest, out, server.http_url, "--mode", mode, "--no-progress")
+    for name, options in {"pixels": [], "file": ["--mode", "file"], "processes": ["--workers", "2"]}.items():
+        out = tmp_path / f"{name}.parquet"
+        command = _score_command(manifest, out, server.http_url, *options, "--no-progress")
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert result.returncode == 1, result.stderr
-        rows[mode] = _rows(out)
+        rows[name] = _rows(out)
     assert sorted(rows["pixels"]) == sorted(rows["file"]) == sorted(chosen)
+    assert rows["processes"] == rows["pixels"]  # decoding in processes changes nothing
     for path, row in rows["pixels"].items():
         other = rows["file"][path]
         assert (row["sha256"], row["label"], row["error"] is None) == (
@@ -284,3 +286,42 @@ def test_the_benchmark_prints_the_ratio_for_both_modes(
     out = capsys.readouterr().out
     assert out.startswith("24 images, concurrency 8, 1 rounds")
     assert "pixels mode: dfserve score" in out and "file mode: dfserve score" in out and "ratio median" in out
+
+
+def test_a_server_lost_mid_run_stops_the_job_keeping_its_rows(
+    sensitive_server: tuple[Path, Any], image_tree: Path, tmp_path: Path
+) -> None:
+    """Not the files' fault: no error rows, the committed parts kept, a non-zero exit naming the cause; run again
+    against a server, it finishes with every file once."""
+    from dfserve.triton.server import TritonServer
+
+    _, server = sensitive_server
+    folder = image_tree
+    out = tmp_path / "R.parquet"
+    parts = tmp_path / "R.parquet.parts"
+    with TritonServer(server.repository, http_port=0, grpc_port=0, metrics_port=0) as doomed:
+        options = ("--concurrency", "1", "--rows-per-part", "5", "--timeout", "5", "--no-progress")
+        proc = subprocess.Popen(
+            _score_command(folder, out, doomed.http_url, *options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 120
+        while not list(parts.glob("part-*.parquet")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.002)
+        assert doomed.pid is not None
+        os.kill(doomed.pid, signal.SIGKILL)  # gone at once, as a lost node is
+        _, err = proc.communicate(timeout=120)
+    message = " ".join(err.decode().split())
+    assert proc.returncode == 3, message  # stopped: neither done (0) nor rows failed (1)
+    assert "server unavailable" in message and "run the same command again to continue" in message, message
+    assert not out.exists()
+    kept = [r for part in parts.glob("part-*.parquet") for r in pq.read_table(part).to_pylist()]
+    broken = {str(image_tree / name) for name in BROKEN}
+    assert kept and all(r["error"] is None for r in kept if r["path"] not in broken)  # no server error as a row
+
+    again = subprocess.run(
+        _score_command(folder, out, server.http_url, "--no-progress"), capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 1, again.stderr  # the broken files
+    assert f"{len(kept)} already done" in again.stderr
+    assert sorted(_rows(out)) == _all_files(folder)

@@ -13,6 +13,9 @@ from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_URL
 
 ROWS_FAILED_EXIT = 1
 """Exit status when the job finished but OUT holds at least one row with an error."""
+STOPPED_EXIT = 3
+"""Exit status when the job stopped before the end for a reason that is not a file's (the server lost past the
+retries, a model refused): the rows already committed are kept, and the same command continues."""
 
 
 def register(subparsers: Any) -> None:
@@ -88,11 +91,36 @@ def run_score(args: argparse.Namespace) -> int:
         raise SourceError(f"--workers must be 0 or more, got {args.workers}")
     import pyarrow.parquet  # noqa: F401  (without the extra, say so before any work: `dfserve.cli` names it)
 
+    from dfserve.client import DfserveClientError
+
     console = Console(stderr=True)
+    try:
+        stats, summary = _run(args)
+    except DfserveClientError as exc:
+        console.print(
+            f"error: {exc}\nstopped: the rows already scored are kept in {args.out}.parts; run the same command "
+            "again to continue",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return STOPPED_EXIT
+    console.print(
+        f"this run: {stats.scored} scored, {stats.failed} failed, {stats.skipped} already done, "
+        f"{stats.images_per_second:.1f} images/s; {args.out}: {summary.rows} rows, {summary.errors} with an error",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return ROWS_FAILED_EXIT if summary.errors else 0
+
+
+def _run(args: argparse.Namespace) -> tuple[Any, Any]:
+    """This run's statistics and what OUT holds, from the Ray pipeline or the single-machine run."""
     if args.ray is not None:
         from dfserve.score.ray_job import score_on_ray
 
-        stats, summary = score_on_ray(
+        return score_on_ray(
             args.source,
             args.out,
             args.url,
@@ -106,27 +134,18 @@ def run_score(args: argparse.Namespace) -> int:
             model=args.model,
             timeout=args.timeout,
         )
-    else:
-        from dfserve.score.run import score
+    from dfserve.score.run import score
 
-        stats, summary = score(
-            args.source,
-            args.out,
-            args.url,
-            concurrency=args.concurrency,
-            workers=args.workers,
-            mode=args.mode,
-            rows_per_part=args.rows_per_part,
-            flush_seconds=args.flush_seconds,
-            progress=not args.no_progress,
-            model=args.model,
-            timeout=args.timeout,
-        )
-    console.print(
-        f"this run: {stats.scored} scored, {stats.failed} failed, {stats.skipped} already done, "
-        f"{stats.images_per_second:.1f} images/s; {args.out}: {summary.rows} rows, {summary.errors} with an error",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+    return score(
+        args.source,
+        args.out,
+        args.url,
+        concurrency=args.concurrency,
+        workers=args.workers,
+        mode=args.mode,
+        rows_per_part=args.rows_per_part,
+        flush_seconds=args.flush_seconds,
+        progress=not args.no_progress,
+        model=args.model,
+        timeout=args.timeout,
     )
-    return ROWS_FAILED_EXIT if summary.errors else 0
