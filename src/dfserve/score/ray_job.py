@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from dfserve.config import ModelSpec
-from dfserve.score.run import ROW_ERRORS, RunStats, pending_keys
+from dfserve.score.run import RunStats, is_row_error, pending_keys
 from dfserve.score.sources import Source, SourceError
 from dfserve.score.store import Identity, ResultStore, Row, Summary
 from dfserve.score.work import classify_prepared, prepare
@@ -81,7 +81,7 @@ class Infer:
         try:
             p = classify_prepared(self.client, self.spec, pixels, key)
         except DfserveClientError as exc:
-            if type(exc).__name__ in ROW_ERRORS:
+            if is_row_error(exc):
                 return "", None, str(exc), ""
             raise
         return p.label, [p.scores[name] for name in self.labels], "", p.model_version

@@ -5,7 +5,7 @@ Parallelism: `concurrency` threads each take one input at a time through read, h
 releases the GIL while it decodes and resizes) and the request (the network wait releases it too), like
 `Client.classify_many` in pixels mode. With ``workers > 0`` the CPU half runs instead in that many processes,
 for large images whose decoding would otherwise be bound by one core's share of the GIL; the threads then only
-wait for the pixels and send them. At most ``2 x concurrency`` inputs are in hand at any time, so memory stays
+wait for the pixels and send them. At most ``3 x concurrency`` inputs are in hand at any time, so memory stays
 flat whatever the size of the source.
 
 ``mode="file"`` sends the encoded files instead and lets the server decode (its `preprocess` model, the same
@@ -35,8 +35,12 @@ from dfserve.score.work import Prepared, classify_prepared, prepare
 if TYPE_CHECKING:
     from dfserve.client import Client
 
-ROW_ERRORS = ("InvalidInputError", "RequestTooLargeError")
-"""SDK errors that are the input's fault: a row with an error. Any other error stops the run."""
+
+def is_row_error(exc: BaseException) -> bool:
+    """Whether an SDK error is the input's fault (then it is that input's row); any other error stops the run."""
+    from dfserve.client import InvalidInputError, RequestTooLargeError
+
+    return isinstance(exc, InvalidInputError | RequestTooLargeError)
 
 
 @dataclass
@@ -142,7 +146,7 @@ def sender(client: Client, spec: ModelSpec) -> Callable[[Prepared], Row]:
         try:
             p = classify_prepared(client, spec, prepared.payload, prepared.key)
         except DfserveClientError as exc:
-            if type(exc).__name__ in ROW_ERRORS:
+            if is_row_error(exc):
                 return Row(path=prepared.key, sha256=prepared.sha256, error=str(exc))
             raise
         return Row(prepared.key, prepared.sha256, p.label, dict(p.scores), None, p.model_version)
@@ -164,7 +168,6 @@ def score(
     protocol: str | None = None,
     model: str | None = None,
     timeout: float | None = None,
-    on_client: Callable[[Client], None] | None = None,
 ) -> tuple[RunStats, Summary]:
     """Score every input of `source_location` not already in `out`, then merge `out`. Returns this run's
     statistics and what `out` holds."""
@@ -176,8 +179,6 @@ def score(
         kwargs["timeout"] = timeout
     with Client(url, protocol, model=model, **kwargs) as client:  # type: ignore[arg-type]
         spec = client.model_spec()
-        if on_client is not None:
-            on_client(client)
         store = ResultStore(out, Identity.of(spec, client.model))
         if rows_per_part is not None:
             store.rows_per_part = rows_per_part
