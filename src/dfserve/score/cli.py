@@ -97,9 +97,10 @@ def run_score(args: argparse.Namespace) -> int:
     try:
         stats, summary = _run(args)
     except DfserveClientError as exc:
+        parts = args.out.with_name(args.out.name + ".parts")
+        kept = f"the rows already scored are kept in {parts}; " if parts.is_dir() and any(parts.iterdir()) else ""
         console.print(
-            f"error: {exc}\nstopped: the rows already scored are kept in {args.out}.parts; run the same command "
-            "again to continue",
+            f"error: {exc}\nstopped: {kept}run the same command again to continue",
             markup=False,
             highlight=False,
             soft_wrap=True,

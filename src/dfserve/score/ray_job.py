@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from dfserve.client._constants import DEFAULT_TIMEOUT
 from dfserve.config import ModelSpec
 from dfserve.score.run import RunStats, is_row_error, pending_keys
 from dfserve.score.sources import Source, SourceError
@@ -139,7 +140,7 @@ def score_on_ray(
     from dfserve.client import Client
 
     source = Source.open(source_location)
-    with Client(url, model=model, mode="pixels") as client:
+    with Client(url, model=model, mode="pixels", timeout=DEFAULT_TIMEOUT if timeout is None else timeout) as client:
         spec = client.model_spec()
         entry = client.model
     spec_json = spec.to_json()
