@@ -12,7 +12,7 @@ import pytest
 from dfserve.cli import main
 from dfserve.commandline import COMMAND_EXTRAS, missing_extra_message
 
-COMMANDS = ("build", "serve", "classify", "eval", "loadtest", "bench", "demo")
+COMMANDS = ("build", "serve", "classify", "eval", "loadtest", "bench", "score", "demo")
 
 
 def test_help_lists_every_command_without_importing_numpy_pillow_or_tritonclient() -> None:

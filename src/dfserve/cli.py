@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "dfserve.loadtest.cli",
     "dfserve.bench.cli",
     "dfserve.soak.cli",
+    "dfserve.score.cli",
     "dfserve.demo",
 )
 

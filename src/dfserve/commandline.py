@@ -88,6 +88,7 @@ COMMAND_EXTRAS: dict[str, str] = {
     "soak": "loadtest",
     "demo": "all",
     "verify": "build",
+    "score": "score",
 }
 
 
@@ -101,3 +102,13 @@ def default_out_dir(base: Path | None = None, prefix: str = "loadtest") -> Path:
         n += 1
         candidate = root / f"{prefix}-{stamp}-{n}"
     return candidate
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default in --help, except where the help already says it or there is none (None, a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, []) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text

@@ -27,6 +27,11 @@
     │   └── LocustRunError
     ├── SoakError                        soak/: `dfserve soak`
     ├── BenchError                       bench/: `dfserve bench`
+    │   ├── TrtexecError                 trtexec failed or printed no performance summary
+    │   └── PerfAnalyzerError            perf_analyzer failed or printed no measurement
+    ├── ScoreError                       score/: `dfserve score`
+    │   ├── SourceError                  SOURCE cannot be read at all
+    │   └── StoreError                   OUT cannot be used (another model's results, another run holding it)
     ├── QualityError                     quality/
     │   ├── VerifyError                  `dfserve verify` cannot compare
     │   └── EvalError                    `dfserve eval` cannot evaluate the folder
@@ -204,3 +209,23 @@ class DecodeChoiceError(BuildError):
     device resize does not have). A usage error: the command line exits 2, as argparse does."""
 
     exit_code = 2
+
+
+class ScoreError(DfserveError):
+    """Root of `dfserve score`'s errors."""
+
+
+class SourceError(ScoreError):
+    """SOURCE cannot be read at all (missing, not a folder or manifest, an fsspec scheme not installed)."""
+
+
+class StoreError(ScoreError):
+    """OUT cannot be used: another model's results, another run holding it, not a dfserve score file."""
+
+
+class PerfAnalyzerError(BenchError):
+    """perf_analyzer failed or printed no measurement."""
+
+
+class TrtexecError(BenchError):
+    """trtexec failed or printed no performance summary (the message quotes its last lines)."""

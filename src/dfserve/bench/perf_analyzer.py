@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dfserve.bench.figures import label
+from dfserve.errors import PerfAnalyzerError
 from dfserve.preprocessing import preprocess_bytes
 from dfserve.samples import photos
 from dfserve.spec.model import ModelSpec
@@ -47,10 +48,6 @@ _CLIENT = {
     "server_executions": re.compile(r"Execution count:\s*(\d+)"),
 }
 _SUMMARY = re.compile(r"Concurrency:\s*(\d+),\s*throughput:\s*([0-9.]+)\s*infer/sec,\s*latency\s*([0-9.]+)\s*usec")
-
-
-class PerfAnalyzerError(RuntimeError):
-    """perf_analyzer failed or printed no measurement."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any
 
 from dfserve.bench.figures import flag_flat, label
 from dfserve.engine.records import read_engine_record, record_path
+from dfserve.errors import TrtexecError
 from dfserve.repository.configs import read_config, spec_from_config
 from dfserve.spec.model import ModelSpec, TensorNames
 
@@ -42,10 +43,6 @@ _STAT_LINE = re.compile(r"\b(Latency|GPU Compute Time|Enqueue Time|H2D Latency|D
 _STAT = re.compile(rf"(min|max|mean|median|percentile\(\d+%\))\s*=\s*{_NUMBER}\s*ms")
 _VERSION = re.compile(r"\[TensorRT v(\d+)\]")
 _DEVICE = re.compile(r"Selected Device:\s*(.+?)\s*$", re.MULTILINE)
-
-
-class TrtexecError(RuntimeError):
-    """trtexec failed or printed no performance summary (the message quotes its last lines)."""
 
 
 @dataclass(frozen=True)

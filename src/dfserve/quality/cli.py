@@ -19,6 +19,7 @@ from rich.text import Text
 
 from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_PORTS, DEFAULT_TIMEOUT, ProgressCallback
 from dfserve.client._types import Prediction, Result
+from dfserve.commandline import DefaultsFormatter
 from dfserve.spec.names import ADMIN_KEY_ENV
 
 PIPE_WIDTH = 100_000
@@ -26,16 +27,6 @@ PIPE_WIDTH = 100_000
 whole (one line per image, paths unsplit) for grep, cut and a reader's editor."""
 PROGRESS_MIN_ITEMS = 20
 """Runs with fewer images finish before a progress bar would tell anyone anything."""
-
-
-class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every default in --help, except where the help already says it or there is none (None, a flag's False)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default in (None, False, []) or "default" in text:
-            return text
-        return super()._get_help_string(action) or text
 
 
 def register(subparsers: Any) -> None:
