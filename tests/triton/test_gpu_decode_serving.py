@@ -24,7 +24,7 @@ from dfserve.export.parity import reference_scores, write_parity_images
 from dfserve.export.pipeline import BuildOptions, build
 from dfserve.export.policy import FIDELITY_BARS, FidelityBar
 from dfserve.repository.configs import read_config
-from dfserve.spec.model import ModelSpec
+from dfserve.spec.model import SPEC_FORMAT_VERSION, ModelSpec
 from tests.checkpoints import make_checkpoint
 from tests.conftest import TEST_BATCHING
 from tests.triton.test_serving import _bad_inputs, _image_input
@@ -80,7 +80,7 @@ def test_build_records_the_decode_drift_and_writes_one_detector_model(decode_ser
     _, server = decode_server
     repo = Path(server.repository)
     spec = ModelSpec.load(repo)
-    assert (spec.decode, spec.engine, spec.format_version) == ("gpu", "torch", "1.3")
+    assert (spec.decode, spec.engine, spec.format_version) == ("gpu", "torch", SPEC_FORMAT_VERSION)
     report = json.loads((repo / "build_report.json").read_text())
     entry = report["decode_gpu"]
     assert report["decode"] == "gpu" and entry["device"] == "cpu" and entry["passes"]
