@@ -1,13 +1,48 @@
-"""`dfserve bench`: argument parsing only; the work is in `dfserve.bench.run`."""
+"""`dfserve bench`: argument parsing only; the work is in `dfserve.bench.run`.
+
+`dfserve bench` alone is the side-by-side bench; `dfserve bench tune|int8|overhead|gpu ...` run the focused
+measurements (`python -m dfserve.bench.<name>`, which still work), with exactly their options: the words after the
+sub-command go to that module's own `main(argv)`, so each keeps one parser, and its imports wait until it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dfserve.bench.options import BenchOptions
 from dfserve.commandline import positive_ints
+
+MEASUREMENTS: dict[str, str] = {
+    "tune": "the CPU serving defaults: served vit against raw ONNX Runtime per batching candidate (CPU_BATCHING)",
+    "int8": "raw ONNX Runtime FP32 against dynamic and static INT8 on this CPU: drift and images/s",
+    "overhead": "the SDK's own cost per request against a bare Triton client, on a running server",
+    "gpu": "TensorRT and PyTorch on a GPU host: engine, served and compiled ceilings",
+}
+
+
+class _Measurements(argparse._SubParsersAction):
+    """Hands the words after `dfserve bench NAME` to `dfserve.bench.NAME.main` unparsed (argparse would otherwise
+    refuse the options it does not know); `dfserve bench --help` still lists the sub-commands."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
+    ) -> None:
+        name, *rest = values
+        namespace.measurement = name
+        namespace.measurement_argv = rest
+        namespace.func = _measurement
+
+
+def _measurement(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"dfserve.bench.{args.measurement}")
+    argv: Sequence[str] = args.measurement_argv
+    if args.measurement == "gpu":  # its parser names itself
+        return int(module.main(list(argv)))
+    return int(module.main(list(argv), prog=f"dfserve bench {args.measurement}"))
 
 
 def register(subparsers: Any) -> None:
@@ -51,6 +86,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--image-count", type=int, default=d.image_count)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: ./bench-<time>)")
     p.set_defaults(func=_bench)
+    measurements = p.add_subparsers(
+        action=_Measurements,
+        dest="measurement",
+        metavar="MEASUREMENT",
+        title="focused measurements (dfserve bench NAME --help for each one's options)",
+    )
+    for name, text in MEASUREMENTS.items():
+        measurements.add_parser(name, help=text, add_help=False)
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -170,11 +170,11 @@ def compare_hosts(build: BuildHost | None, serving: HostCpu, precision: Precisio
     if build is None or precision == "fp32":
         return None
     measured = build.measured.get(f"{precision}_over_fp32")
-    there = f" ({precision.upper()} {measured:.2f}x FP32 there)" if measured is not None else ""
+    there = f", {precision.upper()} {measured:.2f}x FP32 there" if measured is not None else ""
     if build.arch and serving.arch and build.arch != serving.arch:
         return (
             f"this {serving.arch} CPU ({serving.model}) is not the {build.arch} CPU the {precision.upper()} build was "
-            f"measured on ({build.cpu_model}){there}; its speed here is unmeasured: rebuild with --precision auto "
+            f"measured on ({build.cpu_model}{there}); its speed here is unmeasured: rebuild with --precision auto "
             "on this host, or measure with `dfserve bench int8`"
         )
     needed = frozenset(build.isa) & ACCELERATES.get(precision, frozenset())
@@ -190,5 +190,6 @@ def compare_hosts(build: BuildHost | None, serving: HostCpu, precision: Precisio
     )
     return (
         f"this CPU ({serving.model}) lacks {describe_isa(missing)}, which the {precision.upper()} build was measured "
-        f"with on {build.cpu_model}{there}; {consequence}: rebuild with --precision auto on this host"
+        f"with on {build.cpu_model} ({there.lstrip(', ') or 'speed not recorded'}); {consequence}: rebuild with "
+        "--precision auto on this host"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from dfserve.commandline import positive_ints
-from dfserve.export.policy import DEFAULT_MODEL_ID
+from dfserve.export.policy import DEFAULT_MODEL_ID, SPEED_SECONDS
 from dfserve.spec.model import DEFAULT_RESIZE_MODE, RESIZE_MODES, GpuServing, Limits, ModelSpec, Precision
 from dfserve.spec.names import DEFAULT_REPOSITORY
 
@@ -128,7 +128,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--speed-seconds",
         type=float,
-        default=1.5,
+        default=SPEED_SECONDS,
         help="seconds per graph, batch and round of the speed measurement against FP32 (default %(default)s)",
     )
     p.add_argument(

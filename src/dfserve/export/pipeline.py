@@ -42,7 +42,7 @@ from dfserve.export.parity import (
     reference_scores,
     write_parity_images,
 )
-from dfserve.export.policy import DEFAULT_MODEL_ID, default_batching
+from dfserve.export.policy import DEFAULT_MODEL_ID, SPEED_SECONDS, default_batching
 from dfserve.export.precision import convert
 from dfserve.repository.configs import Target
 from dfserve.repository.writer import check_writable, write_repository
@@ -89,7 +89,7 @@ class BuildOptions:
     resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
     opset: int = ModelSpec.model_fields["onnx_opset"].default
     parity_photos: int = 8
-    speed_seconds: float = 1.5
+    speed_seconds: float = SPEED_SECONDS
     """Seconds per graph, batch and round of the speed measurement against FP32 on this host (reduced precisions
     and auto on the ONNX Runtime targets); 0 measures one run of each."""
     speed_rounds: int = 2

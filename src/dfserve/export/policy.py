@@ -48,6 +48,10 @@ MIN_SPEEDUP = 1.1
 build says so, and `--precision auto` keeps FP32. Above run-to-run noise on a quiet machine (a few %) and below
 every gain measured with VNNI (1.46-1.98x)."""
 
+SPEED_SECONDS = 3.0
+"""Seconds per graph, batch and round (two rounds) of a build's speed measurement against FP32: at the full-size
+ViT-S/16@384's 5-13 images/s on 2 cores, 15-40 runs per window; a few seconds of a build that takes minutes."""
+
 CORES_PER_PREPROCESS = 4
 """One `preprocess` instance per this many cores (at least 2). Decoding and resizing a detector image costs
 0.023 s of CPU beside FP32's 0.327 s in the engine and 0.031 s beside INT8's 0.158 s (served detector minus served

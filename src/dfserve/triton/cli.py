@@ -278,7 +278,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ServerError(f"model repository {repository} does not exist or is not a directory")
     host = advise_repository(repository)
     if host.warning:  # before the checks that may refuse: the user sees it whichever way this run ends
-        err_console.print(f"[bold yellow]warning[/]: {host.warning}")
+        err_console.print(f"[bold yellow]warning[/]: {host.warning}", soft_wrap=True)
     # the backends first: a TensorRT repository on nvidia-pytriton's server cannot run, whatever its plan is
     check_backends(repository, TritonDistribution.from_binary(find_tritonserver(args.tritonserver)))
     _check_engines(repository)
