@@ -625,6 +625,7 @@ def run_bench(opts: BenchOptions, console: Console | None = None) -> BenchResult
             "pipeline_batch": opts.pipeline_batch,
             "repositories": {p: str(models[p][1]) for p in PRECISIONS},
             "batching": {p: models[p][0].batching.model_dump() for p in PRECISIONS},
+            "build_hosts": {p: models[p][0].build_host and models[p][0].build_host.model_dump() for p in PRECISIONS},
             "onnx_bytes": {p: models[p][2].stat().st_size for p in PRECISIONS},
         },
         "machine": {
