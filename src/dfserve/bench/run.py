@@ -56,7 +56,7 @@ from dfserve.measure.serverstats import (
     stats_delta,
 )
 from dfserve.repository.writer import write_repository
-from dfserve.spec.model import ModelSpec, Precision
+from dfserve.spec.model import BuildHost, ModelSpec, Precision
 from dfserve.spec.names import ONNX_FILENAME
 from dfserve.triton.process import TritonServer
 
@@ -406,6 +406,10 @@ def summarise(v: Variant) -> dict[str, Any]:
     }
 
 
+def _dump(record: BuildHost | None) -> dict[str, Any] | None:
+    return record.model_dump() if record else None
+
+
 def ratios_and_goals(
     variants: dict[str, dict[str, Any]], int8_instructions: bool = True
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -625,7 +629,7 @@ def run_bench(opts: BenchOptions, console: Console | None = None) -> BenchResult
             "pipeline_batch": opts.pipeline_batch,
             "repositories": {p: str(models[p][1]) for p in PRECISIONS},
             "batching": {p: models[p][0].batching.model_dump() for p in PRECISIONS},
-            "build_hosts": {p: models[p][0].build_host and models[p][0].build_host.model_dump() for p in PRECISIONS},
+            "build_hosts": {p: _dump(models[p][0].build_host) for p in PRECISIONS},
             "onnx_bytes": {p: models[p][2].stat().st_size for p in PRECISIONS},
         },
         "machine": {
