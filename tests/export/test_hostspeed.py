@@ -102,3 +102,10 @@ def test_auto_is_refused_where_it_has_no_meaning(tmp_path: Path) -> None:
 
     with pytest.raises(BuildError, match="--precision auto is for ONNX Runtime on CPUs"):
         build(BuildOptions(out=tmp_path, precision="auto", engine="torch"), console=Console(file=io.StringIO()))
+
+
+def test_a_negative_speed_window_is_refused_in_one_line(tmp_path: Path) -> None:
+    from dfserve.errors import BuildError
+
+    with pytest.raises(BuildError, match="--speed-seconds >= 0"):
+        build(BuildOptions(out=tmp_path, speed_seconds=-1), console=Console(file=io.StringIO()))

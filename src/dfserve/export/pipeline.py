@@ -174,6 +174,11 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         require_tensorrt()
     started = time.perf_counter()
     console.print(f"[bold]dfserve build[/] {options.model} -> {out} (target {options.target})")
+    if options.speed_seconds < 0 or options.speed_rounds < 1:
+        raise BuildError(
+            f"the speed measurement needs --speed-seconds >= 0 and at least one round, got {options.speed_seconds} "
+            f"s and {options.speed_rounds} round(s)"
+        )
     if options.precision == "auto" and (options.target == "tensorrt" or options.engine == "torch"):
         raise BuildError("--precision auto is for ONNX Runtime on CPUs (the python and container targets)")
     # The CPU that ONNX Runtime builds measure on and whose cores set the CPU defaults; not TensorRT's.
