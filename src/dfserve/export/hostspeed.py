@@ -23,8 +23,9 @@ from dfserve.export.policy import MIN_SPEEDUP
 from dfserve.spec.model import ModelSpec, Precision
 
 AUTO_CANDIDATES: tuple[Precision, ...] = ("fp32", "int8")
-"""What `--precision auto` builds and measures on a CPU. FP16 is not a candidate: ONNX Runtime's CPU provider
-casts around most FP16 kernels, so it is slower than FP32 on every CPU measured here."""
+"""What `--precision auto` builds and measures on a CPU. FP16 is not a candidate: ONNX Runtime's CPU provider lacks
+FP16 kernels for most of a ViT's operators and casts around them (`dfserve.export.policy.CPU_BATCHING`: "slow on
+CPUs"); its graph is built for GPUs."""
 
 
 def _session(path: Path, threads: int) -> Any:
