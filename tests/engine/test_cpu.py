@@ -109,7 +109,8 @@ def test_int8_built_with_vnni_served_on_avx2_warns_in_one_line() -> None:
 
 
 def test_another_architecture_is_named() -> None:
-    graviton = HostCpu(*parse_cpuinfo(GRAVITON3)[:1], "aarch64", parse_cpuinfo(GRAVITON3)[1], 4, 4)  # type: ignore[misc]
+    model, isa = parse_cpuinfo(GRAVITON3)
+    graviton = HostCpu(model, "aarch64", isa, cores=4, cpus=4)
     line = compare_hosts(graviton.record({"int8_over_fp32": 1.7}), EPYC_VNNI, "int8")
     assert line is not None and "x86_64" in line and "aarch64" in line and "unmeasured" in line
 
