@@ -58,6 +58,8 @@ ACCELERATES: dict[str, frozenset[str]] = {
 ARM's SDOT and I8MM) for INT8. Without any of them, ONNX Runtime's INT8 MatMul widens to 16-bit multiplies and
 gains nothing over FP32 FMA (measured: 1.01x on AVX2)."""
 
+VNNI = frozenset({"avx512_vnni", "avx_vnni"})
+
 ISA_NAMES: dict[str, str] = {
     "avx512_vnni": "AVX-512 VNNI",
     "avx_vnni": "AVX-VNNI",
@@ -179,6 +181,8 @@ def compare_hosts(build: BuildHost | None, serving: HostCpu, precision: Precisio
         )
     needed = frozenset(build.isa) & ACCELERATES.get(precision, frozenset())
     missing = needed - serving.isa
+    if serving.isa & VNNI:  # the 512-bit and the 256-bit VNNI run the same dot products
+        missing -= VNNI
     if not missing:
         return None
     has = serving.accelerates(precision)
