@@ -341,8 +341,9 @@ class GpuServing(_Frozen):
         )
 
 
-SPEC_FORMAT_VERSION = "1.3"
-# 1.2 added Batching.engine_threads and Batching.engine_inter_op_threads; 1.3 added ModelSpec.build_host
+SPEC_FORMAT_VERSION = "1.4"
+# 1.2 added Batching.engine_threads and Batching.engine_inter_op_threads; 1.3 (on main: Batching.max_queue_size,
+# queue_timeout_us); 1.4 added ModelSpec.build_host
 """The spec's format, major.minor. A minor bump only adds fields, which older readers ignore (with one log
 line); a major bump changes meaning, and readers of another major refuse the spec naming both versions."""
 
@@ -381,7 +382,7 @@ def _drop_unknown(model: type[BaseModel], data: Any, path: str, dropped: list[st
 
 
 class BuildHost(_Frozen):
-    """The CPU a repository was built and measured on (added in format 1.3): written by `dfserve build` for the
+    """The CPU a repository was built and measured on (added in format 1.4): written by `dfserve build` for the
     ONNX Runtime targets, compared with the serving CPU by `dfserve serve` (`dfserve.engine.cpu.compare_hosts`).
 
     A reduced precision's speed depends on the CPU's instructions (INT8: VNNI or AMX; 1.88x FP32 with AVX-512 VNNI,
@@ -426,8 +427,8 @@ class ModelSpec(_Frozen):
     resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
     """How `dfserve.preprocessing` resizes on the server and in the SDK's local mode (see that module)."""
     build_host: BuildHost | None = None
-    """The CPU the build ran and measured its precision on (added in format 1.3); None for TensorRT and torch
-    builds, and for repositories built before 1.3."""
+    """The CPU the build ran and measured its precision on (added in format 1.4); None for TensorRT and torch
+    builds, and for repositories built before 1.4."""
 
     @property
     def input_hw(self) -> tuple[int, int]:
