@@ -178,7 +178,7 @@ def test_build_host_in_the_spec_round_trips_and_older_specs_still_read() -> None
     data["format_version"] = "1.2"
     assert ModelSpec.from_json(json.dumps(data)).build_host is None
     newer = json.loads(with_host.to_json())
-    newer["format_version"] = f"{SPEC_FORMAT_VERSION.split('.')[0]}.97"  # not .99: the test of the log line's
+    newer["format_version"] = f"{SPEC_FORMAT_VERSION.split('.')[0]}.97"  # .99 is test_config's log-once test
     newer["build_host"]["future_field"] = 1  # a newer minor's field inside the optional record is dropped too
     assert ModelSpec.from_json(json.dumps(newer)).build_host == record
     assert Batching.model_validate(with_host.batching.model_dump()) == with_host.batching
