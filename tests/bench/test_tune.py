@@ -38,3 +38,6 @@ def test_tune_smoke(built_repo: Path) -> None:
         assert cand["worst_served_over_raw"] == min(p["served_over_raw"] for p in cand["vit"].values())
         assert cand["meets_goal"] == (cand["worst_served_over_raw"] >= 0.95)
     assert "engine=2,threads=1" in render(result)
+    # the CPU it ran on, and the one the repository was built and measured on (the spec's record)
+    assert result["host"]["cpu_model"] in render(result).splitlines()[0]
+    assert result["build_host"] is not None and result["build_host"]["cpu_model"] == result["host"]["cpu_model"]

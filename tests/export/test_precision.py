@@ -32,7 +32,13 @@ QUIET = Console(file=io.StringIO())
 
 def build_at(tmp: Path, precision: str, **ckpt: Any) -> BuildResult:
     folder = make_checkpoint(tmp / "ckpt", **ckpt)
-    options = BuildOptions(out=tmp / "repo", model=str(folder), precision=precision, batching=TEST_BATCHING)  # type: ignore[arg-type]
+    options = BuildOptions(
+        out=tmp / "repo",
+        model=str(folder),
+        precision=precision,  # type: ignore[arg-type]
+        batching=TEST_BATCHING,
+        speed_seconds=0.05,
+    )
     return build(options, console=QUIET)
 
 

@@ -1,13 +1,55 @@
-"""`dfserve bench`: argument parsing only; the work is in `dfserve.bench.run`."""
+"""`dfserve bench`: argument parsing only; the work is in `dfserve.bench.run`.
+
+`dfserve bench` alone is the side-by-side bench; `dfserve bench NAME ...` runs one focused measurement (tune, int8,
+overhead, gpu, gpu-decode, trtexec, perf-analyzer, torch-served, fp16-variants) with exactly its options: the
+words after the sub-command go to that module's own `main(argv)` (`dfserve.bench.<name>`, dashes as underscores),
+so each keeps one parser, and its imports wait until it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dfserve.bench.options import BenchOptions
 from dfserve.commandline import positive_ints
+
+MEASUREMENTS: dict[str, str] = {
+    "tune": "the CPU serving defaults: served vit against raw ONNX Runtime per batching candidate (CPU_BATCHING)",
+    "int8": "raw ONNX Runtime FP32 against dynamic and static INT8 on this CPU: drift and images/s",
+    "overhead": "the SDK's own cost per request against a bare Triton client, on a running server",
+    "gpu": "PyTorch on a GPU host: eager and compiled ceilings, drift, and whether CPU decoding feeds the GPU",
+    "gpu-decode": "served detector with --decode cpu and gpu, the engine alone and GPU decode alone (a GPU host)",
+    "trtexec": "the TensorRT engine alone with CUDA graphs, per batch size (trtexec --loadEngine)",
+    "perf-analyzer": "served vit and detector with real JPEGs at several concurrencies (NVIDIA's perf_analyzer)",
+    "torch-served": "the torch engine served through the embedded Triton against the same engine alone",
+    "fp16-variants": "FP16 graph variants (what stays FP32) against the pipeline and FP32 on this CPU",
+}
+
+
+class _Measurements(argparse._SubParsersAction):
+    """Hands the words after `dfserve bench NAME` to `dfserve.bench.NAME.main` unparsed (argparse would otherwise
+    refuse the options it does not know); `dfserve bench --help` still lists the sub-commands."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
+    ) -> None:
+        name, *rest = values
+        namespace.measurement = name
+        namespace.measurement_argv = rest
+        namespace.func = _measurement
+
+
+def _measurement(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"dfserve.bench.{args.measurement.replace('-', '_')}")
+    argv: Sequence[str] = args.measurement_argv
+    if "prog" in inspect.signature(module.main).parameters:  # its parser takes the name it is called by
+        return int(module.main(list(argv), prog=f"dfserve bench {args.measurement}"))
+    return int(module.main(list(argv)))
 
 
 def register(subparsers: Any) -> None:
@@ -51,26 +93,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--image-count", type=int, default=d.image_count)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: ./bench-<time>)")
     p.set_defaults(func=_bench)
-    modes = p.add_subparsers(dest="bench_mode", metavar="MODE")
-    gpu_decode = modes.add_parser(
-        "gpu-decode",
-        help="served detector with --decode cpu and gpu, the engine alone and GPU decode alone (a GPU host)",
-        description="See dfserve.bench.gpu_decode.",
+    measurements = p.add_subparsers(
+        action=_Measurements,
+        dest="measurement",
+        metavar="MEASUREMENT",
+        title="focused measurements (dfserve bench NAME --help for each one's options)",
     )
-    _add_gpu_decode_arguments(gpu_decode)
-    gpu_decode.set_defaults(func=_gpu_decode)
-
-
-def _add_gpu_decode_arguments(p: argparse.ArgumentParser) -> None:
-    from dfserve.bench.gpu_decode_options import add_arguments
-
-    add_arguments(p)
-
-
-def _gpu_decode(args: argparse.Namespace) -> int:
-    from dfserve.bench.gpu_decode import command
-
-    return command(args)
+    for name, text in MEASUREMENTS.items():
+        measurements.add_parser(name, help=text, add_help=False)
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dfserve.engine.cpu import describe_isa, read_host
 from dfserve.export.fidelity import compare
 from dfserve.export.parity import parity_pixels, write_parity_images
 from dfserve.export.precision import to_int8
@@ -111,17 +112,35 @@ def run(repository: Path, *, seconds: float = 2.0, rounds: int = 4, threads: int
                         done += batch
                     per_round[name].append(done / (time.perf_counter() - start))
             speed[f"batch{batch}"] = {k: float(np.median(v)) for k, v in per_round.items()}
-    return {"images": len(pixels), "threads": threads, "rounds": rounds, "drift_vs_fp32": drift, "images_per_s": speed}
+    host = read_host()
+    return {
+        "host": {"cpu_model": host.model, "isa": sorted(host.isa), "cores": host.cores},
+        "int8_instructions": sorted(host.accelerates("int8")),
+        "images": len(pixels),
+        "threads": threads,
+        "rounds": rounds,
+        "drift_vs_fp32": drift,
+        "images_per_s": speed,
+    }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dfserve.bench.int8", description=__doc__.splitlines()[0])
+def build_parser(prog: str = "python -m dfserve.bench.int8") -> argparse.ArgumentParser:
+    """The options, shared by `python -m dfserve.bench.int8` and `dfserve bench int8`."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("repository", type=Path)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m dfserve.bench.int8") -> int:
+    args = build_parser(prog).parse_args(argv)
     result = run(args.repository, seconds=args.seconds, rounds=args.rounds, threads=args.threads)
+    print(
+        f"{result['host']['cpu_model']}, {result['host']['cores']} cores; INT8 instructions: "
+        f"{describe_isa(tuple(result['int8_instructions']))}"
+    )
     print(f"{'graph':<16} {'max|Δ| b1':>10} {'max|Δ| b8':>10} {'agree b1':>9} {'img/s b1':>9} {'img/s b8':>9}")
     for name in ("fp32", "int8_dynamic", "int8_static_qdq"):
         d = result["drift_vs_fp32"].get(name)

@@ -156,16 +156,22 @@ def measure_sdk_overhead(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(prog: str = "python -m dfserve.bench.overhead") -> argparse.ArgumentParser:
+    """The options, shared by `python -m dfserve.bench.overhead` and `dfserve bench overhead`."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--url", default="localhost:8000")
     parser.add_argument("--protocol", choices=("http", "grpc"), default=None)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("-n", type=int, default=400, help="requests per round")
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m dfserve.bench.overhead") -> int:
+    args = build_parser(prog).parse_args(argv)
     measure_sdk_overhead(
         args.url, find_images(args.images), args.concurrency, args.n, rounds=args.rounds, protocol=args.protocol
     )

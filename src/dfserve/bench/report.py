@@ -30,6 +30,11 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def _cpu(machine: dict[str, Any]) -> str:
+    cpu = machine.get("cpu")  # absent from bench.json files written before the host record
+    return f"{cpu['model']}: {', '.join(cpu['isa']) or 'no listed instruction sets'}" if cpu else "CPU not recorded"
+
+
 def _met(goal: dict[str, Any]) -> str:
     if goal["met"] is None:
         return "reported"
@@ -44,7 +49,8 @@ def render_markdown(data: dict[str, Any]) -> str:
     out = [
         f"# dfserve bench: {m['architecture']} {m['input_hw'][0]}x{m['input_hw'][1]} ({weights})",
         "",
-        f"{data['machine']['cpus']} CPUs, {data['machine']['platform']}; {data['rounds']} alternating rounds of "
+        f"{data['machine']['cpus']} CPUs ({_cpu(data['machine'])}), {data['machine']['platform']}; "
+        f"{data['rounds']} alternating rounds of "
         f"{data['seconds']} s windows per variant and level; {len(data['images'])} JPEG files, the same for every "
         f"variant. Transformers pipeline at batch size 1 and {m['pipeline_batch']}, its best used. Served figures "
         "go through dfserve's SDK over HTTP. Load average at start "

@@ -37,6 +37,7 @@ from dfserve.bench.options import GOAL_SERVED_RATIO
 from dfserve.bench.run import powers_of_two, served_over_raw
 from dfserve.bench.variants import closed_loop, onnx_session, sdk_client, start_server
 from dfserve.commandline import positive_ints
+from dfserve.engine.cpu import read_host
 from dfserve.errors import BenchError
 from dfserve.measure.payloads import load_images, to_pixels
 from dfserve.measure.processes import process_tree_cpu
@@ -179,8 +180,11 @@ def run(
         results[name] = {"vit": vit, "worst_served_over_raw": worst, "meets_goal": worst >= GOAL_SERVED_RATIO}
         if detector:
             results[name]["detector"] = medians(det[name])
+    host = read_host()
     return {
         "repository": str(repository),
+        "host": {"cpu_model": host.model, "isa": sorted(host.isa), "cores": host.cores},
+        "build_host": spec.build_host.model_dump() if spec.build_host else None,
         "precision": spec.precision,
         "input_hw": list(spec.input_hw),
         "rounds": rounds,
@@ -192,7 +196,9 @@ def run(
 
 def render(result: dict[str, Any]) -> str:
     levels = sorted({c for r in result["candidates"].values() for c in r["vit"]})
+    host = result.get("host") or {}
     lines = [
+        f"{host.get('cpu_model', '?')}, {host.get('cores', '?')} cores; "
         f"precision {result['precision']}, {result['rounds']} alternating rounds; raw ONNX Runtime images/s by "
         f"batch: " + ", ".join(f"{b}: {v:.2f}" for b, v in result["raw_images_per_s"].items()),
         "",
@@ -216,9 +222,9 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-
-    parser = argparse.ArgumentParser(prog="python -m dfserve.bench.tune", description=__doc__.splitlines()[0])
+def build_parser(prog: str = "python -m dfserve.bench.tune") -> argparse.ArgumentParser:
+    """The options, shared by `python -m dfserve.bench.tune` and `dfserve bench tune`."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("repository", type=Path)
     parser.add_argument("--candidate", action="append", default=None, help="repeatable; see the module docstring")
     parser.add_argument("--concurrency", type=positive_ints, default=(1, 2, 4, 8, 16))
@@ -226,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--detector", action="store_true", help="also the ensemble with JPEG files")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m dfserve.bench.tune") -> int:
+    args = build_parser(prog).parse_args(argv)
     candidates = args.candidate or ["", "mb=1", "mb=4,delay=2000", "mb=8,delay=2000"]
     result = run(
         args.repository.resolve(),

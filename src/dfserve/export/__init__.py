@@ -6,5 +6,6 @@ precision.py    reduced-precision graphs; fidelity.py how far scores are from th
 parity.py       the reference Transformers pipeline against the built graph
 tensorrt.py     the FP16 engine on a GPU host (TensorRT cannot run on the project's CPU machines)
 policy.py       the fidelity bars, CPU serving defaults and presets the build applies
+hostspeed.py    a reduced precision timed against FP32 on the build host, and `--precision auto`'s choice
 pipeline.py     the stages in order, the report; cli.py the command
 """

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from dfserve.commandline import constrained, positive_int, positive_ints
-from dfserve.export.policy import DEFAULT_MODEL_ID
+from dfserve.export.policy import DEFAULT_MODEL_ID, SPEED_SECONDS
 from dfserve.spec.model import (
     DECODES,
     DEFAULT_DECODE,
@@ -136,10 +136,18 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=get_args(Precision),
+        choices=(*get_args(Precision), "auto"),
         default=None,
         help="the served engine's arithmetic (default: fp32 for ONNX Runtime, fp16 for TensorRT). fp16 and int8 "
-        "graphs are built here and pass their fidelity gate against the Transformers pipeline at every build",
+        "graphs are built here and pass their fidelity gate against the Transformers pipeline at every build, and "
+        "are timed against FP32 on this CPU (the report records the ratio and the CPU's instruction sets). auto "
+        "(ONNX Runtime): build fp32 and int8, serve the fastest that passes its bar on this CPU, and say why",
+    )
+    p.add_argument(
+        "--speed-seconds",
+        type=float,
+        default=SPEED_SECONDS,
+        help="seconds per graph, batch and round of the speed measurement against FP32 (default %(default)s)",
     )
     p.add_argument(
         "--resize-mode",
@@ -212,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
             opset=args.opset,
             parity_photos=args.parity_photos,
             allow_unfused_attention=args.allow_unfused_attention,
+            speed_seconds=args.speed_seconds,
             limits=Limits(max_file_bytes=args.max_file_bytes, max_pixels=args.max_pixels),
         )
     )

@@ -27,10 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from dfserve.engine import torch_module as torch_engine
+from dfserve.engine.cpu import HostCpu, describe_isa, read_host
 from dfserve.engine.gpu_decode import check_supported
 from dfserve.engine.tensorrt import require_tensorrt, run_engine
 from dfserve.errors import BuildError, DecodeChoiceError, ParityError
 from dfserve.export import checkpoint as ckpt_mod
+from dfserve.export import hostspeed
 from dfserve.export import tensorrt as trt_mod
 from dfserve.export.decode_fidelity import decode_gpu_drift
 from dfserve.export.fidelity import bar_for, compare
@@ -42,7 +44,7 @@ from dfserve.export.parity import (
     reference_scores,
     write_parity_images,
 )
-from dfserve.export.policy import DECODE_GPU_BAR, DEFAULT_MODEL_ID, default_batching
+from dfserve.export.policy import DECODE_GPU_BAR, DEFAULT_MODEL_ID, SPEED_SECONDS, default_batching
 from dfserve.export.precision import convert
 from dfserve.repository.configs import Target
 from dfserve.repository.writer import check_writable, write_repository
@@ -75,8 +77,9 @@ class BuildOptions:
     negative_label: str | None = None
     positive_label: str | None = None
     target: Target = "python"
-    precision: Precision | None = None
-    """None: the engine's natural precision (FP16 for TensorRT, FP32 for ONNX Runtime and torch)."""
+    precision: Precision | Literal["auto"] | None = None
+    """None: the engine's natural precision (FP16 for TensorRT, FP32 for ONNX Runtime and torch). auto (ONNX Runtime
+    targets): build every `hostspeed.AUTO_CANDIDATES`, measure them here, serve `hostspeed.choose`'s pick."""
     engine: Literal["onnx", "torch"] = "onnx"
     """torch: PyTorch runs `vit` in the Python backend (in `precision`), instead of an ONNX graph."""
     batching: Batching | None = None
@@ -93,6 +96,10 @@ class BuildOptions:
     `dfserve.engine.gpu_decode`), gated by `FIDELITY_BARS["decode_gpu"]` on this checkpoint."""
     opset: int = ModelSpec.model_fields["onnx_opset"].default
     parity_photos: int = 8
+    speed_seconds: float = SPEED_SECONDS
+    """Seconds per graph, batch and round of the speed measurement against FP32 on this host (reduced precisions
+    and auto on the ONNX Runtime targets); 0 measures one run of each."""
+    speed_rounds: int = 2
     tolerance: float = TOLERANCE
     allow_unfused_attention: bool = False
     """TensorRT only: serve an FP16 engine whose attention was not fused (with a loud warning) instead of failing."""
@@ -177,6 +184,15 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         require_tensorrt()
     started = time.perf_counter()
     console.print(f"[bold]dfserve build[/] {options.model} -> {out} (target {options.target})")
+    if options.speed_seconds < 0 or options.speed_rounds < 1:
+        raise BuildError(
+            f"the speed measurement needs --speed-seconds >= 0 and at least one round, got {options.speed_seconds} "
+            f"s and {options.speed_rounds} round(s)"
+        )
+    if options.precision == "auto" and (options.target == "tensorrt" or options.engine == "torch"):
+        raise BuildError("--precision auto is for ONNX Runtime on CPUs (the python and container targets)")
+    # The CPU that ONNX Runtime builds measure on and whose cores set the CPU defaults; not TensorRT's.
+    host = read_host() if options.target != "tensorrt" and options.engine == "onnx" else None
 
     with stages.stage("resolve", "checkpoint located and checked"):
         ckpt = ckpt_mod.resolve(options.model, revision=options.revision, random_weights=options.random_weights)
@@ -187,7 +203,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             random_weights=options.random_weights,
             labels=ckpt_mod.labels_for(ckpt, negative=options.negative_label, positive=options.positive_label),
             preprocessing=ckpt_mod.preprocessing_for(ckpt),
-            batching=resolve_batching(options),
+            batching=resolve_batching(options, host=host),
             limits=options.limits,
             onnx_opset=options.opset,
             resize_mode=options.resize_mode,
@@ -239,19 +255,54 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
 
         served_onnx, precision_report = onnx_tmp, None
         # The tensorrt target too: TensorRT builds the proven FP16 graph itself (strongly typed), see `_tensorrt_stage`.
-        if spec.precision != "fp32":
-            served_onnx = tmp / f"model.{spec.precision}.onnx"
-            with stages.stage(spec.precision, f"{spec.precision.upper()} graph built and its fidelity proven"):
-                precision_report = _reduced_precision(
-                    spec, onnx_tmp, tmp / "classifier.onnx", served_onnx, images, parity.reference
-                )
-            vs_ref = precision_report["vs_reference"]
-            console.print(
-                f"  {spec.precision.upper()} against the pipeline: max |Δscore| {vs_ref['max_abs_diff']:.2e} (bar "
-                f"{precision_report['bar']['max_abs_diff']:g}), {vs_ref['flips']} flip(s) of {vs_ref['images']}; "
-                f"against FP32: {precision_report['vs_fp32']['max_abs_diff']:.2e}"
+        auto = options.precision == "auto"
+        wanted = [p for p in hostspeed.AUTO_CANDIDATES if p != "fp32"] if auto else [spec.precision]
+        built: dict[str, tuple[Path, dict[str, Any]]] = {}
+        failed: dict[str, str] = {}
+        for precision in (p for p in wanted if p != "fp32"):
+            path = tmp / f"model.{precision}.onnx"
+            with stages.stage(precision, f"{precision.upper()} graph built and its fidelity proven"):
+                try:
+                    built[precision] = (
+                        path,
+                        _reduced_precision(
+                            spec.model_copy(update={"precision": precision}),
+                            onnx_tmp,
+                            tmp / "classifier.onnx",
+                            path,
+                            images,
+                            parity.reference,
+                        ),
+                    )
+                except ParityError as exc:
+                    if not auto:
+                        raise
+                    failed[precision] = str(exc)
+            if precision in built:
+                _print_fidelity(console, precision, built[precision][1])
+        speed, choice = None, None
+        if host is not None and built:
+            speed = _speed_stage(stages, spec, onnx_tmp, built, images, host, options)
+        if auto:
+            assert host is not None
+            choice = hostspeed.choose(host, speed, failed)
+            console.print(f"  [bold]--precision auto[/] serves {choice.reason}")
+            spec = spec.model_copy(
+                update={
+                    "precision": choice.precision,
+                    "batching": resolve_batching(options, precision=choice.precision, host=host),
+                }
             )
+        no_gain = hostspeed.no_gain_line(spec.precision, speed, host) if speed and host else None
+        if no_gain and not auto:
+            console.print(f"  [bold yellow]{no_gain}[/]")
+        if spec.precision != "fp32":
+            served_onnx, precision_report = built[spec.precision]
             onnx_bytes = served_onnx.stat().st_size
+        if host is not None:
+            measured = hostspeed.measured_record(speed) if speed else {}
+            served = {k: v for k, v in measured.items() if k.startswith(f"{spec.precision}_")}
+            spec = spec.model_copy(update={"build_host": host.record(served)})
 
         engine_report: dict[str, Any] | None = None
         plan_path: Path | None = None
@@ -276,7 +327,14 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         "input_hw": list(spec.input_hw),
         "onnx_bytes": onnx_bytes,
         "parity": parity.as_report(),
-        "precision": {"served": spec.precision, **(precision_report or {})},
+        "precision": {
+            "served": spec.precision,
+            **(precision_report or {}),
+            **({"speed": speed} if speed else {}),
+            **({"auto": {"chosen": choice.precision, "reason": choice.reason, "failed": failed}} if choice else {}),
+            **({"no_gain": no_gain} if no_gain else {}),
+        },
+        "host": _host_report(host),
         "engine": engine_report,
         "versions": _versions(),
         "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
@@ -305,17 +363,21 @@ def check_decode(options: BuildOptions) -> None:
         )
 
 
-def resolve_batching(options: BuildOptions) -> Batching:
-    """The one place where the defaults follow the spec's engine and precision."""
+def resolve_batching(
+    options: BuildOptions, precision: Precision | None = None, host: HostCpu | None = None
+) -> Batching:
+    """The one place where the defaults follow the spec's engine and precision (`precision`: auto's pick) and the
+    build host's cores (`host`; None: `CPU_BATCHING` as measured)."""
     engine: Engine = "tensorrt" if options.target == "tensorrt" else options.engine
-    base = options.batching or default_batching(engine, _precision(options))
+    base = options.batching or default_batching(engine, precision or _precision(options), host)
     if options.batching_overrides:
         base = Batching.model_validate({**base.model_dump(), **options.batching_overrides})
     return options.gpu.for_gpu(base) if options.target == "tensorrt" else base
 
 
 def _precision(options: BuildOptions) -> Precision:
-    if options.precision is None:
+    """The precision the spec starts with (auto: FP32 until the measurement picks)."""
+    if options.precision is None or options.precision == "auto":
         return "fp16" if options.target == "tensorrt" else "fp32"
     if options.precision == "int8" and options.target == "tensorrt":
         raise BuildError("--precision int8 is for the ONNX Runtime targets (python, container), not TensorRT")
@@ -348,6 +410,54 @@ def _reduced_precision(
         "vs_fp32": vs_fp32.as_report(),
         "onnx_bytes": out.stat().st_size,
     }
+
+
+def _print_fidelity(console: Console, precision: str, report: dict[str, Any]) -> None:
+    vs_ref = report["vs_reference"]
+    console.print(
+        f"  {precision.upper()} against the pipeline: max |Δscore| {vs_ref['max_abs_diff']:.2e} (bar "
+        f"{report['bar']['max_abs_diff']:g}), {vs_ref['flips']} flip(s) of {vs_ref['images']}; "
+        f"against FP32: {report['vs_fp32']['max_abs_diff']:.2e}"
+    )
+
+
+def _speed_stage(
+    stages: _Stages,
+    spec: ModelSpec,
+    fp32: Path,
+    built: dict[str, tuple[Path, dict[str, Any]]],
+    images: list[Path],
+    host: HostCpu,
+    options: BuildOptions,
+) -> dict[str, Any]:
+    """Every reduced graph against FP32 on this CPU, as served (`hostspeed.measure`), printed one line each."""
+    batches = hostspeed.served_batches(spec)
+    with stages.stage("speed", f"speed against FP32 measured on this CPU (batch {', '.join(map(str, batches))})"):
+        speed = hostspeed.measure(
+            {"fp32": fp32, **{p: path for p, (path, _) in built.items()}},
+            spec,
+            parity_pixels(spec, images, spec.resize_mode),
+            seconds=options.speed_seconds,
+            rounds=options.speed_rounds,
+            batches=batches,
+        )
+    rates = speed["images_per_s"]
+    for precision, per in speed["over_fp32"].items():
+        figures = ", ".join(
+            f"batch {b}: {rates[precision][b]:.2f} vs {rates['fp32'][b]:.2f} images/s = {r:.2f}x"
+            for b, r in per.items()
+        )
+        stages.console.print(
+            f"  {precision.upper()} against FP32 on {host.model} ({describe_isa(host.accelerates(precision))}): "
+            f"{figures}"
+        )
+    return speed
+
+
+def _host_report(host: HostCpu | None) -> dict[str, Any] | None:
+    if host is None:
+        return None
+    return {"cpu_model": host.model, "arch": host.arch, "isa": sorted(host.isa), "cores": host.cores, "cpus": host.cpus}
 
 
 def _modes_table(modes: dict[str, dict[str, Any]], chosen: str, decode: dict[str, Any] | None = None) -> Table:

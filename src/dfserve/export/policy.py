@@ -7,10 +7,12 @@ facts of a served model, so they live with the build rather than in `dfserve.spe
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from dfserve.engine.cpu import HostCpu
 from dfserve.spec.model import Batching, Engine, GpuServing, Precision
 
 
@@ -61,16 +63,48 @@ oversubscribe the cores) and one thread per instance leaves a lone request on on
 while the one instance computes, so their transfer and decoding overlap its work. Spinning is off in the server,
 so the instance yields cores to `preprocess` (two instances: one per core). The same table for every precision:
 INT8's figures were within the machine's noise for max batch 1 and 4 (worst served / raw 0.89 and 0.92), so
-no precision gets values of its own; FP16 (not measured: slow on CPUs) follows FP32."""
+no precision gets values of its own; FP16 (not measured: slow on CPUs) follows FP32. These are the 2-core
+figures; `cpu_batching` scales them to the host's cores (docs/benchmarks.md, "CPU precision by host")."""
+
+MIN_SPEEDUP = 1.1
+"""A reduced precision below this many times FP32's images/s on the build host buys nothing for its drift: the
+build says so, and `--precision auto` keeps FP32. Above run-to-run noise on a quiet machine (a few %) and below
+every gain measured with VNNI (1.46-1.98x)."""
+
+SPEED_SECONDS = 3.0
+"""Seconds per graph, batch and round (two rounds) of a build's speed measurement against FP32: at the full-size
+ViT-S/16@384's 5-13 images/s on 2 cores, 15-40 runs per window; a few seconds of a build that takes minutes."""
+
+CORES_PER_PREPROCESS = 4
+"""One `preprocess` instance per this many cores (at least 2). Decoding and resizing a detector image costs
+0.023 s of CPU beside FP32's 0.327 s in the engine and 0.031 s beside INT8's 0.158 s (served detector minus served
+vit, docs/benchmarks.md): 7-16 % of the CPU per image, so one single-threaded decoder per 4 cores keeps ahead of
+the engine with room to spare; two at least, so that one slow 4000x3000 JPEG does not hold up the next request."""
 
 
-def default_batching(engine: Engine, precision: Precision) -> Batching:
-    """The batching a build writes unless told otherwise: `CPU_BATCHING[precision]` where ONNX Runtime runs `vit`
-    (the python and container targets, which serve on CPUs here), `Batching()` for PyTorch, and for TensorRT the
-    GPU's max batch (`GpuServing.max_batch_size`)."""
+def cpu_batching(precision: Precision, host: HostCpu | None = None) -> Batching:
+    """`CPU_BATCHING[precision]` for `host`'s cores: one `vit` instance (its intra-op threads use every core; a
+    second instance only oversubscribed them), `preprocess` instances by `CORES_PER_PREPROCESS`, and explicit
+    engine threads where a cgroup quota or affinity mask allows fewer cores than the machine has (ONNX Runtime's
+    default thread count follows the machine, and its threads would then fight over the quota)."""
+    base = CPU_BATCHING[precision]
+    if host is None:
+        return base
+    return base.model_copy(
+        update={
+            "preprocess_instances": max(2, math.ceil(host.cores / CORES_PER_PREPROCESS)),
+            "engine_threads": host.cores if host.quota_limited else base.engine_threads,
+        }
+    )
+
+
+def default_batching(engine: Engine, precision: Precision, host: HostCpu | None = None) -> Batching:
+    """The batching a build writes unless told otherwise: `cpu_batching(precision, host)` where ONNX Runtime runs
+    `vit` (the python and container targets, which serve on CPUs here), `Batching()` for PyTorch, and for TensorRT
+    the GPU's max batch (`GpuServing.max_batch_size`)."""
     if engine == "tensorrt":
         return Batching(max_batch_size=GpuServing().max_batch_size)
-    return CPU_BATCHING[precision] if engine == "onnx" else Batching()
+    return cpu_batching(precision, host) if engine == "onnx" else Batching()
 
 
 # The published shape of buildborderless/CommunityForensics-DeepfakeDet-ViT, kept so that an offline build

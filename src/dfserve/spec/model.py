@@ -367,11 +367,11 @@ class GpuServing(_Frozen):
         )
 
 
-SPEC_FORMAT_VERSION = "1.4"
+SPEC_FORMAT_VERSION = "1.5"
 """The spec's format, major.minor. A minor bump only adds fields, which older readers ignore (with one log
 line); a major bump changes meaning, and readers of another major refuse the spec naming both versions.
 1.2: Batching.engine_threads and engine_inter_op_threads; 1.3: Batching.max_queue_size and queue_timeout_us;
-1.4: ModelSpec.decode and Batching.preprocess_threads."""
+1.4: ModelSpec.decode and Batching.preprocess_threads; 1.5: ModelSpec.build_host."""
 
 
 def _format_tuple(version: str) -> tuple[int, int]:
@@ -380,6 +380,14 @@ def _format_tuple(version: str) -> tuple[int, int]:
         return int(major), int(minor)
     except ValueError as exc:
         raise IncompatibleSpecError(f"unreadable spec format version {version!r}") from exc
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model class of a field annotated `Model` or `Model | None`, else None."""
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _drop_unknown(model: type[BaseModel], data: Any, path: str, dropped: list[str]) -> Any:
@@ -392,11 +400,31 @@ def _drop_unknown(model: type[BaseModel], data: Any, path: str, dropped: list[st
         if field is None:
             dropped.append(f"{path}{key}")
             continue
-        nested = field.annotation
-        if isinstance(nested, type) and issubclass(nested, BaseModel):
+        nested = _model_of(field.annotation)
+        if nested is not None:
             value = _drop_unknown(nested, value, f"{path}{key}.", dropped)
         out[key] = value
     return out
+
+
+class BuildHost(_Frozen):
+    """The CPU a repository was built and measured on (added in format 1.4): written by `dfserve build` for the
+    ONNX Runtime targets, compared with the serving CPU by `dfserve serve` (`dfserve.engine.cpu.compare_hosts`).
+
+    A reduced precision's speed depends on the CPU's instructions (INT8: VNNI or AMX; 1.88x FP32 with AVX-512 VNNI,
+    1.01x with AVX2 only), so the speed-up is only known for the CPU it was measured on."""
+
+    cpu_model: str
+    arch: str = ""
+    """`platform.machine()`: x86_64, aarch64."""
+    isa: tuple[str, ...] = ()
+    """The instruction sets of `dfserve.engine.cpu.KNOWN_ISA` that the CPU has (Linux's flag names)."""
+    cores: int = Field(default=1, ge=1)
+    """Cores the build could use (affinity and cgroup quota)."""
+    measured: dict[str, float] = {}
+    """Served precision against FP32 on this CPU, the same graph and threads, images/s over images/s:
+    `int8_over_fp32` at batch 1 (a lone request), `int8_over_fp32_batch8` at the served max batch when it is
+    larger. Empty for an FP32 build."""
 
 
 class ModelSpec(_Frozen):
@@ -425,9 +453,12 @@ class ModelSpec(_Frozen):
     resize_mode: ResizeMode = DEFAULT_RESIZE_MODE
     """How `dfserve.preprocessing` resizes on the server and in the SDK's local mode (see that module)."""
     decode: Decode = DEFAULT_DECODE
-    """Where the served `detector` decodes and resizes files (added in format 1.3; older specs read as `cpu`):
+    """Where the served `detector` decodes and resizes files (added in format 1.4; older specs read as `cpu`):
     `gpu` on the engine's device, with the exact CPU path as the per-image fallback. The SDK's local mode and the
     `preprocess` model always use the exact CPU path."""
+    build_host: BuildHost | None = None
+    """The CPU the build ran and measured its precision on (added in format 1.5); None for TensorRT and torch
+    builds, and for repositories built before 1.4."""
 
     @property
     def input_hw(self) -> tuple[int, int]:

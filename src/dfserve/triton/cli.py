@@ -29,6 +29,7 @@ from dfserve.spec.names import (
     ADMIN_KEY_HEADER,
     DEFAULT_REPOSITORY,
     GRPC_RESTRICTED_HEADER_PREFIX,
+    ORT_THREADS_ENV,
     TRITONSERVER_ENV,
 )
 from dfserve.triton.args import split_tritonserver_args
@@ -40,6 +41,7 @@ from dfserve.triton.distribution import (
     free_port,
 )
 from dfserve.triton.hardening import RESTRICTED_APIS, request_limit
+from dfserve.triton.hostcheck import advise_repository
 from dfserve.triton.process import TritonServer
 from dfserve.triton.proxy import NginxProxy, ProxySettings, find_nginx
 from dfserve.triton.sizing import instances_arg
@@ -276,6 +278,9 @@ def run_serve(args: argparse.Namespace) -> int:
     repository = Path(args.repository).expanduser().resolve()
     if not repository.is_dir():
         raise ServerError(f"model repository {repository} does not exist or is not a directory")
+    host = advise_repository(repository)
+    if host.warning:  # before the checks that may refuse: the user sees it whichever way this run ends
+        err_console.print(f"[bold yellow]warning[/]: {host.warning}", soft_wrap=True)
     # the backends first: a TensorRT repository on nvidia-pytriton's server cannot run, whatever its plan is
     check_backends(repository, TritonDistribution.from_binary(find_tritonserver(args.tritonserver)))
     _check_engines(repository)
@@ -285,6 +290,12 @@ def run_serve(args: argparse.Namespace) -> int:
     overlay: Path | None = None
     served = repository
     counts = _instance_overrides(repository, args)
+    if args.preprocess_instances is None:
+        counts = {**host.instance_counts, **counts}
+    if host.engine_threads and not os.environ.get(ORT_THREADS_ENV):
+        os.environ[ORT_THREADS_ENV] = str(host.engine_threads)  # the python backend reads it (tritonserver's env)
+    for note in host.notes:
+        console.print(f"for this host's CPU: {note}")
     if counts or args.max_queue_delay_us is not None:
         overlay = Path(tempfile.mkdtemp(prefix="dfserve-overlay-"))
         try:
