@@ -259,6 +259,7 @@ def test_file_mode_gives_the_same_scores_and_error_rows(
         command = _score_command(manifest, out, server.http_url, *options, "--no-progress")
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert result.returncode == 1, result.stderr
+        assert out.is_file(), result.stderr  # exit 1 for the error rows, not for a run that wrote nothing
         rows[name] = _rows(out)
     assert sorted(rows["pixels"]) == sorted(rows["file"]) == sorted(chosen)
     assert rows["processes"] == rows["pixels"]  # decoding in processes changes nothing
