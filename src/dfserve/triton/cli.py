@@ -10,9 +10,7 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
-import time
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,19 +37,18 @@ from dfserve.triton.distribution import (
     find_tritonserver,
     free_port,
 )
+from dfserve.triton.guard import HttpGuard
 from dfserve.triton.hardening import RESTRICTED_APIS, request_limit
 from dfserve.triton.process import TritonServer
 from dfserve.triton.proxy import NginxProxy, ProxySettings, find_nginx
 from dfserve.triton.state import clean_leftovers
+from dfserve.triton.supervisor import RESTARTS, WINDOW_S, RestartBudget, Supervisor
 
 if TYPE_CHECKING:
     from dfserve.triton.proxy import NginxProxy
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-WATCH_INTERVAL_S = 0.5
-"""How often the launcher checks tritonserver and its backend stubs; a dead stub is acted on within this."""
 
 
 class _StopRequested(BaseException):
@@ -159,6 +156,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--start-timeout", type=float, default=180.0, metavar="S", help="seconds to wait for all models to load"
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=RESTARTS,
+        metavar="N",
+        help=(
+            f"restart tritonserver after a crash or a dead backend stub at most N times within {WINDOW_S:.0f}s "
+            "(with a growing wait), then exit with the reason (default %(default)s; 0 exits at the first crash)"
+        ),
     )
     p.add_argument(
         "tritonserver_args",
@@ -301,10 +308,21 @@ def run_serve(args: argparse.Namespace) -> int:
             if port:
                 check_port_free(args.host, port, what)
         public = {what: port or free_port(args.host) for what, port in public.items()}
+    elif args.http_port:
+        check_port_free(args.host, args.http_port, "http")
+    # Triton's HTTP binds a private loopback port behind dfserve's HTTP front (`dfserve.triton.guard`), which
+    # refuses the bodies that crash Triton 2.51 before it parses them
+    guard = HttpGuard(
+        "127.0.0.1" if args.proxy else args.host,
+        0 if args.proxy else args.http_port,
+        ("127.0.0.1", 0),
+        max_body_bytes=request_limit(served),
+    )
     server = TritonServer(
         served,
         host="127.0.0.1" if args.proxy else args.host,
-        http_port=0 if args.proxy else args.http_port,
+        http_host="127.0.0.1",
+        http_port=0,
         grpc_port=0 if args.proxy else args.grpc_port,
         metrics_port=0 if args.proxy else args.metrics_port,
         tritonserver=args.tritonserver,
@@ -328,24 +346,24 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         with console.status(f"starting tritonserver on {repository} ..."):
             server.start(timeout=args.start_timeout)
-            if args.proxy:
-                proxy = _start_proxy(server, args.host, public, args.tls_cert, args.tls_key)
-        _print_ready(server, repository, key_file, proxy)
-        while True:
+            guard.upstream = ("127.0.0.1", server.http_port)
             try:
-                server.wait(timeout=WATCH_INTERVAL_S)
-            except subprocess.TimeoutExpired:
-                if proxy is not None and not proxy.is_running():
-                    raise ServerExitedError(f"nginx (the proxy) exited: {proxy.log_text().strip()}") from None
-                dead = server.dead_stubs()
-                if dead:
-                    # Triton 2.51 would keep answering ready while the model fails every request: restart it all
-                    console.print(f"backend stub process(es) {dead} died: restarting tritonserver ...")
-                    started = time.monotonic()
-                    server.restart(timeout=args.start_timeout)
-                    console.print(f"tritonserver restarted in {time.monotonic() - started:.1f}s (pid {server.pid})")
-                continue
-            raise ServerExitedError(server.exit_reason())
+                guard.start()
+            except OSError as exc:
+                raise ServerError(
+                    f"cannot listen on {args.host}:{args.http_port} (HTTP): {exc.strerror or exc}"
+                ) from exc
+            if args.proxy:
+                proxy = _start_proxy(server, guard, args.host, public, args.tls_cert, args.tls_key)
+        _print_ready(server, guard, repository, key_file, proxy)
+        Supervisor(
+            server,
+            lambda text: console.print(text, soft_wrap=True),
+            start_timeout=args.start_timeout,
+            proxy=proxy,
+            budget=RestartBudget(max(0, args.max_restarts)),
+        ).run()  # returns only by raising: the server could not be kept up
+        raise ServerExitedError(server.exit_reason())
     except _StopRequested as stop:
         console.print(f"{stop}: stopping tritonserver ...")
         if proxy is not None:
@@ -356,6 +374,7 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         if proxy is not None:
             proxy.stop()
+        guard.stop()
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -366,7 +385,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _start_proxy(
-    server: TritonServer, host: str, public: dict[str, int], tls_cert: Path | None, tls_key: Path | None
+    server: TritonServer,
+    guard: HttpGuard,
+    host: str,
+    public: dict[str, int],
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> NginxProxy:
 
     def listen(what: str) -> str:
@@ -376,7 +400,7 @@ def _start_proxy(
         http_listen=listen("http"),
         grpc_listen=listen("grpc"),
         metrics_listen=listen("metrics"),
-        http_upstream=server.http_url,
+        http_upstream=f"127.0.0.1:{guard.port}",  # nginx -> the HTTP front -> tritonserver
         grpc_upstream=server.grpc_url,
         metrics_upstream=server.metrics_url,
         max_body_bytes=server.max_request_bytes or request_limit(server.repository),
@@ -408,7 +432,7 @@ def _warn_exposure(host: str, proxied: bool = False) -> None:
 
 
 def _print_ready(
-    server: TritonServer, repository: Path, key_file: Path | None, proxy: NginxProxy | None = None
+    server: TritonServer, guard: HttpGuard, repository: Path, key_file: Path | None, proxy: NginxProxy | None = None
 ) -> None:
     table = Table(title=f"tritonserver ready (pid {server.pid})", show_header=False)
     table.add_row("repository", str(repository))
@@ -419,6 +443,12 @@ def _print_ready(
     http_scheme = "http"
     bound = {kind: server.bind_address(kind) for kind in ("http", "grpc", "metrics")}
     dial = {"http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url}
+    bound["http"] = (
+        f"[{guard.listen_host}]:{guard.port}"
+        if ":" in guard.listen_host
+        else f"{guard.listen_host or '0.0.0.0'}:{guard.port}"
+    )
+    dial["http"] = _dial_address(bound["http"])
     if proxy is not None:
         s = proxy.settings
         bound = {"http": s.http_listen, "grpc": s.grpc_listen, "metrics": s.metrics_listen or ""}

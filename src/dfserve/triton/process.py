@@ -36,21 +36,9 @@ gets 403 over HTTP; over gRPC Triton 2.51 hard-codes UNAVAILABLE with "This prot
 ``CommonCallData::Execute``), which no option changes, so dfserve's SDK maps that answer to a final
 ``AccessDeniedError`` (tested in tests/triton/test_server.py) and generic clients must be told in the docs.
 
-A server that heals or says it is sick. Triton 2.51 does not notice a dead Python-backend stub: the model and
-the server keep answering ready while every request to that model fails with 500 "Stub process ... is not
-healthy", and with ``--model-control-mode=none`` nothing can reload it. The launcher therefore records the
-stubs (children of tritonserver) once the server is ready; `dead_stubs` finds one that is gone or a zombie,
-and `restart` takes the whole server down (its process group, so no stub survives) and starts it again on
-the same ports with the same key. Restarting the whole server was chosen over switching to explicit model
-control and reloading one model: explicit mode opens model loading with uploaded files (code execution
-through the Python backend) to whoever holds the key, and an ensemble's members cannot be reloaded alone.
-While it restarts, connections are refused (a retryable error for every client; readiness probes fail).
-Regions in /dev/shm are recorded at start too, because a dead stub's command line (where its region is
-named) can no longer be read, and are removed at every stop. A state file per server (`STATE_DIR`) names
-the process group and regions, so that the next launcher cleans up what a SIGKILLed one left
-(`clean_leftovers`).
-
-Only the standard library is imported here; the CLI part lives in ``dfserve.triton.cli``.
+Supervision (restarts after a crash or a dead stub, the restart budget) is `dfserve.triton.supervisor`'s; the state
+file that lets the next launcher clean up after a SIGKILLed one is `dfserve.triton.state`'s; the HTTP front that
+refuses what would crash Triton is `dfserve.triton.guard`'s; the CLI part lives in ``dfserve.triton.cli``.
 """
 
 from __future__ import annotations
@@ -98,27 +86,13 @@ from dfserve.triton.hardening import (
     RESTRICTED_APIS,
     SHM_OFF_HEADER,
     _parent,
-    _thread_count,
     check_admin_key,
-    scrub_argument,
+    hide_key,
 )
-from dfserve.triton.logs import _tail, explain_log
+from dfserve.triton.logs import _tail, exit_headline, explain_log
 from dfserve.triton.state import STATE_DIR, _alive, stub_shm_regions
 
 LOG = logging.getLogger(__name__)
-
-
-"""Header of the shared-memory APIs while they are off (`allow_shared_memory=False`): its value is random and
-told to no one, so Triton refuses every registration, naming this header (and so the reason) in its answer."""
-
-"""Triton APIs behind the admin key: they load/unload models, map caller memory, or write files on the host.
-Health, metadata, model-config, inference and statistics stay open."""
-
-"""The request-body bound for a repository whose spec is unknown (no dfserve.json, or a container that serves
-whatever the build wrote); a dfserve repository's own bound is `request_limit`."""
-
-
-"""Triton's `platform` values and the backend that serves each (its model_config.proto documents the pairs)."""
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -133,9 +107,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-"""One JSON file per running server: launcher pid, server pid (= its process group), stub regions."""
 
 
 class TritonServer:
@@ -162,6 +133,7 @@ class TritonServer:
         repository: str | Path,
         *,
         host: str = "127.0.0.1",
+        http_host: str | None = None,
         http_port: int = 8000,
         grpc_port: int = 8001,
         metrics_port: int = 8002,
@@ -182,6 +154,7 @@ class TritonServer:
             check_admin_key(restricted_api_key)
         self._repository = Path(repository).expanduser().resolve()
         self.host = host
+        self.http_host = host if http_host is None else http_host
         self._ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         self._tritonserver = tritonserver
         self.restricted_api_key = restricted_api_key or secrets.token_urlsafe(24)
@@ -206,20 +179,22 @@ class TritonServer:
     def repository(self) -> Path:
         return self._repository
 
-    @property
-    def _client_host(self) -> str:
-        return "127.0.0.1" if self.host in ("", "0.0.0.0") else ("[::1]" if self.host == "::" else self.host)
+    def _host(self, kind: str) -> str:
+        """The bind address of endpoint `kind`: `http_host` for HTTP (a private one behind dfserve's HTTP front,
+        `dfserve.triton.guard`), `host` for the others."""
+        return self.http_host if kind == "http" else self.host
 
     def _url(self, kind: str) -> str:
         port = self._ports[kind]
         if port == 0:
             raise ServerError(f"the {kind} port is picked at start(); start the server first")
-        return f"{self._client_host}:{port}"
+        host = self._host(kind)
+        return f"{'127.0.0.1' if host in ('', '0.0.0.0') else ('[::1]' if host == '::' else host)}:{port}"
 
     def bind_address(self, kind: str) -> str:
         """Where the `kind` endpoint listens (host:port as bound, e.g. 0.0.0.0:8000), unlike the ``*_url``
         properties, which give what a client on this host dials."""
-        host = self.host or "0.0.0.0"
+        host = self._host(kind) or "0.0.0.0"
         return f"[{host}]:{self._ports[kind]}" if ":" in host else f"{host}:{self._ports[kind]}"
 
     @property
@@ -290,9 +265,9 @@ class TritonServer:
         check_backends(self._repository, dist)
         for kind, port in self._ports.items():
             if port == 0:
-                self._ports[kind] = free_port(self.host)
+                self._ports[kind] = free_port(self._host(kind))
             else:
-                check_port_free(self.host, port, kind)
+                check_port_free(self._host(kind), port, kind)
         self._workspace = Path(tempfile.mkdtemp(prefix="dfserve-triton-"))
         self._log_path = self._workspace / "tritonserver.log"
         backends = self._prepare_backends(dist)
@@ -318,7 +293,7 @@ class TritonServer:
         finally:
             log_file.close()  # the child holds its own descriptor
         try:
-            self._hide_key(dist.binary)
+            hide_key(self._process, dist.binary, (self.restricted_api_key, self._shm_off_key), self._log_path)
             self._wait_ready(timeout)
             self._record_stubs()
         except BaseException:
@@ -364,39 +339,6 @@ class TritonServer:
         self._process = None
         self._stubs = set()
         return self.start(timeout)
-
-    def _hide_key(self, binary: Path, timeout: float = 30.0) -> None:
-        """Erase the key from the server's command line once Triton has parsed its options (module docstring)."""
-        assert self._process is not None
-        pid = self._process.pid
-        deadline = time.monotonic() + timeout
-        target = str(binary.resolve())
-        while True:
-            if self._process.poll() is not None:
-                return  # it failed to start; _wait_ready reports why
-            try:
-                execed = os.readlink(f"/proc/{pid}/exe") == target
-            except OSError:
-                execed = False
-            log_started = self._log_path is not None and self._log_path.is_file() and self._log_path.stat().st_size
-            if execed and (_thread_count(pid) > 1 or log_started):
-                break
-            if time.monotonic() > deadline:
-                raise ServerStartError(f"tritonserver (pid {pid}) did not get past option parsing in {timeout:.0f}s")
-            time.sleep(0.002)
-        try:
-            scrub_argument(pid, self.restricted_api_key)
-            scrub_argument(pid, self._shm_off_key)
-            left = self.restricted_api_key.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError as exc:
-            if self._process.poll() is not None:
-                return
-            raise ServerStartError(
-                f"cannot erase the admin key from tritonserver's command line ({exc}); the key would be readable "
-                "by every local user (ps). Is ptrace restricted (kernel.yama.ptrace_scope > 1)?"
-            ) from exc
-        if left:
-            raise ServerStartError("the admin key is still on tritonserver's command line after erasing it")
 
     def _check_repository(self) -> None:
         repo = self._repository
@@ -451,7 +393,7 @@ class TritonServer:
             "--model-control-mode=none",
             "--exit-on-error=true",
             "--strict-readiness=true",
-            f"--http-address={self.host}",
+            f"--http-address={self.http_host}",
             f"--http-port={self._ports['http']}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self._ports['grpc']}",
@@ -561,8 +503,11 @@ class TritonServer:
         return self._process.wait(timeout)
 
     def exit_reason(self) -> str:
-        """Why a server that was running stopped, from its own log."""
+        """Why a server that was running stopped: the signal that ended it (a crash is SIGSEGV or SIGABRT, whatever
+        the log says last), else its log's error lines."""
         code = self._process.returncode if self._process is not None else None
+        if code is not None and code < 0:
+            return f"{exit_headline(self.pid, code)}. Last lines of its log:\n{_tail(self.log_text(), 8)}"
         return self._failure(f"tritonserver exited with code {code}")
 
     def __enter__(self) -> TritonServer:
@@ -598,11 +543,6 @@ class TritonServer:
         """Triton's repository index (name, version, state, reason) through the restricted API."""
         index = self.get_json("/v2/repository/index", admin=True, method="POST")
         return list(index) if isinstance(index, list) else []
-
-
-"""tritonserver options that a pass-through argument list (the container's, from compose or Kubernetes) may give and
-that the launcher takes as its own settings."""
-"""Options the launcher always sets: accepted in a pass-through list with these values only."""
 
 
 _OPTION_CACHE: dict[tuple[str, str], bool] = {}
