@@ -53,6 +53,19 @@ class UndecodableImageError(InvalidImageError):
     reason = "undecodable"
 
 
+class UnsupportedFormatError(InvalidImageError):
+    """An image format outside the allowlist (`dfserve.preprocessing.ALLOWED_FORMATS`): never decoded."""
+
+    reason = "unsupported_format"
+
+
+class DecodeCostError(InvalidImageError):
+    """A file whose decoding would cost far more than any real image of its size (e.g. a JPEG with thousands of
+    progressive scans)."""
+
+    reason = "decode_cost"
+
+
 class EndpointError(DfserveError, ValueError):
     """An address that cannot be used as written; the message says why."""
 
