@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -285,3 +286,71 @@ def test_restarts_stop_when_the_budget_is_spent() -> None:
         1.0,
         False,
     ]
+
+
+def test_a_planted_state_file_deletes_nothing_outside_its_regions_nor_kills_a_stranger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the launcher does first (`clean_leftovers`) with a state file naming a path outside /dev/shm, a symlink
+    under a region's name, and processes whose recorded identity does not match (or a pid only)."""
+    import dfserve.triton.state as state
+
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path / "state")
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    link = Path(f"/dev/shm/triton_python_backend_shm_region_planted-{os.getpid()}")
+    link.symlink_to(victim)
+    real_region = Path(f"/dev/shm/triton_python_backend_shm_region_left-{os.getpid()}")
+    real_region.write_bytes(b"x")
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        me = state.identity(stranger.pid)
+        assert me is not None
+        planted = {
+            "launcher": {"pid": 999_999_999, "start": 1, "exe": "/bin/true"},
+            "processes": [
+                {**me, "start": int(me["start"]) + 1},  # the pid reused by another program
+                {"pid": stranger.pid},  # a bare pid
+                {**me, "exe": "/usr/bin/tritonserver"},
+            ],
+            "regions": [
+                f"../../..{victim}",
+                str(victim),
+                link.name,
+                real_region.name,
+                "triton_python_backend_shm_region_/x",
+            ],
+        }
+        state.state_dir()
+        (state.STATE_DIR / "planted.json").write_text(json.dumps(planted))
+        cleaned = clean_leftovers()
+        assert victim.read_text() == "precious" and link.is_symlink()  # the link itself is not followed nor removed
+        assert stranger.poll() is None
+        assert cleaned == [f"/dev/shm/{real_region.name}"] and not real_region.exists()  # its own kind of region
+        assert not (state.STATE_DIR / "planted.json").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
+        link.unlink(missing_ok=True)
+        real_region.unlink(missing_ok=True)
+
+
+def test_a_state_folder_others_can_write_is_refused(repo: Path, tmp_path: Path) -> None:
+    """Made by someone else (or open to them): `dfserve serve` refuses it with the reason, and reads nothing in it."""
+    folder = tmp_path / f"dfserve-state-{os.geteuid()}"
+    folder.mkdir()
+    folder.chmod(0o777)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    planted = {"launcher": None, "processes": [], "regions": [f"../../..{victim}"]}
+    (folder / "planted.json").write_text(json.dumps(planted))
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "dfserve.cli", "serve", f"--repository={repo}", "--http-port=0", "--grpc-port=0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 1 and "has mode 0777" in out.stderr + out.stdout, out
+    assert victim.read_text() == "precious" and (folder / "planted.json").exists()

@@ -90,7 +90,7 @@ from dfserve.triton.hardening import (
     hide_key,
 )
 from dfserve.triton.logs import _tail, exit_headline, explain_log
-from dfserve.triton.state import STATE_DIR, _alive, stub_shm_regions
+from dfserve.triton.state import _alive, remove_region, stub_shm_regions, write_state
 
 LOG = logging.getLogger(__name__)
 
@@ -316,10 +316,7 @@ class TritonServer:
         }
         self._regions |= stub_shm_regions(pid)
         self.protect_regions()
-        STATE_DIR.mkdir(mode=0o700, exist_ok=True)
-        self._state_path = STATE_DIR / f"{pid}.json"
-        state = {"launcher": os.getpid(), "pgid": pid, "regions": sorted(self._regions)}
-        self._state_path.write_text(json.dumps(state))
+        self._state_path = write_state(str(pid), [pid, *self._stubs], self._regions)
 
     def protect_regions(self) -> None:
         """Make the stubs' /dev/shm regions 0600. The Python backend creates them through Boost.Interprocess,
@@ -480,8 +477,7 @@ class TritonServer:
             proc.wait(timeout)
             code = proc.returncode
         for name in self._regions:  # left behind when a stub is killed instead of finishing its own shutdown
-            with contextlib.suppress(OSError):
-                os.unlink(f"/dev/shm/{name}")
+            remove_region(name)
         self._regions = set()
         if self._state_path is not None:
             self._state_path.unlink(missing_ok=True)
