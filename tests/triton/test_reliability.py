@@ -354,3 +354,37 @@ def test_a_state_folder_others_can_write_is_refused(repo: Path, tmp_path: Path) 
     )
     assert out.returncode == 1 and "has mode 0777" in out.stderr + out.stdout, out
     assert victim.read_text() == "precious" and (folder / "planted.json").exists()
+
+
+def test_kill_9_of_a_preprocess_stub_during_classify_many_loses_no_image(
+    built_repo: Path, sample_images: dict[str, Path]
+) -> None:
+    """Triton 2.51 cannot restart one Python-backend stub with model control off (the model keeps answering 500
+    "Stub process ... is not healthy"), so the launcher restarts the whole server; the SDK retries that answer
+    and the front's 503 meanwhile, so every one of 600 images gets its prediction."""
+    import dfserve
+
+    proc, info, _ = start_cli(f"--repository={built_repo}")
+    try:
+        pid = int(info["pid"])
+        stubs = [p for p in children(pid) if b"/preprocess/" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert stubs, children(pid)
+        paths = [path for _ in range(600 // len(sample_images) + 1) for path in sample_images.values()][:600]
+        killed: list[float] = []
+
+        def progress(done: int, total: int) -> None:
+            if done == 100 and not killed:
+                os.kill(stubs[0], signal.SIGKILL)
+                killed.append(time.monotonic())
+
+        started = time.monotonic()
+        with dfserve.Client(info["http"]) as client:
+            results = client.classify_many(paths, concurrency=8, progress=progress)
+        took = time.monotonic() - started
+        errors = [r for r in results if not isinstance(r, dfserve.Prediction)]
+        print(f"600 images with a preprocess stub killed at the 100th: {took:.1f}s, {len(errors)} lost")
+        assert killed and errors == [] and len(results) == 600
+        assert _server_pid(proc.pid) != pid  # healed by a restart
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0

@@ -503,6 +503,8 @@ def map_error(exc: BaseException, *, url: str, model: str | None = None) -> Dfse
         lowered = message.lower()
         if not status and _looks_like_connection_failure(lowered):
             cls = ServerUnavailableError  # tritonclient's own wrapper of a socket error, without a status
+        if "stub process" in lowered and "not healthy" in lowered:
+            cls = ServerUnavailableError  # a dead Python-backend stub: `dfserve serve` is restarting the server
         if code == "UNAVAILABLE" and any(p in lowered for p in _GRPC_RESTRICTED_PHRASES):
             cls = AccessDeniedError
         elif cls is ServerUnavailableError and any(p in lowered for p in _TLS_PHRASES):

@@ -42,6 +42,9 @@ LOG = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 0.5
 """How often the launcher checks tritonserver and its backend stubs; a dead stub is acted on within this."""
 
+STOP_GRACE_S = 1.0
+"""How long a server being restarted may finish requests in flight before it is killed."""
+
 RESTARTS = 5
 WINDOW_S = 600.0
 MAX_BACKOFF_S = 30.0
@@ -117,7 +120,9 @@ class Supervisor:
                 )
             wait = self.budget.backoff()
             self.say(f"{reason}\nrestarting tritonserver" + (f" in {wait:.0f}s" if wait else "") + " ...")
-            self.server.stop(timeout=5.0)  # what is left of it: stubs, regions, state file
+            # what is left of it: stubs, regions, state file. A short grace: requests to a dead stub fail anyway,
+            # and Triton 2.51 waits its whole --exit-timeout-secs for them
+            self.server.stop(timeout=STOP_GRACE_S)
             time.sleep(wait)
             started = time.monotonic()
             try:
