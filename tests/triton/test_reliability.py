@@ -388,3 +388,41 @@ def test_kill_9_of_a_preprocess_stub_during_classify_many_loses_no_image(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+def test_a_build_into_the_served_repository_changes_nothing_served_even_after_a_restart(
+    built_repo: Path, sample_images: dict[str, Path], tmp_path: Path
+) -> None:
+    """`dfserve serve` serves a private snapshot: a new build into its folder, then a dead stub (a whole-server
+    restart), and it still answers with the model it loaded; the next start serves the new build."""
+    import shutil
+
+    import dfserve
+    from dfserve.export.pipeline import BuildOptions, build
+    from tests.checkpoints import make_checkpoint
+
+    out = tmp_path / "repo"
+    shutil.copytree(built_repo, out)
+    photo = sample_images["chelsea"]
+    proc, info, _ = start_cli(f"--repository={out}")
+    try:
+        with dfserve.Client(info["http"]) as client:
+            loaded = client.classify(photo).scores
+        other = make_checkpoint(tmp_path / "other", seed=3, head_scale=30.0)
+        build(BuildOptions(out=out, model=str(other), parity_photos=2))
+        pid = _server_pid(proc.pid)
+        os.kill(children(pid)[0], signal.SIGKILL)
+        wait_until(lambda: _server_pid_or_none(proc.pid) not in (None, pid), 30.0)
+        wait_until(lambda: ready(info["http"]), 60.0)
+        with dfserve.Client(info["http"]) as client:
+            assert client.classify(photo).scores == loaded
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    proc, info, _ = start_cli(f"--repository={out}")
+    try:
+        with dfserve.Client(info["http"]) as client:
+            assert client.classify(photo).scores != loaded  # the new build, once started again
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0

@@ -536,7 +536,8 @@ def test_overlay_rejects_unknown_models_and_bad_values(add_repo: Path, tmp_path:
         overlay_repository(add_repo, tmp_path / "b", instance_counts={"addone": 0})
     changes = overlay_repository(add_repo, tmp_path / "c", max_queue_delay_us=5)
     assert changes == ["addone: max_queue_delay_microseconds 5"]
-    assert (tmp_path / "c" / "addone" / "1").is_symlink()
+    served, original = tmp_path / "c" / "addone" / "1" / "model.py", add_repo / "addone" / "1" / "model.py"
+    assert not served.is_symlink() and served.stat().st_ino == original.stat().st_ino  # a pinned snapshot
     assert "max_queue_delay_microseconds: 5" in (tmp_path / "c" / "addone" / "config.pbtxt").read_text()
 
 

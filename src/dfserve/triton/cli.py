@@ -21,6 +21,7 @@ from rich.table import Table
 from dfserve.engine.records import find_engine_records
 from dfserve.errors import ServerError, ServerExitedError
 from dfserve.repository.overlay import overlay_repository
+from dfserve.repository.staging import build_holder, snapshot_parent
 from dfserve.spec.model import SPEC_FILENAME, ModelSpec
 from dfserve.spec.names import (
     ADMIN_KEY_ENV,
@@ -46,6 +47,8 @@ from dfserve.triton.supervisor import RESTARTS, WINDOW_S, RestartBudget, Supervi
 
 if TYPE_CHECKING:
     from dfserve.triton.proxy import NginxProxy
+
+SNAPSHOT_ROOT = Path(tempfile.gettempdir())
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -287,21 +290,23 @@ def run_serve(args: argparse.Namespace) -> int:
     for item in clean_leftovers():
         console.print(f"removed what a killed dfserve serve left: {item}")
     key = admin_key(args)
-    overlay: Path | None = None
-    served = repository
+    holder = build_holder(repository)
+    if holder is not None:
+        raise ServerError(f"model repository {repository} is being written by a dfserve build (pid {holder}); wait")
+    # Triton loads a private snapshot: a build into `repository` changes nothing served until the next start, not
+    # even at a restart after a crash (`dfserve.repository.staging`)
+    overlay = Path(tempfile.mkdtemp(prefix="dfserve-served-", dir=snapshot_parent(repository, SNAPSHOT_ROOT)))
+    served = overlay / "repository"
     counts = _instance_overrides(repository, args)
-    if counts or args.max_queue_delay_us is not None:
-        overlay = Path(tempfile.mkdtemp(prefix="dfserve-overlay-"))
-        try:
-            changes = overlay_repository(
-                repository, overlay / "repository", instance_counts=counts, max_queue_delay_us=args.max_queue_delay_us
-            )
-        except BaseException:
-            shutil.rmtree(overlay, ignore_errors=True)
-            raise
-        served = overlay / "repository"
-        for change in changes:
-            console.print(f"override for this run: {change}")
+    try:
+        changes = overlay_repository(
+            repository, served, instance_counts=counts, max_queue_delay_us=args.max_queue_delay_us
+        )
+    except BaseException:
+        shutil.rmtree(overlay, ignore_errors=True)
+        raise
+    for change in changes:
+        console.print(f"override for this run: {change}")
     public = {"http": args.http_port, "grpc": args.grpc_port, "metrics": args.metrics_port}
     if args.proxy:  # the public ports are nginx's; tritonserver takes free loopback ones
         for what, port in public.items():
@@ -378,8 +383,7 @@ def run_serve(args: argparse.Namespace) -> int:
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if overlay is not None:
-            shutil.rmtree(overlay, ignore_errors=True)
+        shutil.rmtree(overlay, ignore_errors=True)
         if key_file is not None:
             key_file.unlink(missing_ok=True)
 

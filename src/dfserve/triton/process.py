@@ -64,6 +64,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dfserve.errors import IncompatibleSpecError, ServerError, ServerStartError
+from dfserve.repository.staging import build_holder
 from dfserve.spec.model import ModelSpec
 from dfserve.spec.names import (
     ADMIN_KEY_ENV,
@@ -345,10 +346,14 @@ class TritonServer:
             raise ServerStartError(f"model repository {repo} is not a directory")
         if not any(p.is_dir() and (p / CONFIG_FILENAME).is_file() for p in repo.iterdir()):
             raise ServerStartError(f"model repository {repo} holds no model (no <model>/config.pbtxt inside)")
-        if (repo / BUILD_MARKER_FILENAME).exists():
+        holder = build_holder(repo)
+        if holder is not None:
             raise ServerStartError(
-                f"model repository {repo} is being written by a dfserve build (or one died half-way: "
-                f"{BUILD_MARKER_FILENAME} is present); wait for it to finish or rebuild"
+                f"model repository {repo} is being written by a dfserve build (pid {holder}); wait for it to finish"
+            )
+        if (repo / BUILD_MARKER_FILENAME).exists():  # builds are staged: what the dead one left is not served
+            LOG.warning(
+                "a dfserve build into %s died (its %s is left); serving what is there", repo, BUILD_MARKER_FILENAME
             )
         if (repo / SPEC_FILENAME).is_file():
             try:
