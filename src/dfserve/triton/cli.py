@@ -427,7 +427,7 @@ def _dial_address(bound: str) -> str:
 def _warn_exposure(host: str, proxied: bool = False) -> None:
     if host in ("127.0.0.1", "::1", "localhost") or host.startswith("127."):
         return
-    unbounded = "" if proxied else " Request bodies are unbounded without --proxy (Triton 2.51 reads them whole)."
+    unbounded = "" if proxied else " gRPC messages are unbounded without --proxy (Triton 2.51 has no option for it)."
     err_console.print(
         f"warning: --host {host} exposes HTTP, gRPC and metrics beyond this machine. Inference, health and "
         f"metrics need no key and traffic is not encrypted: put an authenticating TLS proxy in front (see deploy/)."
@@ -462,6 +462,10 @@ def _print_ready(
         if s.tls_cert is not None:
             http_scheme, grpc_scheme = "https", "grpcs"
     table.add_row("HTTP", _endpoint(http_scheme, bound["http"], dial["http"], local))
+    table.add_row(
+        "HTTP front",
+        f"bodies over {guard.max_body_bytes} bytes and JSON nested over {guard.max_depth} deep refused before Triton",
+    )
     # pasted into Client(...) as is, the gRPC address speaks gRPC
     table.add_row("gRPC", _endpoint(grpc_scheme, bound["grpc"], dial["grpc"], local))
     metrics = _endpoint("http", bound["metrics"], dial["metrics"], local, "/metrics")
