@@ -23,6 +23,7 @@ import pytest
 from dfserve.triton.process import TritonServer
 from dfserve.triton.state import STATE_DIR, clean_leftovers, stub_shm_regions
 from dfserve.triton.supervisor import RestartBudget
+from tests.triton.test_proxy import nginx  # noqa: F401 - the fixture (installs nginx where it is missing)
 from tests.triton.test_server import alive, children, http, rest_of_output, start_cli, wait_gone, write_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -423,6 +424,24 @@ def test_a_build_into_the_served_repository_changes_nothing_served_even_after_a_
     try:
         with dfserve.Client(info["http"]) as client:
             assert client.classify(photo).scores != loaded  # the new build, once started again
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+
+
+def test_with_the_proxy_the_deep_body_is_refused_too(
+    repo: Path,
+    nginx: str,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """nginx forwards HTTP to the same front: the body never reaches Triton, which keeps its pid."""
+    monkeypatch.setenv("DFSERVE_NGINX", nginx)
+    proc, info, _ = start_cli(f"--repository={repo}", "--proxy")
+    try:
+        code, text = post(f"http://{info['http']}/v2/models/addone/infer", deep_body(200_000))
+        assert code == 400 and "nested 200001 deep" in text, (code, text)
+        assert post(f"http://{info['http']}/v2/models/addone/infer", BODY)[0] == 200
+        assert int(info["pid"]) in children(proc.pid)  # the same tritonserver: it never crashed
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
