@@ -38,7 +38,6 @@ from dfserve.triton.distribution import (
     find_tritonserver,
     free_port,
 )
-from dfserve.triton.guard import HttpGuard
 from dfserve.triton.hardening import RESTRICTED_APIS, request_limit
 from dfserve.triton.process import TritonServer
 from dfserve.triton.proxy import NginxProxy, ProxySettings, find_nginx
@@ -46,6 +45,7 @@ from dfserve.triton.state import clean_leftovers
 from dfserve.triton.supervisor import RESTARTS, WINDOW_S, RestartBudget, Supervisor
 
 if TYPE_CHECKING:
+    from dfserve.triton.guard import HttpGuard
     from dfserve.triton.proxy import NginxProxy
 
 SNAPSHOT_ROOT = Path(tempfile.gettempdir())
@@ -272,6 +272,8 @@ def _apply_tritonserver_args(args: argparse.Namespace) -> list[str]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from dfserve.triton.guard import HttpGuard  # NumPy: not for `dfserve --help`
+
     extra_args = _apply_tritonserver_args(args)
     _warn_exposure(args.host, args.proxy)
     if (args.tls_cert or args.tls_key) and not (args.proxy and args.tls_cert and args.tls_key):

@@ -31,11 +31,14 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dfserve.errors import ServerError, ServerExitedError
-from dfserve.triton.guard import HttpGuard
-from dfserve.triton.process import TritonServer
-from dfserve.triton.proxy import NginxProxy
+
+if TYPE_CHECKING:  # `dfserve --help` imports this module (the defaults), so NumPy (the guard's) stays out
+    from dfserve.triton.guard import HttpGuard
+    from dfserve.triton.process import TritonServer
+    from dfserve.triton.proxy import NginxProxy
 
 LOG = logging.getLogger(__name__)
 
