@@ -445,3 +445,41 @@ def test_with_the_proxy_the_deep_body_is_refused_too(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+def _anon_rss_mb(pid: int) -> int:
+    """Private memory of `pid` (anonymous mappings), in MB: what refused messages would leave behind."""
+    total, anonymous = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and not fields[0].endswith(":"):
+            anonymous = len(fields) < 6
+        elif fields[0] == "Rss:" and anonymous:
+            total += int(fields[1])
+    return total // 1024
+
+
+def test_memory_goes_back_after_refused_grpc_messages(built_repo: Path) -> None:
+    """Five 64 MB gRPC messages refused by `preprocess` (over its 32 MB file limit): Triton 2.51's gRPC request pool
+    kept each one's capacity (hundreds of MB for good); with the launcher's pool size 0 it goes back."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    with TritonServer(built_repo, http_port=0, grpc_port=0, metrics_port=0) as srv:
+        assert srv.pid is not None and "--grpc-infer-allocation-pool-size=0" in srv.command
+        client = grpcclient.InferenceServerClient(srv.grpc_url)
+        before = _anon_rss_mb(srv.pid)
+        big = np.array([[b"\xff\xd8" + b"\0" * (64 << 20)]], dtype=object)
+        peak = before
+        for _ in range(5):
+            inp = grpcclient.InferInput("image", [1, 1], "BYTES")
+            inp.set_data_from_numpy(big)
+            with pytest.raises(InferenceServerException, match="above the limit"):
+                client.infer("detector", [inp])
+            peak = max(peak, _anon_rss_mb(srv.pid))
+        time.sleep(1.0)
+        after = _anon_rss_mb(srv.pid)
+        client.close()
+    print(f"tritonserver private memory: {before} MB before, {peak} MB at most, {after} MB after 5 refused 64 MB")
+    assert after < before + 100, (before, peak, after)
