@@ -179,3 +179,25 @@ def test_client_errors_triton_misreports_are_400(
     each is a 400 naming the problem, and Triton never sees it."""
     status, text, _ = request(guard.port, body)
     assert status == 400 and message in text, text
+
+
+@pytest.mark.slow
+def test_a_refusal_on_a_kept_alive_connection_is_answered(guard: HttpGuard) -> None:
+    """The usual client: one connection, a good request, then a bad one; the 400 arrives at once."""
+    conn = http.client.HTTPConnection("127.0.0.1", guard.port, timeout=20)
+    conn.request("POST", "/v2/models/addone/infer", body=BODY)
+    assert conn.getresponse().read() and True
+    started = time.monotonic()
+    conn.request("POST", "/v2/models/addone/infer", body=b"[" * 1000 + b"]" * 1000)
+    resp = conn.getresponse()
+    assert resp.status == 400 and b"nested 1000 deep" in resp.read()
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.slow
+def test_an_oversized_body_gets_its_413_not_a_reset(guard: HttpGuard) -> None:
+    """The client is still sending when the front refuses from the Content-Length: it must read the 413 (a reset
+    would read as a server that is down, which clients retry)."""
+    for _ in range(5):
+        status, text, _ = request(guard.port, b"x" * (8 << 20))
+        assert status == 413 and b"larger than" in text

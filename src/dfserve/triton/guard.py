@@ -244,6 +244,7 @@ class HttpGuard:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_writer: asyncio.StreamWriter | None = None
         relay: asyncio.Task[None] | None = None
+        refusing = asyncio.Event()  # set: the relay must leave the client open for the front's own answer
         try:
             while True:
                 try:
@@ -253,17 +254,20 @@ class HttpGuard:
                 except asyncio.LimitOverrunError:
                     self.refused += 1
                     writer.write(_answer(431, "Request Header Fields Too Large", "request headers too large"))
+                    await _linger(reader, writer)
                     return
                 try:
                     head, body = await self._read_request(head, reader, writer)
                 except _Refused as refused:
                     self.refused += 1
+                    refusing.set()
                     if relay is not None and upstream_writer is not None:  # earlier answers first
                         with contextlib.suppress(OSError, RuntimeError):
                             upstream_writer.write_eof()
                         with contextlib.suppress(asyncio.TimeoutError, OSError):
                             await asyncio.wait_for(asyncio.shield(relay), 5.0)
                     writer.write(refused.answer)
+                    await _linger(reader, writer)
                     return
                 if upstream_writer is None or (relay is not None and relay.done()):
                     try:
@@ -272,7 +276,7 @@ class HttpGuard:
                         self.refused += 1
                         writer.write(_answer(503, "Service Unavailable", "the server is restarting; retry"))
                         return
-                    relay = asyncio.create_task(self._relay(upstream_reader, writer))
+                    relay = asyncio.create_task(self._relay(upstream_reader, writer, refusing))
                 upstream_writer.write(head)
                 if body:
                     upstream_writer.write(body)
@@ -291,14 +295,18 @@ class HttpGuard:
                     with contextlib.suppress(OSError, RuntimeError):
                         await _close(w)
 
-    async def _relay(self, upstream: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
-        """Triton's answers to the client, byte for byte, until Triton closes the connection."""
+    async def _relay(
+        self, upstream: asyncio.StreamReader, client: asyncio.StreamWriter, refusing: asyncio.Event
+    ) -> None:
+        """Triton's answers to the client, byte for byte, until Triton closes the connection; then the client's
+        connection is closed too, unless the front is about to answer a refused request on it."""
         with contextlib.suppress(ConnectionError, OSError):
             while data := await upstream.read(1 << 16):
                 client.write(data)
                 await client.drain()
-        with contextlib.suppress(OSError, RuntimeError):
-            client.close()
+        if not refusing.is_set():
+            with contextlib.suppress(OSError, RuntimeError):
+                client.close()
 
     async def _read_request(
         self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -378,6 +386,23 @@ class HttpGuard:
             problem = json_problem(part, infer=infer)
             if problem:
                 raise _Refused(_answer(400, "Bad Request", problem))
+
+
+LINGER_S = 30.0
+"""After refusing a request whose body is still arriving, read and drop the rest for up to this long (5 s per
+read), as nginx's lingering close does: closing at once would reset the connection, and the client would read
+"connection reset" (a server that is down, retried) instead of the 413 or 400."""
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, RuntimeError, asyncio.TimeoutError, ConnectionError):
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        deadline = asyncio.get_running_loop().time() + LINGER_S
+        while asyncio.get_running_loop().time() < deadline:
+            if not await asyncio.wait_for(reader.read(1 << 16), 5.0):
+                break
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
