@@ -88,3 +88,22 @@ def corpus(per_format: int = 60, seed: int = 0) -> Iterator[tuple[str, bytes]]:
     for f, fmt in enumerate(FORMATS):
         for i, data in enumerate(mutations(sample(fmt, seed=seed + f), seed + f, per_format)):
             yield f"{fmt.lower()}-{i}", data
+
+
+def jpeg_with_repeated_scans(extra_scans: int, width: int = 640, height: int = 480) -> bytes:
+    """A progressive JPEG whose smallest scan (an AC refinement of a smooth image: tens of bytes) is repeated
+    `extra_scans` times before the end marker: each repeat makes libjpeg walk every coefficient again."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, width, dtype=np.uint8)[None, :, None].repeat(height, 0).repeat(3, 2)
+    out = io.BytesIO()
+    Image.fromarray(ramp).save(out, "JPEG", progressive=True, quality=90)
+    data = out.getvalue()
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    ends = [*starts[1:], data.rindex(b"\xff\xd9")]
+    start, end = min(zip(starts, ends, strict=True), key=lambda se: se[1] - se[0])
+    eoi = data.rindex(b"\xff\xd9")
+    return data[:eoi] + data[start:end] * extra_scans + data[eoi:]

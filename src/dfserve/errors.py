@@ -6,7 +6,8 @@
     │   └── EndpointError                an address that cannot be used as written (also a ValueError)
     ├── InvalidImageError                preprocessing: not an image we can classify (also a ValueError)
     │   ├── EmptyImageError, ImageTooLargeError, TooManyPixelsError
-    │   └── ExtremeAspectRatioError, UndecodableImageError
+    │   ├── ExtremeAspectRatioError, UndecodableImageError
+    │   └── UnsupportedFormatError, DecodeCostError   outside the format allowlist; decoding far too costly
     ├── EngineError                      engine/: running an engine on this host
     │   ├── TensorRTUnavailableError     TensorRT or the CUDA bindings not importable
     │   └── EngineCompatibilityError     a plan built for another TensorRT or GPU
@@ -85,6 +86,19 @@ class UndecodableImageError(InvalidImageError):
     """Not an image format Pillow knows, or a truncated/corrupt file."""
 
     reason = "undecodable"
+
+
+class UnsupportedFormatError(InvalidImageError):
+    """An image format outside the allowlist (`dfserve.preprocessing.ALLOWED_FORMATS`): never decoded."""
+
+    reason = "unsupported_format"
+
+
+class DecodeCostError(InvalidImageError):
+    """A file whose decoding would cost far more than any real image of its size (e.g. a JPEG with thousands of
+    progressive scans)."""
+
+    reason = "decode_cost"
 
 
 class SpecError(DfserveError):

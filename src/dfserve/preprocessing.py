@@ -24,6 +24,7 @@ pixel-count limit is checked from the header, before any pixel is decoded.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import stat
 import warnings
@@ -35,18 +36,38 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dfserve.errors import (
+    DecodeCostError,
     EmptyImageError,
     ExtremeAspectRatioError,
     ImageTooLargeError,
     InvalidImageError,
     TooManyPixelsError,
     UndecodableImageError,
+    UnsupportedFormatError,
 )
 from dfserve.spec.model import DEFAULT_RESIZE_MODE, Limits, Preprocessing, ResizeMode
 
 ImageInput: TypeAlias = "bytes | bytearray | memoryview | str | Path | IO[bytes] | Image.Image | np.ndarray"
 
 _DEFAULT_LIMITS = Limits()
+
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+"""The formats the README promises, as Pillow names them (its JPEG opener also reads MPO, the multi-picture JPEG
+many cameras write, as its first frame). Given to ``Image.open(formats=...)``, so no other decoder is even tried
+on uploaded bytes: not EPS (Pillow hands it to Ghostscript), nor DDS, ICNS, IM, JPEG 2000, MSP, PCX, PPM, QOI,
+SGI, SPIDER, TGA, XBM."""
+
+MAX_JPEG_SCANS = 100
+"""Most scans (SOS markers) a JPEG may hold. A baseline JPEG has one per component group (1-3); libjpeg's
+progressive script (``jpeg_simple_progression``) writes 10 for colour, 6 for greyscale, mozjpeg's optimised
+scripts about as many, and an EXIF thumbnail or an MPO's second frame adds its own. Each extra scan makes the
+decoder walk every coefficient again (5.8 ms per scan at 49 MP, for 75 bytes of file), so a few thousand
+repeated scans are minutes of CPU: no encoder writes more than a few dozen."""
+
+JPEG_SCAN_BUDGET = 20
+"""Per-image decode budget, in full-image passes: scans × pixels may not exceed this × `Limits.max_pixels`. A
+small image may use all `MAX_JPEG_SCANS`; one at the pixel limit may have 20 scans (twice libjpeg's progressive
+script), so the extra work of scans is bounded by about 20 passes over the largest image allowed (0.1 s here)."""
 
 
 def use_configured_limits_only() -> None:
@@ -67,7 +88,7 @@ def open_image(data: bytes | bytearray | memoryview, limits: Limits = _DEFAULT_L
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(bytes(data)))
+            img = Image.open(io.BytesIO(bytes(data)), formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own process-wide guard fired before ours could read the size. The server's `preprocess`
         # process lifts Pillow's guard (`use_configured_limits_only`), so there only the configured limit applies.
@@ -76,11 +97,41 @@ def open_image(data: bytes | bytearray | memoryview, limits: Limits = _DEFAULT_L
             f"{Image.MAX_IMAGE_PIXELS} (the configured limit is {limits.max_pixels})"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise UndecodableImageError(f"not an image: no known image format in {size} bytes") from exc
+        raise _unsupported(bytes(data[:64]), size) from exc
     except Exception as exc:  # Pillow raises many types for malformed headers
         raise UndecodableImageError(f"truncated or corrupt image file (header): {exc}") from exc
     check_size(img.width, img.height, limits)
+    if img.format in ("JPEG", "MPO"):
+        check_jpeg_scans(bytes(data), img.width * img.height, limits)
     return img
+
+
+def _unsupported(head: bytes, size: int) -> InvalidImageError:
+    """Why Pillow found no allowed format: another format it knows (named from the plugins' signature checks
+    alone, nothing is parsed), or no image at all."""
+    Image.init()
+    for fmt, (_, accept) in Image.OPEN.items():
+        with contextlib.suppress(Exception):
+            if fmt not in ALLOWED_FORMATS and accept is not None and accept(head):
+                allowed = ", ".join(ALLOWED_FORMATS)
+                return UnsupportedFormatError(f"image format {fmt} is not accepted (accepted: {allowed})")
+    return UndecodableImageError(f"not an image: no known image format in {size} bytes")
+
+
+def check_jpeg_scans(data: bytes, pixels: int, limits: Limits) -> None:
+    """Refuse, before decoding, a JPEG with no scan (headers and an end marker but no image data: it would
+    decode as a uniform grey image and be scored) or with more scans than `MAX_JPEG_SCANS` or the decode budget
+    (`JPEG_SCAN_BUDGET`) allow. Counting the SOS marker (FF DA) over the whole file is exact for the image data,
+    where every FF byte is stuffed (FF 00); in metadata it can only count too many, and the bound leaves room."""
+    scans = data.count(b"\xff\xda")
+    if scans == 0:
+        raise UndecodableImageError("JPEG has no image data (no scan after its headers)")
+    budget = max(1, min(MAX_JPEG_SCANS, JPEG_SCAN_BUDGET * limits.max_pixels // max(1, pixels)))
+    if scans > budget:
+        raise DecodeCostError(
+            f"JPEG has {scans} scans, above the {budget} allowed for {pixels} pixels (encoders write at most a "
+            "few dozen; each scan is another pass over the whole image)"
+        )
 
 
 def check_size(width: int, height: int, limits: Limits) -> None:

@@ -95,8 +95,10 @@ def test_entry_point_keeps_the_key_off_every_command_line(built_repo: Path, tmp_
         servers = [p for p in family if Path(f"/proc/{p}/exe").resolve().name == "tritonserver"]
         assert len(servers) == 1, family
         server_args = Path(f"/proc/{servers[0]}/cmdline").read_bytes().split(b"\0")
-        assert f"--http-port={ports['http']}".encode() in server_args  # compose's arguments reached tritonserver
-        assert b"--http-address=0.0.0.0" in server_args  # the proxy reaches it from another container
+        assert f"--grpc-port={ports['grpc']}".encode() in server_args  # compose's arguments reached tritonserver
+        assert b"--grpc-address=0.0.0.0" in server_args  # the proxy reaches it from another container
+        # HTTP: the launcher's front answers on compose's port (the readiness above); Triton's own is private
+        assert b"--http-address=127.0.0.1" in server_args
 
         holders = []
         for entry in Path("/proc").iterdir():

@@ -3,12 +3,14 @@ repositories of another dfserve version."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from dfserve import __version__
 from dfserve.errors import OutputError, ServerStartError
+from dfserve.repository.staging import BuildLock
 from dfserve.repository.writer import write_repository
 from dfserve.spec.model import Labels, ModelSpec, Preprocessing
 from dfserve.spec.names import BUILD_MARKER_FILENAME
@@ -70,10 +72,16 @@ def test_a_built_folder_with_foreign_files_is_kept(tmp_path: Path, graph: Path) 
 
 
 def test_server_refuses_a_repository_being_built(tmp_path: Path, graph: Path) -> None:
+    """Refused while a build holds the folder's lock; a dead build's marker alone does not block serving (builds
+    are staged: the folder holds the old repository)."""
     out = write_repository(spec(), tmp_path / "repo", onnx_path=graph)
     (out / BUILD_MARKER_FILENAME).write_text("123\n")
-    with pytest.raises(ServerStartError, match="being written by a dfserve build"):
+    with (
+        BuildLock(out),
+        pytest.raises(ServerStartError, match=rf"being written by a dfserve build \(pid {os.getpid()}\)"),
+    ):
         TritonServer(out, http_port=0).start()
+    TritonServer(out, http_port=0)._check_repository()
 
 
 def test_server_refuses_a_repository_of_another_dfserve(tmp_path: Path, graph: Path) -> None:

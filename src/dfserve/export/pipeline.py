@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import time
 import warnings
@@ -47,7 +48,8 @@ from dfserve.export.parity import (
 from dfserve.export.policy import DECODE_GPU_BAR, DEFAULT_MODEL_ID, SPEED_SECONDS, default_batching
 from dfserve.export.precision import convert
 from dfserve.repository.configs import Target
-from dfserve.repository.writer import check_writable, write_repository
+from dfserve.repository.staging import BuildLock, commit, new_staging, remove_leftovers
+from dfserve.repository.writer import check_writable, require_replaceable, write_repository
 from dfserve.spec.model import (
     DEFAULT_DECODE,
     DEFAULT_RESIZE_MODE,
@@ -61,7 +63,7 @@ from dfserve.spec.model import (
     Precision,
     ResizeMode,
 )
-from dfserve.spec.names import BUILD_MARKER_FILENAME, ONNX_FILENAME
+from dfserve.spec.names import BUILD_MARKER_FILENAME, ONNX_FILENAME, SPEC_FILENAME
 
 log = logging.getLogger(__name__)
 
@@ -158,32 +160,51 @@ def _quiet_libraries() -> None:
 
 
 def build(options: BuildOptions, console: Console | None = None) -> BuildResult:
-    """Run every stage; raises a `BuildError` subclass naming the problem on failure."""
+    """Run every stage; raises a `BuildError` subclass naming the problem on failure.
+
+    One build per `out` at a time (an exclusive lock; a second is refused naming the first), written into a
+    staging folder inside `out` and moved into place only once complete, so a failure leaves the old repository
+    as it was (`dfserve.repository.staging`)."""
     console = console or Console(stderr=True)
     check_decode(options)  # a usage error: before anything is written
     out = Path(options.out)
     check_writable(out)
-    marker = out / BUILD_MARKER_FILENAME
-    # Marked from the start: a deployment waiting for this build must not take an older report for its end.
-    marker.write_text(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
-    try:
-        result = _build(options, console, out)
-    except BaseException:
-        # The write stage removes the old report first: while it is there, the old repository is untouched.
-        if (out / REPORT_FILENAME).exists():
-            marker.unlink(missing_ok=True)
-        raise
-    marker.unlink(missing_ok=True)
-    return result
+    with BuildLock(out):
+        for leftover in remove_leftovers(out):
+            console.print(f"removed what a failed build left: {leftover}")
+        marker = out / BUILD_MARKER_FILENAME
+        after_failed_build = marker.exists()  # we hold the lock: a marker is a dead build's
+        # Marked from the start: a deployment waiting for this build must not take an older report for its end.
+        marker.write_text(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+        staging = new_staging(out)
+        committing = False
+        try:
+            staged = _build(options, console, staging, shown=out)
+            m = staged.spec.models
+            require_replaceable(staged.spec, out, after_failed_build=after_failed_build)
+            committing = True
+            commit(staging, out, [m.engine, m.preprocess, m.ensemble, SPEC_FILENAME, REPORT_FILENAME])
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not committing:  # nothing in `out` was touched: it is the complete old repository again
+                marker.unlink(missing_ok=True)
+            raise
+        marker.unlink(missing_ok=True)
+    return BuildResult(
+        spec=staged.spec,
+        out_dir=out,
+        onnx_path=out / staged.spec.models.engine / "1" / ONNX_FILENAME,
+        report=staged.report,
+    )
 
 
-def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
+def _build(options: BuildOptions, console: Console, out: Path, *, shown: Path) -> BuildResult:
     _quiet_libraries()
     stages = _Stages(console)
     if options.target == "tensorrt":  # before minutes of export, not after
         require_tensorrt()
     started = time.perf_counter()
-    console.print(f"[bold]dfserve build[/] {options.model} -> {out} (target {options.target})")
+    console.print(f"[bold]dfserve build[/] {options.model} -> {shown} (target {options.target})")
     if options.speed_seconds < 0 or options.speed_rounds < 1:
         raise BuildError(
             f"the speed measurement needs --speed-seconds >= 0 and at least one round, got {options.speed_seconds} "
@@ -233,7 +254,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         with stages.stage("load", "model loaded"):
             model = ckpt_mod.load_model(ckpt, seed=options.seed)
         if options.engine == "torch":
-            return _torch_build(stages, ckpt, model, spec, tmp, options, out, started)
+            return _torch_build(stages, ckpt, model, spec, tmp, options, out, started, shown)
 
         from dfserve.export.onnx_graph import export_onnx  # onnx and optimum: not needed by the torch engine
 
@@ -341,8 +362,8 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
     }
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
     console.print(
-        f"[bold green]built[/] {out} in {report['timings_s']['total']:.1f} s "
-        f"(ONNX {onnx_bytes / 2**20:.1f} MiB); report: {out / REPORT_FILENAME}"
+        f"[bold green]built[/] {shown} in {report['timings_s']['total']:.1f} s "
+        f"(ONNX {onnx_bytes / 2**20:.1f} MiB); report: {shown / REPORT_FILENAME}"
     )
     return BuildResult(spec=spec, out_dir=out, onnx_path=out / spec.models.engine / "1" / ONNX_FILENAME, report=report)
 
@@ -518,6 +539,7 @@ def _torch_build(
     options: BuildOptions,
     out: Path,
     started: float,
+    shown: Path,
 ) -> BuildResult:
     """The torch engine: the same parity gate (the pipeline against the served classifier, here on the CPU, through
     the precision's bar), then the classifier's config and weights into the repository."""
@@ -561,7 +583,7 @@ def _torch_build(
     }
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
     stages.console.print(
-        f"[bold green]built[/] {out} (torch engine, {spec.precision}) in {report['timings_s']['total']:.1f} s; "
+        f"[bold green]built[/] {shown} (torch engine, {spec.precision}) in {report['timings_s']['total']:.1f} s; "
         f"max |Δscore| {drift.max_abs_diff:.2e} on {drift.images} images"
     )
     return BuildResult(spec=spec, out_dir=out, onnx_path=out / spec.models.engine / "1" / ONNX_FILENAME, report=report)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dfserve.errors import ServerError
+from dfserve.repository.staging import snapshot
 
 
 def overlay_repository(
@@ -21,10 +22,11 @@ def overlay_repository(
 
     Triton 2.51 overrides a model's config only through the model-control API, which the safe
     ``--model-control-mode=none`` turns off; so the overrides go into a private copy instead: every entry
-    is a symlink to the original (version folders, weights, labels, dfserve.json) except each model's
-    ``config.pbtxt``, rewritten through Triton's own protobuf. `instance_counts` maps a model name to the
-    count for all its instance groups; `max_queue_delay_us` applies to every model with dynamic batching.
-    Returns one line per change made.
+    is a snapshot of the original (hard links where the filesystem allows, else copies:
+    `dfserve.repository.staging.snapshot`, so that a later build into `repository` does not change what is
+    served) except each model's ``config.pbtxt``, rewritten through Triton's own protobuf where an override
+    applies. `instance_counts` maps a model name to the count for all its instance groups;
+    `max_queue_delay_us` applies to every model with dynamic batching. Returns one line per change made.
     """
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
@@ -41,18 +43,13 @@ def overlay_repository(
             raise ServerError(f"instance count for {name} must be at least 1, got {count}")
     if max_queue_delay_us is not None and max_queue_delay_us < 0:
         raise ServerError(f"max queue delay must be >= 0 microseconds, got {max_queue_delay_us}")
-    dst.mkdir(parents=True, exist_ok=True)
     changes: list[str] = []
+    snapshot(src, dst)
     for entry in sorted(src.iterdir()):
-        if entry.name not in models:
-            (dst / entry.name).symlink_to(entry)
+        if entry.name not in models or entry.name.startswith("."):
             continue
-        model_dir = dst / entry.name
-        model_dir.mkdir()
-        for item in entry.iterdir():
-            if item.name != "config.pbtxt":
-                (model_dir / item.name).symlink_to(item)
-        config_path = entry / "config.pbtxt"
+        config_path = dst / entry.name / "config.pbtxt"
+        before = len(changes)
         try:
             config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
         except text_format.ParseError as exc:
@@ -67,5 +64,7 @@ def overlay_repository(
         if max_queue_delay_us is not None and config.HasField("dynamic_batching"):
             config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
             changes.append(f"{entry.name}: max_queue_delay_microseconds {max_queue_delay_us}")
-        (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+        if len(changes) > before:
+            config_path.unlink()  # a hard link to the original: replaced, never written through
+            config_path.write_text(text_format.MessageToString(config))
     return changes

@@ -55,20 +55,31 @@ def check_writable(out: Path) -> None:
 _OURS = {names.CONFIG_FILENAME, names.LABELS_FILENAME, names.WARMUP_DIR}
 
 
-def _require_ours(model_dir: Path) -> None:
+def _require_ours(model_dir: Path, *, after_failed_build: bool = False) -> None:
     """A build replaces only model folders that a build wrote: its config.pbtxt carries dfserve's spec and the
-    folder holds nothing else than what the writer puts there (version folders, labels, warm-up)."""
+    folder holds nothing else than what the writer puts there (version folders, labels, warm-up). After a failed
+    build (its marker left in the folder), a model folder with no config but nothing foreign either is what a
+    build that wrote in place (before builds were staged) left half-way: it is replaced too."""
     config = model_dir / names.CONFIG_FILENAME
     if not model_dir.is_dir():
         raise OutputError(f"refusing to replace {model_dir}: it is not a folder; move it away or choose another --out")
     foreign = sorted(p.name for p in model_dir.iterdir() if p.name not in _OURS and not p.name.isdigit())
     problem = ""
+    if not config.is_file() and after_failed_build and not foreign:
+        return
     if not config.is_file() or SPEC_PARAMETER not in config.read_text(errors="replace"):
         problem = "it holds no config.pbtxt written by dfserve build"
     elif foreign:
         problem = f"it holds files a build does not write: {', '.join(foreign[:5])}"
     if problem:
         raise OutputError(f"refusing to replace {model_dir}: {problem}; move it away or choose another --out")
+
+
+def require_replaceable(spec: ModelSpec, out: Path, *, after_failed_build: bool = False) -> None:
+    """Refuse to replace, in `out`, a model folder that dfserve build did not write."""
+    for name in (spec.models.engine, spec.models.preprocess, spec.models.ensemble):
+        if (out / name).exists():
+            _require_ours(out / name, after_failed_build=after_failed_build)
 
 
 def warmup_image_bytes(spec: ModelSpec) -> bytes:

@@ -294,7 +294,8 @@ class Limits(_Frozen):
     max_aspect_ratio: float = Field(default=100.0, ge=1.0)
     """Longer side over shorter side, refused before decoding (added in format 1.1). Resizing works through an
     intermediate image of (output side × input side) pixels, so a 1 × 5,000,000 strip costs gigabytes however
-    small its file is. With this bound, an image inside `max_pixels` (decoded: at most max_pixels × 4 bytes) resizes
+    small its file is. With this bound, an image inside `max_pixels` (decoding peaks, measured at 49 MP, at 8 bytes
+    per pixel for an RGB JPEG, 11.5 for CMYK, 15.5 for a lossless WebP: docs/reliability.md) resizes
     through an intermediate of at most sqrt(max_pixels × max_aspect_ratio) × output side pixels (70,711 × 440 ≈
     31 M at the defaults) into a resized image of at most output side² × max_aspect_ratio pixels (19 M for a
     440 shortest edge), before the crop."""

@@ -10,9 +10,7 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
-import time
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +21,7 @@ from rich.table import Table
 from dfserve.engine.records import find_engine_records
 from dfserve.errors import ServerError, ServerExitedError
 from dfserve.repository.overlay import overlay_repository
+from dfserve.repository.staging import build_holder, snapshot_parent
 from dfserve.spec.model import SPEC_FILENAME, ModelSpec
 from dfserve.spec.names import (
     ADMIN_KEY_ENV,
@@ -46,15 +45,16 @@ from dfserve.triton.process import TritonServer
 from dfserve.triton.proxy import NginxProxy, ProxySettings, find_nginx
 from dfserve.triton.sizing import instances_arg
 from dfserve.triton.state import clean_leftovers
+from dfserve.triton.supervisor import RESTARTS, WINDOW_S, RestartBudget, Supervisor
 
 if TYPE_CHECKING:
+    from dfserve.triton.guard import HttpGuard
     from dfserve.triton.proxy import NginxProxy
+
+SNAPSHOT_ROOT = Path(tempfile.gettempdir())
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-
-WATCH_INTERVAL_S = 0.5
-"""How often the launcher checks tritonserver and its backend stubs; a dead stub is acted on within this."""
 
 
 class _StopRequested(BaseException):
@@ -165,6 +165,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--start-timeout", type=float, default=180.0, metavar="S", help="seconds to wait for all models to load"
     )
     p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=RESTARTS,
+        metavar="N",
+        help=(
+            f"restart tritonserver after a crash or a dead backend stub at most N times within {WINDOW_S:.0f}s "
+            "(with a growing wait), then exit with the reason (default %(default)s; 0 exits at the first crash)"
+        ),
+    )
+    p.add_argument(
         "tritonserver_args",
         nargs="*",
         metavar="-- TRITONSERVER_ARG",
@@ -266,6 +276,8 @@ def _apply_tritonserver_args(args: argparse.Namespace) -> list[str]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from dfserve.triton.guard import HttpGuard  # NumPy: not for `dfserve --help`
+
     extra_args = _apply_tritonserver_args(args)
     _warn_exposure(args.host, args.proxy)
     if (args.tls_cert or args.tls_key) and not (args.proxy and args.tls_cert and args.tls_key):
@@ -287,8 +299,13 @@ def run_serve(args: argparse.Namespace) -> int:
     for item in clean_leftovers():
         console.print(f"removed what a killed dfserve serve left: {item}")
     key = admin_key(args)
-    overlay: Path | None = None
-    served = repository
+    holder = build_holder(repository)
+    if holder is not None:
+        raise ServerError(f"model repository {repository} is being written by a dfserve build (pid {holder}); wait")
+    # Triton loads a private snapshot: a build into `repository` changes nothing served until the next start, not
+    # even at a restart after a crash (`dfserve.repository.staging`)
+    overlay = Path(tempfile.mkdtemp(prefix="dfserve-served-", dir=snapshot_parent(repository, SNAPSHOT_ROOT)))
+    served = overlay / "repository"
     counts = _instance_overrides(repository, args)
     if args.preprocess_instances is None:
         counts = {**host.instance_counts, **counts}
@@ -296,28 +313,36 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ[ORT_THREADS_ENV] = str(host.engine_threads)  # the python backend reads it (tritonserver's env)
     for note in host.notes:
         console.print(f"for this host's CPU: {note}")
-    if counts or args.max_queue_delay_us is not None:
-        overlay = Path(tempfile.mkdtemp(prefix="dfserve-overlay-"))
-        try:
-            changes = overlay_repository(
-                repository, overlay / "repository", instance_counts=counts, max_queue_delay_us=args.max_queue_delay_us
-            )
-        except BaseException:
-            shutil.rmtree(overlay, ignore_errors=True)
-            raise
-        served = overlay / "repository"
-        for change in changes:
-            console.print(f"override for this run: {change}")
+    try:
+        changes = overlay_repository(
+            repository, served, instance_counts=counts, max_queue_delay_us=args.max_queue_delay_us
+        )
+    except BaseException:
+        shutil.rmtree(overlay, ignore_errors=True)
+        raise
+    for change in changes:
+        console.print(f"override for this run: {change}")
     public = {"http": args.http_port, "grpc": args.grpc_port, "metrics": args.metrics_port}
     if args.proxy:  # the public ports are nginx's; tritonserver takes free loopback ones
         for what, port in public.items():
             if port:
                 check_port_free(args.host, port, what)
         public = {what: port or free_port(args.host) for what, port in public.items()}
+    elif args.http_port:
+        check_port_free(args.host, args.http_port, "http")
+    # Triton's HTTP binds a private loopback port behind dfserve's HTTP front (`dfserve.triton.guard`), which
+    # refuses the bodies that crash Triton 2.51 before it parses them
+    guard = HttpGuard(
+        "127.0.0.1" if args.proxy else args.host,
+        0 if args.proxy else args.http_port,
+        ("127.0.0.1", 0),
+        max_body_bytes=request_limit(served),
+    )
     server = TritonServer(
         served,
         host="127.0.0.1" if args.proxy else args.host,
-        http_port=0 if args.proxy else args.http_port,
+        http_host="127.0.0.1",
+        http_port=0,
         grpc_port=0 if args.proxy else args.grpc_port,
         metrics_port=0 if args.proxy else args.metrics_port,
         tritonserver=args.tritonserver,
@@ -341,24 +366,24 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         with console.status(f"starting tritonserver on {repository} ..."):
             server.start(timeout=args.start_timeout)
-            if args.proxy:
-                proxy = _start_proxy(server, args.host, public, args.tls_cert, args.tls_key)
-        _print_ready(server, repository, key_file, proxy)
-        while True:
+            guard.upstream = ("127.0.0.1", server.http_port)
             try:
-                server.wait(timeout=WATCH_INTERVAL_S)
-            except subprocess.TimeoutExpired:
-                if proxy is not None and not proxy.is_running():
-                    raise ServerExitedError(f"nginx (the proxy) exited: {proxy.log_text().strip()}") from None
-                dead = server.dead_stubs()
-                if dead:
-                    # Triton 2.51 would keep answering ready while the model fails every request: restart it all
-                    console.print(f"backend stub process(es) {dead} died: restarting tritonserver ...")
-                    started = time.monotonic()
-                    server.restart(timeout=args.start_timeout)
-                    console.print(f"tritonserver restarted in {time.monotonic() - started:.1f}s (pid {server.pid})")
-                continue
-            raise ServerExitedError(server.exit_reason())
+                guard.start()
+            except OSError as exc:
+                raise ServerError(
+                    f"cannot listen on {args.host}:{args.http_port} (HTTP): {exc.strerror or exc}"
+                ) from exc
+            if args.proxy:
+                proxy = _start_proxy(server, guard, args.host, public, args.tls_cert, args.tls_key)
+        _print_ready(server, guard, repository, key_file, proxy)
+        Supervisor(
+            server,
+            lambda text: console.print(text, soft_wrap=True),
+            start_timeout=args.start_timeout,
+            proxy=proxy,
+            budget=RestartBudget(max(0, args.max_restarts)),
+        ).run()  # returns only by raising: the server could not be kept up
+        raise ServerExitedError(server.exit_reason())
     except _StopRequested as stop:
         console.print(f"{stop}: stopping tritonserver ...")
         if proxy is not None:
@@ -369,17 +394,22 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         if proxy is not None:
             proxy.stop()
+        guard.stop()
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if overlay is not None:
-            shutil.rmtree(overlay, ignore_errors=True)
+        shutil.rmtree(overlay, ignore_errors=True)
         if key_file is not None:
             key_file.unlink(missing_ok=True)
 
 
 def _start_proxy(
-    server: TritonServer, host: str, public: dict[str, int], tls_cert: Path | None, tls_key: Path | None
+    server: TritonServer,
+    guard: HttpGuard,
+    host: str,
+    public: dict[str, int],
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> NginxProxy:
 
     def listen(what: str) -> str:
@@ -389,7 +419,7 @@ def _start_proxy(
         http_listen=listen("http"),
         grpc_listen=listen("grpc"),
         metrics_listen=listen("metrics"),
-        http_upstream=server.http_url,
+        http_upstream=f"127.0.0.1:{guard.port}",  # nginx -> the HTTP front -> tritonserver
         grpc_upstream=server.grpc_url,
         metrics_upstream=server.metrics_url,
         max_body_bytes=server.max_request_bytes or request_limit(server.repository),
@@ -412,7 +442,7 @@ def _dial_address(bound: str) -> str:
 def _warn_exposure(host: str, proxied: bool = False) -> None:
     if host in ("127.0.0.1", "::1", "localhost") or host.startswith("127."):
         return
-    unbounded = "" if proxied else " Request bodies are unbounded without --proxy (Triton 2.51 reads them whole)."
+    unbounded = "" if proxied else " gRPC messages are unbounded without --proxy (Triton 2.51 has no option for it)."
     err_console.print(
         f"warning: --host {host} exposes HTTP, gRPC and metrics beyond this machine. Inference, health and "
         f"metrics need no key and traffic is not encrypted: put an authenticating TLS proxy in front (see deploy/)."
@@ -421,7 +451,7 @@ def _warn_exposure(host: str, proxied: bool = False) -> None:
 
 
 def _print_ready(
-    server: TritonServer, repository: Path, key_file: Path | None, proxy: NginxProxy | None = None
+    server: TritonServer, guard: HttpGuard, repository: Path, key_file: Path | None, proxy: NginxProxy | None = None
 ) -> None:
     table = Table(title=f"tritonserver ready (pid {server.pid})", show_header=False)
     table.add_row("repository", str(repository))
@@ -432,6 +462,12 @@ def _print_ready(
     http_scheme = "http"
     bound = {kind: server.bind_address(kind) for kind in ("http", "grpc", "metrics")}
     dial = {"http": server.http_url, "grpc": server.grpc_url, "metrics": server.metrics_url}
+    bound["http"] = (
+        f"[{guard.listen_host}]:{guard.port}"
+        if ":" in guard.listen_host
+        else f"{guard.listen_host or '0.0.0.0'}:{guard.port}"
+    )
+    dial["http"] = _dial_address(bound["http"])
     if proxy is not None:
         s = proxy.settings
         bound = {"http": s.http_listen, "grpc": s.grpc_listen, "metrics": s.metrics_listen or ""}
@@ -441,6 +477,10 @@ def _print_ready(
         if s.tls_cert is not None:
             http_scheme, grpc_scheme = "https", "grpcs"
     table.add_row("HTTP", _endpoint(http_scheme, bound["http"], dial["http"], local))
+    table.add_row(
+        "HTTP front",
+        f"bodies over {guard.max_body_bytes} bytes and JSON nested over {guard.max_depth} deep refused before Triton",
+    )
     # pasted into Client(...) as is, the gRPC address speaks gRPC
     table.add_row("gRPC", _endpoint(grpc_scheme, bound["grpc"], dial["grpc"], local))
     metrics = _endpoint("http", bound["metrics"], dial["metrics"], local, "/metrics")

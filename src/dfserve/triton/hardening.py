@@ -4,16 +4,22 @@ command line once Triton has parsed it, and the request-size bound derived from 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from dfserve.errors import ServerError
+from dfserve.errors import ServerError, ServerStartError
 from dfserve.spec.model import ModelSpec
 from dfserve.spec.names import (
     SPEC_FILENAME,
 )
 
 SHM_OFF_HEADER = "dfserve-shared-memory-is-off"
+"""Header of the shared-memory APIs while they are off (`allow_shared_memory=False`): its value is random and
+told to no one, so Triton refuses every registration, naming this header (and so the reason) in its answer."""
 
 
 RESTRICTED_APIS: tuple[str, ...] = ("model-repository", "shared-memory", "logging", "trace")
@@ -100,3 +106,39 @@ def scrub_argument(pid: int, secret: str) -> int:
             count += 1
             start = area.find(needle, start + len(needle))
     return count
+
+
+def hide_key(
+    process: subprocess.Popen[bytes], binary: Path, secrets: Sequence[str], log_path: Path | None, timeout: float = 30.0
+) -> None:
+    """Erase `secrets` (the admin key first) from the server's command line once Triton has parsed its options
+    (`dfserve.triton.process`'s docstring says why and when)."""
+    pid = process.pid
+    deadline = time.monotonic() + timeout
+    target = str(binary.resolve())
+    while True:
+        if process.poll() is not None:
+            return  # it failed to start; the readiness wait reports why
+        try:
+            execed = os.readlink(f"/proc/{pid}/exe") == target
+        except OSError:
+            execed = False
+        log_started = log_path is not None and log_path.is_file() and log_path.stat().st_size
+        if execed and (_thread_count(pid) > 1 or log_started):
+            break
+        if time.monotonic() > deadline:
+            raise ServerStartError(f"tritonserver (pid {pid}) did not get past option parsing in {timeout:.0f}s")
+        time.sleep(0.002)
+    try:
+        for secret in secrets:
+            scrub_argument(pid, secret)
+        left = secrets[0].encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError as exc:
+        if process.poll() is not None:
+            return
+        raise ServerStartError(
+            f"cannot erase the admin key from tritonserver's command line ({exc}); the key would be readable "
+            "by every local user (ps). Is ptrace restricted (kernel.yama.ptrace_scope > 1)?"
+        ) from exc
+    if left:
+        raise ServerStartError("the admin key is still on tritonserver's command line after erasing it")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 
 # Lines of a Triton log that explain a failure: glog error lines (E1124 21:40:00.123 ...), the final
 # "error: creating server" line, model load failures and Python tracebacks from the stub.
@@ -47,3 +48,23 @@ def explain_log(text: str, *, max_lines: int = 30, max_chars: int = 4000) -> str
 
 def _tail(text: str, n: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
+
+
+_SIGNAL_MEANING = {
+    "SIGSEGV": "a crash inside Triton (e.g. a request it could not parse)",
+    "SIGABRT": "a crash inside Triton (an assertion or an uncaught exception)",
+    "SIGBUS": "a crash inside Triton (a bad memory access)",
+    "SIGKILL": "killed from outside: the kernel's out-of-memory killer or a person",
+}
+
+
+def exit_headline(pid: int | None, code: int) -> str:
+    """One line naming how a process ended: its signal's name (SIGSEGV, not -11) and what that usually means."""
+    if code >= 0:
+        return f"tritonserver (pid {pid}) exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    meaning = _SIGNAL_MEANING.get(name)
+    return f"tritonserver (pid {pid}) died of {name}" + (f": {meaning}" if meaning else "")

@@ -36,21 +36,9 @@ gets 403 over HTTP; over gRPC Triton 2.51 hard-codes UNAVAILABLE with "This prot
 ``CommonCallData::Execute``), which no option changes, so dfserve's SDK maps that answer to a final
 ``AccessDeniedError`` (tested in tests/triton/test_server.py) and generic clients must be told in the docs.
 
-A server that heals or says it is sick. Triton 2.51 does not notice a dead Python-backend stub: the model and
-the server keep answering ready while every request to that model fails with 500 "Stub process ... is not
-healthy", and with ``--model-control-mode=none`` nothing can reload it. The launcher therefore records the
-stubs (children of tritonserver) once the server is ready; `dead_stubs` finds one that is gone or a zombie,
-and `restart` takes the whole server down (its process group, so no stub survives) and starts it again on
-the same ports with the same key. Restarting the whole server was chosen over switching to explicit model
-control and reloading one model: explicit mode opens model loading with uploaded files (code execution
-through the Python backend) to whoever holds the key, and an ensemble's members cannot be reloaded alone.
-While it restarts, connections are refused (a retryable error for every client; readiness probes fail).
-Regions in /dev/shm are recorded at start too, because a dead stub's command line (where its region is
-named) can no longer be read, and are removed at every stop. A state file per server (`STATE_DIR`) names
-the process group and regions, so that the next launcher cleans up what a SIGKILLed one left
-(`clean_leftovers`).
-
-Only the standard library is imported here; the CLI part lives in ``dfserve.triton.cli``.
+Supervision (restarts after a crash or a dead stub, the restart budget) is `dfserve.triton.supervisor`'s; the state
+file that lets the next launcher clean up after a SIGKILLed one is `dfserve.triton.state`'s; the HTTP front that
+refuses what would crash Triton is `dfserve.triton.guard`'s; the CLI part lives in ``dfserve.triton.cli``.
 """
 
 from __future__ import annotations
@@ -76,6 +64,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from dfserve.errors import IncompatibleSpecError, ServerError, ServerStartError
+from dfserve.repository.staging import build_holder
 from dfserve.spec.model import ModelSpec
 from dfserve.spec.names import (
     ADMIN_KEY_ENV,
@@ -98,18 +87,13 @@ from dfserve.triton.hardening import (
     RESTRICTED_APIS,
     SHM_OFF_HEADER,
     _parent,
-    _thread_count,
     check_admin_key,
-    scrub_argument,
+    hide_key,
 )
-from dfserve.triton.logs import _tail, explain_log
-from dfserve.triton.state import STATE_DIR, _alive, stub_shm_regions
+from dfserve.triton.logs import _tail, exit_headline, explain_log
+from dfserve.triton.state import _alive, remove_region, stub_shm_regions, write_state
 
 LOG = logging.getLogger(__name__)
-
-
-"""Header of the shared-memory APIs while they are off (`allow_shared_memory=False`): its value is random and
-told to no one, so Triton refuses every registration, naming this header (and so the reason) in its answer."""
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -150,6 +134,7 @@ class TritonServer:
         repository: str | Path,
         *,
         host: str = "127.0.0.1",
+        http_host: str | None = None,
         http_port: int = 8000,
         grpc_port: int = 8001,
         metrics_port: int = 8002,
@@ -170,6 +155,7 @@ class TritonServer:
             check_admin_key(restricted_api_key)
         self._repository = Path(repository).expanduser().resolve()
         self.host = host
+        self.http_host = host if http_host is None else http_host
         self._ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         self._tritonserver = tritonserver
         self.restricted_api_key = restricted_api_key or secrets.token_urlsafe(24)
@@ -194,20 +180,22 @@ class TritonServer:
     def repository(self) -> Path:
         return self._repository
 
-    @property
-    def _client_host(self) -> str:
-        return "127.0.0.1" if self.host in ("", "0.0.0.0") else ("[::1]" if self.host == "::" else self.host)
+    def _host(self, kind: str) -> str:
+        """The bind address of endpoint `kind`: `http_host` for HTTP (a private one behind dfserve's HTTP front,
+        `dfserve.triton.guard`), `host` for the others."""
+        return self.http_host if kind == "http" else self.host
 
     def _url(self, kind: str) -> str:
         port = self._ports[kind]
         if port == 0:
             raise ServerError(f"the {kind} port is picked at start(); start the server first")
-        return f"{self._client_host}:{port}"
+        host = self._host(kind)
+        return f"{'127.0.0.1' if host in ('', '0.0.0.0') else ('[::1]' if host == '::' else host)}:{port}"
 
     def bind_address(self, kind: str) -> str:
         """Where the `kind` endpoint listens (host:port as bound, e.g. 0.0.0.0:8000), unlike the ``*_url``
         properties, which give what a client on this host dials."""
-        host = self.host or "0.0.0.0"
+        host = self._host(kind) or "0.0.0.0"
         return f"[{host}]:{self._ports[kind]}" if ":" in host else f"{host}:{self._ports[kind]}"
 
     @property
@@ -278,9 +266,9 @@ class TritonServer:
         check_backends(self._repository, dist)
         for kind, port in self._ports.items():
             if port == 0:
-                self._ports[kind] = free_port(self.host)
+                self._ports[kind] = free_port(self._host(kind))
             else:
-                check_port_free(self.host, port, kind)
+                check_port_free(self._host(kind), port, kind)
         self._workspace = Path(tempfile.mkdtemp(prefix="dfserve-triton-"))
         self._log_path = self._workspace / "tritonserver.log"
         backends = self._prepare_backends(dist)
@@ -306,7 +294,7 @@ class TritonServer:
         finally:
             log_file.close()  # the child holds its own descriptor
         try:
-            self._hide_key(dist.binary)
+            hide_key(self._process, dist.binary, (self.restricted_api_key, self._shm_off_key), self._log_path)
             self._wait_ready(timeout)
             self._record_stubs()
         except BaseException:
@@ -329,10 +317,7 @@ class TritonServer:
         }
         self._regions |= stub_shm_regions(pid)
         self.protect_regions()
-        STATE_DIR.mkdir(mode=0o700, exist_ok=True)
-        self._state_path = STATE_DIR / f"{pid}.json"
-        state = {"launcher": os.getpid(), "pgid": pid, "regions": sorted(self._regions)}
-        self._state_path.write_text(json.dumps(state))
+        self._state_path = write_state(str(pid), [pid, *self._stubs], self._regions)
 
     def protect_regions(self) -> None:
         """Make the stubs' /dev/shm regions 0600. The Python backend creates them through Boost.Interprocess,
@@ -353,39 +338,6 @@ class TritonServer:
         self._stubs = set()
         return self.start(timeout)
 
-    def _hide_key(self, binary: Path, timeout: float = 30.0) -> None:
-        """Erase the key from the server's command line once Triton has parsed its options (module docstring)."""
-        assert self._process is not None
-        pid = self._process.pid
-        deadline = time.monotonic() + timeout
-        target = str(binary.resolve())
-        while True:
-            if self._process.poll() is not None:
-                return  # it failed to start; _wait_ready reports why
-            try:
-                execed = os.readlink(f"/proc/{pid}/exe") == target
-            except OSError:
-                execed = False
-            log_started = self._log_path is not None and self._log_path.is_file() and self._log_path.stat().st_size
-            if execed and (_thread_count(pid) > 1 or log_started):
-                break
-            if time.monotonic() > deadline:
-                raise ServerStartError(f"tritonserver (pid {pid}) did not get past option parsing in {timeout:.0f}s")
-            time.sleep(0.002)
-        try:
-            scrub_argument(pid, self.restricted_api_key)
-            scrub_argument(pid, self._shm_off_key)
-            left = self.restricted_api_key.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError as exc:
-            if self._process.poll() is not None:
-                return
-            raise ServerStartError(
-                f"cannot erase the admin key from tritonserver's command line ({exc}); the key would be readable "
-                "by every local user (ps). Is ptrace restricted (kernel.yama.ptrace_scope > 1)?"
-            ) from exc
-        if left:
-            raise ServerStartError("the admin key is still on tritonserver's command line after erasing it")
-
     def _check_repository(self) -> None:
         repo = self._repository
         if not repo.exists():
@@ -394,10 +346,14 @@ class TritonServer:
             raise ServerStartError(f"model repository {repo} is not a directory")
         if not any(p.is_dir() and (p / CONFIG_FILENAME).is_file() for p in repo.iterdir()):
             raise ServerStartError(f"model repository {repo} holds no model (no <model>/config.pbtxt inside)")
-        if (repo / BUILD_MARKER_FILENAME).exists():
+        holder = build_holder(repo)
+        if holder is not None:
             raise ServerStartError(
-                f"model repository {repo} is being written by a dfserve build (or one died half-way: "
-                f"{BUILD_MARKER_FILENAME} is present); wait for it to finish or rebuild"
+                f"model repository {repo} is being written by a dfserve build (pid {holder}); wait for it to finish"
+            )
+        if (repo / BUILD_MARKER_FILENAME).exists():  # builds are staged: what the dead one left is not served
+            LOG.warning(
+                "a dfserve build into %s died (its %s is left); serving what is there", repo, BUILD_MARKER_FILENAME
             )
         if (repo / SPEC_FILENAME).is_file():
             try:
@@ -439,7 +395,7 @@ class TritonServer:
             "--model-control-mode=none",
             "--exit-on-error=true",
             "--strict-readiness=true",
-            f"--http-address={self.host}",
+            f"--http-address={self.http_host}",
             f"--http-port={self._ports['http']}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self._ports['grpc']}",
@@ -463,6 +419,11 @@ class TritonServer:
             cmd.append(f"--backend-directory={backends}")
         if self.max_request_bytes is not None and _supports_option(dist.binary, "--http-max-input-size", self):
             cmd.append(f"--http-max-input-size={self.max_request_bytes}")
+        if not any(arg.startswith(_POOL_OPTION) for arg in self.extra_args):
+            # Triton keeps up to 8 gRPC requests for reuse (default), each holding the capacity of the largest
+            # message it carried: refused 100 MB messages left hundreds of MB. Without the pool, memory goes back
+            # at once, for about 0.05 ms more per request (docs/reliability.md).
+            cmd.append(f"{_POOL_OPTION}=0")
         cmd.extend(self.extra_args)
         return cmd
 
@@ -526,8 +487,7 @@ class TritonServer:
             proc.wait(timeout)
             code = proc.returncode
         for name in self._regions:  # left behind when a stub is killed instead of finishing its own shutdown
-            with contextlib.suppress(OSError):
-                os.unlink(f"/dev/shm/{name}")
+            remove_region(name)
         self._regions = set()
         if self._state_path is not None:
             self._state_path.unlink(missing_ok=True)
@@ -549,8 +509,11 @@ class TritonServer:
         return self._process.wait(timeout)
 
     def exit_reason(self) -> str:
-        """Why a server that was running stopped, from its own log."""
+        """Why a server that was running stopped: the signal that ended it (a crash is SIGSEGV or SIGABRT, whatever
+        the log says last), else its log's error lines."""
         code = self._process.returncode if self._process is not None else None
+        if code is not None and code < 0:
+            return f"{exit_headline(self.pid, code)}. Last lines of its log:\n{_tail(self.log_text(), 8)}"
         return self._failure(f"tritonserver exited with code {code}")
 
     def __enter__(self) -> TritonServer:
@@ -589,6 +552,8 @@ class TritonServer:
 
 
 _OPTION_CACHE: dict[tuple[str, str], bool] = {}
+
+_POOL_OPTION = "--grpc-infer-allocation-pool-size"
 
 
 def _supports_option(binary: Path, option: str, server: TritonServer) -> bool:

@@ -40,7 +40,7 @@ from pathlib import Path
 from dfserve.errors import NginxNotFoundError, ProxyError, ServerStartError
 from dfserve.triton.hardening import DEFAULT_MAX_REQUEST_BYTES
 from dfserve.triton.process import _die_with_parent
-from dfserve.triton.state import STATE_DIR
+from dfserve.triton.state import write_state
 
 NGINX_ENV = "DFSERVE_NGINX"
 NGINX_INSTALL_HINT = (
@@ -311,11 +311,7 @@ class NginxProxy:
                 preexec_fn=_die_with_parent,
                 start_new_session=True,
             )
-        STATE_DIR.mkdir(mode=0o700, exist_ok=True)
-        self._state_path = STATE_DIR / f"nginx-{self._process.pid}.json"
-        self._state_path.write_text(
-            json.dumps({"launcher": os.getpid(), "pgid": self._process.pid, "regions": [], "kind": "nginx"})
-        )
+        self._state_path = write_state(f"nginx-{self._process.pid}", [self._process.pid], [])
         listens = [self.settings.http_listen, self.settings.grpc_listen]
         if self.settings.metrics_listen is not None:
             listens.append(self.settings.metrics_listen)
