@@ -105,9 +105,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help=(
             f"file (mode 0600, owned by you) holding the value of the `{ADMIN_KEY_HEADER}` header that unlocks the "
-            f"restricted APIs ({', '.join(RESTRICTED_APIS)}; the SDK's shared-memory mode needs it). Default: "
-            f"${ADMIN_KEY_ENV}, else a random key written to a new 0600 file whose path is printed. The key is "
-            "never taken from the command line nor printed"
+            f"restricted APIs ({', '.join(a for a in RESTRICTED_APIS if a != 'shared-memory')}; and shared-memory "
+            "with --allow-shared-memory, which the SDK's shared-memory mode needs). The key is never taken from "
+            f"the command line nor printed (default: ${ADMIN_KEY_ENV}, else a random key written to a new 0600 file "
+            "whose path is printed)"
         ),
     )
     p.add_argument(
@@ -133,22 +134,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tls-cert",
         type=Path,
         metavar="PEM",
-        help="with --proxy: the proxy's certificate (chain); HTTP and gRPC then speak TLS only (https://, grpcs://)",
+        help="with --proxy: the proxy's certificate (chain); HTTP and gRPC then speak TLS only (https://, grpcs://) "
+        "(default: none, plain HTTP and gRPC)",
     )
-    p.add_argument("--tls-key", type=Path, metavar="PEM", help="with --proxy: the key of --tls-cert")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="with --proxy: the key of --tls-cert (default: none)")
     p.add_argument("--log-verbose", type=int, default=0, metavar="N", help="Triton's verbose log level (0 = off)")
     p.add_argument(
         "--engine-instances",
         type=int,
         metavar="N",
-        help="run N instances of the engine model (the spec's models.engine, `vit` by default) for this run",
+        help="run N instances of the engine model (the spec's models.engine) for this run (default: the "
+        "repository's count)",
     )
     p.add_argument(
         "--preprocess-instances",
         type=instances_arg,
         metavar="N|auto",
         help="run N instances of the preprocess model for this run (each decodes images in its own process); "
-        "auto: one per CPU this process may use (affinity and cgroup quota), capped (dfserve.triton.sizing)",
+        "auto: one per CPU this process may use (affinity and cgroup quota), capped (dfserve.triton.sizing) "
+        "(default: the repository's count)",
     )
     p.add_argument(
         "--max-queue-delay-us",
@@ -156,7 +160,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="US",
         help=(
             "dynamic batching: how long (microseconds) a request may wait for others to fill a batch, for every "
-            "model that batches dynamically; higher favours throughput, lower favours latency"
+            "model that batches dynamically; higher favours throughput, lower favours latency (default: the "
+            "repository's delay)"
         ),
     )
     p.add_argument(
@@ -174,6 +179,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.set_defaults(func=run_serve)
+
+
+def unlocked_apis_line(allow_shared_memory: bool) -> str:
+    """What the admin key opens, as `TritonServer` configures it: shared memory only with --allow-shared-memory
+    (without it the shared-memory API sits behind a second, random key that nobody is given)."""
+    if allow_shared_memory:
+        return f"unlocks {', '.join(RESTRICTED_APIS)}"
+    others = ", ".join(a for a in RESTRICTED_APIS if a != "shared-memory")
+    return f"unlocks {others}; shared-memory stays closed without --allow-shared-memory"
 
 
 def _instance_overrides(repository: Path, args: argparse.Namespace) -> dict[str, int]:
@@ -444,7 +458,7 @@ def _print_ready(
     where = f"generated, in {key_file} (mode 0600, removed at exit)" if key_file else "as given"
     console.print(
         f"admin key: {where}  (HTTP header {ADMIN_KEY_HEADER}, gRPC metadata "
-        f"{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}; unlocks {', '.join(RESTRICTED_APIS)})",
+        f"{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}; {unlocked_apis_line(args.allow_shared_memory)})",
         soft_wrap=True,
     )
     console.print("Ctrl-C or SIGTERM stops the server.")
