@@ -59,6 +59,25 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type for a count or level that may be 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} should be at least 0")
+    return value
+
+
+def port(text: str) -> int:
+    """argparse type for a TCP port; 0 asks the system for a free one."""
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0 to 65535)")
+    return value
+
+
 def positive_float(text: str) -> float:
     """argparse type for a finite number above zero (seconds, a rate)."""
     try:

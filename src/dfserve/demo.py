@@ -156,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
         verified = _verify(server, report)
     console.rule("[bold green]done" if verified else "[bold red]done, NOT verified")
     console.print(
-        summary_line(report, len(photos), http_rate, grpc_rate, loadtest, verified, repo), highlight=False
+        summary_line(report, len(photos), http_rate, grpc_rate, loadtest, verified, repo),
+        highlight=False,
+        soft_wrap=True,  # one line however narrow the terminal, for a reader and for grep
     )
     return 0 if verified else 1
 

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from dfserve.commandline import constrained, non_negative_int, port, positive_float
 from dfserve.engine.records import find_engine_records
 from dfserve.errors import ServerError, ServerExitedError
 from dfserve.repository.overlay import overlay_repository
-from dfserve.spec.model import SPEC_FILENAME, ModelSpec
+from dfserve.spec.model import SPEC_FILENAME, Batching, ModelSpec
 from dfserve.spec.names import (
     ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,
@@ -82,14 +83,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="address HTTP, gRPC and metrics bind to (default 127.0.0.1; 0.0.0.0 exposes the server to the network)",
     )
     p.add_argument(
-        "--http-port", type=int, metavar="PORT", default=8000, help="HTTP/REST port (default 8000; 0 picks a free one)"
+        "--http-port", type=port, metavar="PORT", default=8000, help="HTTP/REST port (default 8000; 0 picks a free one)"
     )
     p.add_argument(
-        "--grpc-port", type=int, metavar="PORT", default=8001, help="gRPC port (default 8001; 0 picks a free one)"
+        "--grpc-port", type=port, metavar="PORT", default=8001, help="gRPC port (default 8001; 0 picks a free one)"
     )
     p.add_argument(
         "--metrics-port",
-        type=int,
+        type=port,
         metavar="PORT",
         default=8002,
         help="Prometheus /metrics port (default 8002; 0 picks a free one)",
@@ -138,10 +139,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: none, plain HTTP and gRPC)",
     )
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="with --proxy: the key of --tls-cert (default: none)")
-    p.add_argument("--log-verbose", type=int, default=0, metavar="N", help="Triton's verbose log level (0 = off)")
+    p.add_argument("--log-verbose", type=non_negative_int, default=0, metavar="N", help="Triton's verbose log level (0 = off)")
     p.add_argument(
         "--engine-instances",
-        type=int,
+        type=constrained(Batching, "engine_instances"),
         metavar="N",
         help="run N instances of the engine model (the spec's models.engine) for this run (default: the "
         "repository's count)",
@@ -156,7 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-queue-delay-us",
-        type=int,
+        type=constrained(Batching, "max_queue_delay_us"),
         metavar="US",
         help=(
             "dynamic batching: how long (microseconds) a request may wait for others to fill a batch, for every "
@@ -165,7 +166,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "--start-timeout", type=float, default=180.0, metavar="S", help="seconds to wait for all models to load"
+        "--start-timeout", type=positive_float, default=180.0, metavar="S", help="seconds to wait for all models to load"
     )
     p.add_argument(
         "tritonserver_args",
