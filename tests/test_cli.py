@@ -234,9 +234,7 @@ def test_loadtest_without_locust_names_the_extra_and_leaves_no_folder(tmp_path: 
         "from dfserve.cli import main\n"
         f"sys.exit(main(['loadtest', '--out', {str(tmp_path / 'out')!r}]))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == missing_extra_message("loadtest", "locust")
     assert "pip install 'dfserve[loadtest]'" in result.stderr

@@ -178,7 +178,7 @@ class DeprecatedAlias(argparse.Action):
             nargs=new.nargs,
             const=new.const,
             default=argparse.SUPPRESS,
-            type=new.type,
+            type=new.type if callable(new.type) else None,
             choices=new.choices,
             help=argparse.SUPPRESS,
             metavar=new.metavar,
@@ -193,9 +193,7 @@ class DeprecatedAlias(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        sys.stderr.write(
-            f"warning: {option_string} is deprecated and goes in the next release; use {self.new_name}\n"
-        )
+        sys.stderr.write(f"warning: {option_string} is deprecated and goes in the next release; use {self.new_name}\n")
         self.new(parser, namespace, values, self.new_name)
 
 

@@ -71,9 +71,7 @@ def register(subparsers: Any) -> None:
         metavar="N[,N...]",
         help="max batch sizes for the server-memory section, comma-separated",
     )
-    p.add_argument(
-        "--repeats", type=positive_int, default=d.repeats, help="repetitions of the preprocessing section"
-    )
+    p.add_argument("--repeats", type=positive_int, default=d.repeats, help="repetitions of the preprocessing section")
     p.add_argument(
         "--images",
         type=Path,

@@ -19,7 +19,10 @@ def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
         "batching (written into config.pbtxt; default: dfserve.export.policy.default_batching for engine and precision)"
     )
     g.add_argument(
-        "--max-batch-size", type=constrained(Batching, "max_batch_size"), default=None, help="largest batch the engine takes (default: the build's batching for the engine and precision)"
+        "--max-batch-size",
+        type=constrained(Batching, "max_batch_size"),
+        default=None,
+        help="largest batch the engine takes (default: the build's batching for the engine and precision)",
     )
     g.add_argument(
         "--preferred-batch-sizes",
@@ -98,9 +101,7 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("--model", default=DEFAULT_MODEL_ID, help="hub id or local checkpoint folder (default %(default)s)")
-    p.add_argument(
-        "--revision", help="hub revision (branch, tag or commit) to pin (default: the hub's main branch)"
-    )
+    p.add_argument("--revision", help="hub revision (branch, tag or commit) to pin (default: the hub's main branch)")
     p.add_argument(
         "--out",
         "--repository",

@@ -86,9 +86,7 @@ def _register_loadtest(subparsers: Any) -> None:
         help="the served Triton model whose config carries the spec (default: the ensemble a build names, "
         "then the repository index)",
     )
-    p.add_argument(
-        "--timeout", type=positive_float, default=60.0, help="seconds before a request counts as failed"
-    )
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds before a request counts as failed")
     p.add_argument("--step-users", type=positive_int, default=2, help="--shape step: users added at each step")
     p.add_argument("--step-time", type=positive_float, default=15.0, help="--shape step: seconds per step")
     p.add_argument(

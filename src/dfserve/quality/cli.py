@@ -20,9 +20,9 @@ from rich.text import Text
 from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, ProgressCallback
 from dfserve.client._types import Prediction, Result
 from dfserve.commandline import checked, default_out_dir, deprecated_alias, positive_float, positive_int
+from dfserve.errors import UsageError
 from dfserve.export.policy import DEFAULT_MODEL_ID
 from dfserve.spec.endpoints import URL_HELP, default_url
-from dfserve.errors import UsageError
 from dfserve.spec.names import ADMIN_KEY_ENV
 
 PIPE_WIDTH = 100_000

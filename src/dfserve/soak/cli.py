@@ -16,6 +16,7 @@ from dfserve.commandline import (
 )
 from dfserve.measure.stats import parse_duration
 from dfserve.spec.endpoints import PROTOCOLS, URL_HELP, default_url
+from dfserve.spec.names import MODES
 
 DURATION = checked(parse_duration, "duration")
 """The duration syntax every command shares: 600, 90s, 10m, 1h30m."""
@@ -27,7 +28,6 @@ def _warmup(text: str) -> str:
 
     parse_warmup(text, 100.0)
     return text
-from dfserve.spec.names import MODES
 
 
 def register(subparsers: Any) -> None:
@@ -70,8 +70,11 @@ def register(subparsers: Any) -> None:
         help="requests in flight, one closed-loop thread each (default: the knee of a short ramp)",
     )
     p.add_argument(
-        "--duration", type=DURATION, default=parse_duration("10m"), metavar="DURATION", help="run length: 600, 90s, "
-        "10m, 1h30m (default: 10m)"
+        "--duration",
+        type=DURATION,
+        default=parse_duration("10m"),
+        metavar="DURATION",
+        help="run length: 600, 90s, 10m, 1h30m (default: 10m)",
     )
     p.add_argument(
         "--window", type=DURATION, default=15.0, metavar="DURATION", help="length of one window (default: 15s)"

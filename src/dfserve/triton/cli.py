@@ -139,7 +139,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default: none, plain HTTP and gRPC)",
     )
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="with --proxy: the key of --tls-cert (default: none)")
-    p.add_argument("--log-verbose", type=non_negative_int, default=0, metavar="N", help="Triton's verbose log level (0 = off)")
+    p.add_argument(
+        "--log-verbose", type=non_negative_int, default=0, metavar="N", help="Triton's verbose log level (0 = off)"
+    )
     p.add_argument(
         "--engine-instances",
         type=constrained(Batching, "engine_instances"),
@@ -166,7 +168,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "--start-timeout", type=positive_float, default=180.0, metavar="S", help="seconds to wait for all models to load"
+        "--start-timeout",
+        type=positive_float,
+        default=180.0,
+        metavar="S",
+        help="seconds to wait for all models to load",
     )
     p.add_argument(
         "tritonserver_args",
@@ -459,7 +465,7 @@ def _print_ready(
     where = f"generated, in {key_file} (mode 0600, removed at exit)" if key_file else "as given"
     console.print(
         f"admin key: {where}  (HTTP header {ADMIN_KEY_HEADER}, gRPC metadata "
-        f"{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}; {unlocked_apis_line(args.allow_shared_memory)})",
+        f"{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}; {unlocked_apis_line(server.allow_shared_memory)})",
         soft_wrap=True,
     )
     console.print("Ctrl-C or SIGTERM stops the server.")
