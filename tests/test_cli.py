@@ -208,7 +208,8 @@ def test_bad_values_are_one_usage_line_with_exit_2(
 
 
 def test_classify_shared_memory_without_pixels_is_a_sentence(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["classify", str(Path(__file__)), "--shared-memory"]) == 2
+    """Said before any file is read or any server is asked (the path does not exist, no server listens)."""
+    assert main(["classify", "no/such/file.jpg", "--shared-memory", "--url", "127.0.0.1:9"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
         "error: --shared-memory carries preprocessed pixels only: add --mode pixels (files go over the network)"

@@ -151,13 +151,17 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
     deprecated_alias(parser, "--model", new="--model-name")
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from dfserve.client._client import Client
-
+def _check_combination(args: argparse.Namespace) -> None:
+    """Options each valid alone that do not go together: a usage error before any file is read."""
     if args.shared_memory and args.mode != "pixels":
         raise UsageError(
             "--shared-memory carries preprocessed pixels only: add --mode pixels (files go over the network)"
         )
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from dfserve.client._client import Client
+
     url = args.url or default_url(args.protocol)
     return Client(
         url,
@@ -225,6 +229,7 @@ def _progress(total: int, description: str) -> Iterator[ProgressCallback | None]
 def run_classify(args: argparse.Namespace) -> int:
     from dfserve.client.files import find_images
 
+    _check_combination(args)
     paths = find_images(args.paths)
     err = Console(stderr=True)
     if not paths:
@@ -306,6 +311,7 @@ def _print_table(paths: Sequence[str], results: Sequence[Result], positive: str 
 def run_eval(args: argparse.Namespace) -> int:
     from dfserve.quality.eval import collect_labelled, evaluate_folder, write_report
 
+    _check_combination(args)
     console = Console()
     with _client(args) as client:
         spec = _spec(client)
