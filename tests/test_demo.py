@@ -17,7 +17,7 @@ def test_demo_runs_every_step_and_verifies(tiny_checkpoint: Path, tmp_path: Path
     result = subprocess.run(
         [
             *(sys.executable, "-m", "dfserve.cli", "demo", "--model", str(tiny_checkpoint)),
-            *("--out", str(tmp_path), "--loadtest-seconds", "4"),
+            *("--out", str(tmp_path), "--loadtest-duration", "4s"),
         ],
         capture_output=True,
         text=True,
@@ -29,4 +29,7 @@ def test_demo_runs_every_step_and_verifies(tiny_checkpoint: Path, tmp_path: Path
     for step in ("1. build", "2. serve", "3. classify", "4. load test", "5. verify"):
         assert step in out, step
     assert "verified:" in out and "NOT verified" not in out
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("summary: ") and "images/s over HTTP" in last and "load test" in last, last
+    assert "verified against the reference pipeline" in last and "dfserve serve --repository" in last
     assert (tmp_path / "repository" / "build_report.json").is_file()

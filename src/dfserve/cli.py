@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         if (exc.name or "").startswith("dfserve"):
             raise
-        err_console.print(missing_extra_message(args.command, exc.name), markup=False, highlight=False)
+        err_console.print(missing_extra_message(args.command, exc.name), markup=False, highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err_console.print("interrupted")

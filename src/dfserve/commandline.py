@@ -5,7 +5,8 @@ the package so that each area's `cli` module can use it without importing the `d
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -58,12 +59,149 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type for a count or level that may be 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} should be at least 0")
+    return value
+
+
+def port(text: str) -> int:
+    """argparse type for a TCP port; 0 asks the system for a free one."""
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0 to 65535)")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type for a finite number above zero (seconds, a rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} should be a number above 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type for a finite number of at least zero (a warm-up, a growth allowance)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} should be a number of at least 0")
+    return value
+
+
+def checked(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    """An argparse type from a parser that raises ValueError (`dfserve.measure.stats.parse_duration`, say): its
+    message becomes the usage error. The command modules wrap their area's parsers with it, so this module needs
+    none of them."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+def show_default(value: Any) -> str:
+    """A default as a person writes it on the command line: `1,2,4` for a tuple, a path as a path, never a repr."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default in its help, written as on the command line (`1,2,4`, not a tuple). An option whose
+    help already speaks of its default is left alone; one whose default is None must say in words what None means
+    (tests/test_cli.py checks every option of every command). Flags (store_true) default to off and say nothing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.nargs == 0
+            or action.default in (None, argparse.SUPPRESS)
+            or "default" in text
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        if action.default is not None and action.default is not argparse.SUPPRESS:
+            shown = argparse.Action(action.option_strings, action.dest, default=show_default(action.default))
+            shown.__dict__.update({k: v for k, v in vars(action).items() if k != "default"})
+            return super()._expand_help(shown)
+        return super()._expand_help(action)
+
+
+class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """`HelpFormatter` that keeps a description's own line breaks (a module docstring as `dfserve demo`'s)."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line usage error: `dfserve build: error: argument --max-batch-size: 0 should be greater
-    than or equal to 1 (see dfserve build --help)`, exit 2, instead of the whole usage block above it."""
+    than or equal to 1 (see dfserve build --help)`, exit 2, instead of the whole usage block above it; and help
+    with every default (`HelpFormatter`) unless a parser asks for another formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling kept for one release: it does what the new option does, after one warning line on stderr
+    naming the new spelling. Hidden from --help (the new spelling is the one to learn)."""
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, new: argparse.Action, new_name: str, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            option_strings,
+            new.dest,
+            nargs=new.nargs,
+            const=new.const,
+            default=argparse.SUPPRESS,
+            type=new.type if callable(new.type) else None,
+            choices=new.choices,
+            help=argparse.SUPPRESS,
+            metavar=new.metavar,
+        )
+        self.new = new
+        self.new_name = new_name
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stderr.write(f"warning: {option_string} is deprecated and goes in the next release; use {self.new_name}\n")
+        self.new(parser, namespace, values, self.new_name)
+
+
+def deprecated_alias(parser: argparse.ArgumentParser, *old: str, new: str) -> None:
+    """Accept `old` spellings of the already added option `new` for one release, with a warning on use:
+    `deprecated_alias(p, "--host", new="--url")`."""
+    target = parser._option_string_actions[new]
+    parser.add_argument(*old, action=DeprecatedAlias, new=target, new_name=new)
 
 
 def positive_ints(text: str) -> tuple[int, ...]:
@@ -102,13 +240,3 @@ def default_out_dir(base: Path | None = None, prefix: str = "loadtest") -> Path:
         n += 1
         candidate = root / f"{prefix}-{stamp}-{n}"
     return candidate
-
-
-class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every default in --help, except where the help already says it or there is none (None, a flag's False)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.default in (None, False, []) or "default" in text:
-            return text
-        return super()._get_help_string(action) or text

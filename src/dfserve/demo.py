@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from dfserve.commandline import RawDescriptionHelpFormatter, checked, deprecated_alias
 from dfserve.errors import CheckpointError
 from dfserve.export.policy import DEFAULT_MODEL_ID
+from dfserve.measure.stats import parse_duration
 from dfserve.samples import photos
 from dfserve.spec.model import REPORT_FILENAME, SPEC_FILENAME
 
@@ -29,13 +31,31 @@ def register(sub: Any) -> None:
         "demo",
         help="build, serve, classify sample photographs and load-test, end to end",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default=DEFAULT_MODEL_ID, help="hub id or local checkpoint (default %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("demo-out"), help="working folder (default %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL_ID, help="hub id or local checkpoint folder")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo-out"),
+        metavar="DIR",
+        help="working folder, the same on every run so that a finished build is reused (default: ./%(default)s)",
+    )
     p.add_argument("--rebuild", action="store_true", help="rebuild even if the folder holds a finished build")
-    p.add_argument("--loadtest-seconds", type=int, default=20, help="length of the closing load test (0: skip)")
+    p.add_argument(
+        "--loadtest-duration",
+        type=checked(_duration_or_off, "duration"),
+        default=20.0,
+        metavar="DURATION",
+        help="length of the closing load test: 20s, 1m, or 0 to skip it (default: 20s)",
+    )
+    deprecated_alias(p, "--loadtest-seconds", new="--loadtest-duration")
     p.set_defaults(func=run)
+
+
+def _duration_or_off(text: str) -> float:
+    """The shared duration syntax (`dfserve.measure.stats.parse_duration`), or 0 to skip."""
+    return 0.0 if text.strip() in ("0", "0s") else parse_duration(text)
 
 
 def write_sample_photos(folder: Path) -> list[Path]:
@@ -122,18 +142,52 @@ def run(args: argparse.Namespace) -> int:
             console.print(table)
             if pred.random_weights:
                 console.print("[bold red]random weights:[/] these labels are meaningless (see the banner above)")
-            _throughput(client, photos, "HTTP, encoded files")
+            http_rate = _throughput(client, photos, "HTTP, encoded files")
         with Client(server.grpc_url, protocol="grpc", mode="pixels") as client:
-            _throughput(client, photos, "gRPC, pixels preprocessed here")
+            grpc_rate = _throughput(client, photos, "gRPC, pixels preprocessed here")
 
-        if args.loadtest_seconds > 0:
-            console.rule(f"[bold]4. load test ({args.loadtest_seconds} s, Locust)")
-            _loadtest(server, out, args.loadtest_seconds)
+        loadtest: dict[str, Any] | None = None
+        if args.loadtest_duration > 0:
+            seconds = max(1, round(args.loadtest_duration))
+            console.rule(f"[bold]4. load test ({seconds} s, Locust)")
+            loadtest = _loadtest(server, out, seconds)
 
         console.rule("[bold]5. verify: the live server against the reference pipeline")
         verified = _verify(server, report)
     console.rule("[bold green]done" if verified else "[bold red]done, NOT verified")
+    console.print(
+        summary_line(report, len(photos), http_rate, grpc_rate, loadtest, verified, repo),
+        highlight=False,
+        soft_wrap=True,  # one line however narrow the terminal, for a reader and for grep
+    )
     return 0 if verified else 1
+
+
+def summary_line(
+    report: dict[str, Any],
+    photo_count: int,
+    http_rate: float,
+    grpc_rate: float,
+    loadtest: dict[str, Any] | None,
+    verified: bool,
+    repo: Path,
+) -> str:
+    """The demo's last line: what ran, how fast, whether it matched the reference, and what to run next."""
+    weights = "random weights" if report["random_weights"] else "trained weights"
+    parts = [
+        f"{report['source']} ({weights}) served from {repo}",
+        f"{photo_count} photos classified",
+        f"{http_rate:.1f} images/s over HTTP, {grpc_rate:.1f} over gRPC",
+    ]
+    if loadtest is not None:
+        p99 = loadtest.get("p99_ms")
+        parts.append(
+            f"load test {loadtest['rps']:.1f} req/s"
+            + (f", p99 {p99:.0f} ms" if p99 is not None else "")
+            + f", {loadtest['failures']} failed"
+        )
+    parts.append("verified against the reference pipeline" if verified else "NOT verified against the reference")
+    return "summary: " + "; ".join(parts) + f". Serve it yourself: dfserve serve --repository {repo}"
 
 
 def _verify(server: Any, report: dict[str, Any]) -> bool:
@@ -145,7 +199,7 @@ def _verify(server: Any, report: dict[str, Any]) -> bool:
     return result.passed
 
 
-def _throughput(client: Any, photos: list[Path], what: str, rounds: int = 6, concurrency: int = 8) -> None:
+def _throughput(client: Any, photos: list[Path], what: str, rounds: int = 6, concurrency: int = 8) -> float:
     items = photos * rounds
     t0 = time.perf_counter()
     results = client.classify_many(items, concurrency=concurrency)
@@ -155,13 +209,16 @@ def _throughput(client: Any, photos: list[Path], what: str, rounds: int = 6, con
         f"{what}: {len(items)} images in {took:.1f} s = [bold]{len(items) / took:.1f} images/s[/] "
         f"at concurrency {concurrency}" + (f", [red]{failed} failed[/]" if failed else ", 0 failed")
     )
+    return len(items) / took
 
 
-def _loadtest(server: Any, out: Path, seconds: int) -> None:
+def _loadtest(server: Any, out: Path, seconds: int) -> dict[str, Any]:
     from dfserve.loadtest.cli import print_summary
     from dfserve.loadtest.runner import LoadtestOptions, run_loadtest
 
     options = LoadtestOptions(
         host=server.http_url, users=4, spawn_rate=4, run_time=f"{seconds}s", out=out / "loadtest", echo=False
     )
-    print_summary(run_loadtest(options, console=console), console)
+    summary = run_loadtest(options, console=console)
+    print_summary(summary, console)
+    return summary

@@ -54,6 +54,12 @@ class DfserveError(Exception):
     exit_code: int = 1
 
 
+class UsageError(DfserveError):
+    """Options that are each valid but do not go together (found after parsing): a usage error, exit 2."""
+
+    exit_code = 2
+
+
 class InvalidImageError(DfserveError, ValueError):
     """The input is not an image this service can classify. The message names the problem."""
 

@@ -73,9 +73,9 @@ def test_step_ramp_reports_steps_and_a_knee_through_the_cli(triton_server: Any, 
     code = main(
         [
             "loadtest",
-            "--host",
+            "--url",
             triton_server.http_url,
-            "--users",
+            "--concurrency",
             "4",
             "--spawn-rate",
             "4",
@@ -125,7 +125,7 @@ def test_distributed_mode_with_two_worker_processes(triton_server: Any, tmp_path
 
 def test_failures_are_counted_and_the_cli_exits_non_zero(triton_server: Any, tmp_path: Path) -> None:
     out = tmp_path / "bad"
-    args = ["--users", "1", "--run-time", "2s", "--model", "no-such-model", "--image-count", "1", "--quiet"]
+    args = ["--concurrency", "1", "--duration", "2s", "--model-name", "no-such-model", "--image-count", "1", "--quiet"]
     code = main(["loadtest", "--url", triton_server.http_url, *args, "--out", str(out)])
     assert code == 1
     summary = json.loads((out / "summary.json").read_text())
@@ -134,7 +134,7 @@ def test_failures_are_counted_and_the_cli_exits_non_zero(triton_server: Any, tmp
 
 
 def test_bad_host_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["loadtest", "--host", "ftp://x:1", "--run-time", "1s"]) == 1
+    assert main(["loadtest", "--url", "ftp://x:1", "--duration", "1s"]) == 1
     assert "unsupported URL scheme" in capsys.readouterr().err
 
 

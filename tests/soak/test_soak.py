@@ -36,8 +36,11 @@ def test_options_are_checked_before_any_load(tmp_path: Path) -> None:
 
 
 def test_cli_names_a_bad_duration(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["soak", "--url", "localhost:1", "--duration", "ten minutes"]) == 1
-    assert "duration 'ten minutes' is not like" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["soak", "--url", "localhost:1", "--duration", "ten minutes"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --duration: duration 'ten minutes' is not like" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -505,6 +505,7 @@ def test_cli_serve_exits_nonzero_when_the_server_dies(add_repo: Path, tmp_path: 
     key_file.chmod(0o600)
     proc, info, lines = start_cli(f"--repository={add_repo}", f"--admin-key-file={key_file}", "--max-restarts=0")
     assert "admin key: as given" in "\n".join(lines) and GIVEN_KEY not in "\n".join(lines)
+    assert "shared-memory stays closed without --allow-shared-memory" in "\n".join(lines)
     status, _ = http(f"http://{info['http']}/v2/repository/index", method="POST", headers={ADMIN_KEY_HEADER: GIVEN_KEY})
     assert status == 200
     assert GIVEN_KEY not in Path(f"/proc/{info['pid']}/cmdline").read_text()

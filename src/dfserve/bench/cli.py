@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from dfserve.bench.options import BenchOptions
-from dfserve.commandline import positive_ints
+from dfserve.commandline import checked, deprecated_alias, positive_int, positive_ints
+from dfserve.measure.stats import parse_duration
 
 MEASUREMENTS: dict[str, str] = {
     "tune": "the CPU serving defaults: served vit against raw ONNX Runtime per batching candidate (CPU_BATCHING)",
@@ -67,31 +68,69 @@ def register(subparsers: Any) -> None:
     )
 
     d = BenchOptions()
-    p.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the preset, random weights)")
-    p.add_argument("--repository", type=Path, default=None, help="an already built FP32 repository (skips its build)")
-    p.add_argument("--int8-repository", type=Path, default=None, help="an already built INT8 repository")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint folder or hub id (default: the ViT-S/16 at 384 preset with random weights)",
+    )
+    p.add_argument(
+        "--repository",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="an already built FP32 repository, which skips its build (default: built here from --model)",
+    )
+    p.add_argument(
+        "--int8-repository",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="an already built INT8 repository, which skips its build (default: built here from --model)",
+    )
     p.add_argument("--random-weights", action="store_true", help="build --model with random weights")
     p.add_argument(
         "--concurrency",
         type=positive_ints,
         default=d.concurrency,
-        help="comma-separated concurrency levels (default: %(default)s)",
+        metavar="N[,N...]",
+        help="requests in flight; several, comma-separated, for a sweep",
     )
-    p.add_argument("--rounds", type=int, default=d.rounds, help="alternating rounds (%(default)s)")
+    p.add_argument("--rounds", type=positive_int, default=d.rounds, help="alternating rounds")
     p.add_argument(
-        "--seconds", type=float, default=d.seconds, help="seconds per variant, level and round (%(default)s)"
+        "--window",
+        type=checked(parse_duration, "duration"),
+        default=d.seconds,
+        metavar="DURATION",
+        help="length of each timed window: one variant at one concurrency in one round (default: %(default)ss)",
     )
-    p.add_argument("--pipeline-batch", type=int, default=d.pipeline_batch, help="Transformers pipeline batch size")
+    p.add_argument(
+        "--pipeline-batch", type=positive_int, default=d.pipeline_batch, help="Transformers pipeline batch size"
+    )
     p.add_argument(
         "--memory-batches",
         type=positive_ints,
         default=d.memory_batches,
-        help="comma-separated max batch sizes for the memory section (default: %(default)s)",
+        metavar="N[,N...]",
+        help="max batch sizes for the server-memory section, comma-separated",
     )
-    p.add_argument("--repeats", type=int, default=d.repeats, help="repetitions of the preprocessing section")
-    p.add_argument("--images", type=Path, default=None, help="folder of JPEGs (default: generated photo-like)")
-    p.add_argument("--image-count", type=int, default=d.image_count)
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: ./bench-<time>)")
+    p.add_argument("--repeats", type=positive_int, default=d.repeats, help="repetitions of the preprocessing section")
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="time these JPEG files instead of generated ones (default: --image-count generated photo-like JPEGs)",
+    )
+    p.add_argument(
+        "--image-count",
+        type=positive_int,
+        default=d.image_count,
+        help="how many photo-like JPEGs to generate when --images is not given",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="output folder (default: a new ./bench-<date>-<time>)"
+    )
+    deprecated_alias(p, "--seconds", new="--window")
     p.set_defaults(func=_bench)
     measurements = p.add_subparsers(
         action=_Measurements,
@@ -115,7 +154,7 @@ def _bench(args: argparse.Namespace) -> int:
         random_weights=args.random_weights,
         concurrency=args.concurrency,
         rounds=args.rounds,
-        seconds=args.seconds,
+        seconds=args.window,
         pipeline_batch=args.pipeline_batch,
         memory_batches=args.memory_batches,
         repeats=args.repeats,

@@ -29,7 +29,10 @@ def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
         "batching (written into config.pbtxt; default: dfserve.export.policy.default_batching for engine and precision)"
     )
     g.add_argument(
-        "--max-batch-size", type=constrained(Batching, "max_batch_size"), default=None, help="engine max batch"
+        "--max-batch-size",
+        type=constrained(Batching, "max_batch_size"),
+        default=None,
+        help="largest batch the engine takes (default: the build's batching for the engine and precision)",
     )
     g.add_argument(
         "--preferred-batch-sizes",
@@ -42,26 +45,28 @@ def add_batching_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-queue-delay-us",
         type=constrained(Batching, "max_queue_delay_us"),
         default=None,
-        help="how long a request may wait for others to fill a batch",
+        help="how long a request may wait for others to fill a batch, in microseconds (default: the build's "
+        "batching for the engine and precision)",
     )
     gpu = GpuServing()
     g.add_argument(
         "--engine-instances",
         type=constrained(Batching, "engine_instances"),
         default=None,
-        help=f"engine instances ({gpu.engine_instances} on the GPU target tensorrt)",
+        help=f"engine instances (default: the build's batching; {gpu.engine_instances} on the GPU target tensorrt)",
     )
     g.add_argument(
         "--preprocess-instances",
         type=constrained(Batching, "preprocess_instances"),
         default=None,
-        help="decode/resize instances, each a process (one per CPU core of this host on the GPU target tensorrt)",
+        help="decode/resize instances, each a process (default: the build's batching; one per CPU core of this host "
+        "on the GPU target tensorrt)",
     )
     g.add_argument(
         "--engine-threads",
         type=constrained(Batching, "engine_threads"),
         default=None,
-        help="ONNX Runtime intra-op threads per engine instance (0: all)",
+        help="ONNX Runtime intra-op threads per engine instance, 0 for all (default: the build's batching)",
     )
 
 
@@ -106,12 +111,16 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("--model", default=DEFAULT_MODEL_ID, help="hub id or local checkpoint folder (default %(default)s)")
-    p.add_argument("--revision", help="hub revision (branch, tag or commit) to pin")
+    p.add_argument("--revision", help="hub revision (branch, tag or commit) to pin (default: the hub's main branch)")
     p.add_argument(
         "--out",
+        "--repository",
+        dest="out",
         type=Path,
         default=Path(DEFAULT_REPOSITORY),
-        help="output folder for the model repository (default: ./%(default)s, which `dfserve serve` serves)",
+        metavar="DIR",
+        help="the model repository to write (default: ./%(default)s, which `dfserve serve` serves); --repository "
+        "is the same option, named as serve, soak and bench name the folder they read",
     )
     p.add_argument(
         "--random-weights",

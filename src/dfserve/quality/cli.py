@@ -17,9 +17,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_PORTS, DEFAULT_TIMEOUT, ProgressCallback
+from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, ProgressCallback
 from dfserve.client._types import Prediction, Result
-from dfserve.commandline import DefaultsFormatter
+from dfserve.commandline import (
+    checked,
+    default_out_dir,
+    deprecated_alias,
+    positive_float,
+    positive_int,
+)
+from dfserve.errors import UsageError
+from dfserve.export.policy import DEFAULT_MODEL_ID
+from dfserve.spec.endpoints import URL_HELP, default_url
 from dfserve.spec.names import ADMIN_KEY_ENV
 
 PIPE_WIDTH = 100_000
@@ -35,7 +44,6 @@ def register(subparsers: Any) -> None:
         help="classify image files and folders with a running server",
         description="Classify images (files, or folders searched recursively) with a running dfserve server. "
         "Exits with status 1 if any image failed.",
-        formatter_class=DefaultsFormatter,
     )
     classify.add_argument("paths", nargs="+", metavar="PATH", help="image files and/or folders")
     _connection_args(classify)
@@ -59,10 +67,15 @@ def register(subparsers: Any) -> None:
         description="Classify DIR/<label>/* with a running server and print scikit-learn's accuracy, precision, "
         "recall, F1, ROC-AUC, average precision, the confusion matrix and a threshold sweep; write them as "
         "JSON and a PNG (ROC curve, score histograms per label).",
-        formatter_class=DefaultsFormatter,
     )
     evaluate.add_argument("directory", metavar="DIR", type=Path, help="folder with one sub-folder per label")
-    evaluate.add_argument("--out", type=Path, default=Path("eval-out"), help="where eval.json and eval.png go")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where eval.json and eval.png go (default: a new ./eval-<date>-<time>)",
+    )
     evaluate.add_argument(
         "--positive",
         type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
@@ -72,55 +85,96 @@ def register(subparsers: Any) -> None:
         "(default: the spec's positive class; folder names match labels in any case)",
     )
     operating = evaluate.add_mutually_exclusive_group()
-    operating.add_argument("--threshold", type=float, default=0.5, help="P(positive) at or above which it is positive")
+    operating.add_argument(
+        "--threshold",
+        type=checked(_probability, "probability"),
+        default=0.5,
+        help="P(positive) at or above which it is positive",
+    )
     operating.add_argument(
         "--target-fpr",
-        type=float,
+        type=checked(_probability, "probability"),
         default=None,
         metavar="FPR",
-        help="choose the lowest threshold whose false positive rate is at most FPR (e.g. 0.01)",
+        help="choose the lowest threshold whose false positive rate is at most FPR, e.g. 0.01 "
+        "(default: none, --threshold decides)",
     )
     _connection_args(evaluate)
     evaluate.set_defaults(func=run_eval)
 
 
+def _probability(text: str) -> float:
+    value = float(text)  # ValueError: the usage error says so
+    if not 0 <= value <= 1:
+        raise ValueError(f"{text} is not a probability between 0 and 1")
+    return value
+
+
 def _connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help=URL_HELP)
     parser.add_argument(
-        "--url",
-        default=None,
-        help=f"server host:port (default localhost:{DEFAULT_PORTS['http']}, or :{DEFAULT_PORTS['grpc']} with "
-        "--protocol grpc); a scheme picks the protocol: http://, https:// (TLS), grpc://, grpcs:// (TLS)",
+        "--protocol", choices=("http", "grpc"), default=None, help="http or grpc (default: from the URL, else http)"
     )
-    parser.add_argument("--protocol", choices=("http", "grpc"), default=None, help="default: from the URL, else http")
     parser.add_argument(
         "--mode",
         choices=("file", "pixels"),
         default="file",
         help="file: send the encoded file (fewest bytes); pixels: preprocess here and send pixels",
     )
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per image, retries included")
-    parser.add_argument("--model", default=None, help="entry model (default: the ensemble name from the spec)")
-    parser.add_argument("--ca-file", type=Path, default=None, help="TLS: CA bundle (PEM) to trust (https://, grpcs://)")
-    parser.add_argument("--cert-file", type=Path, default=None, help="TLS: client certificate (PEM), with --key-file")
-    parser.add_argument("--key-file", type=Path, default=None, help="TLS: the client certificate's private key (PEM)")
+    parser.add_argument(
+        "--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY, metavar="N", help="requests in flight"
+    )
+    parser.add_argument(
+        "--timeout", type=positive_float, default=DEFAULT_TIMEOUT, help="seconds per image, retries included"
+    )
+    parser.add_argument(
+        "--model-name",
+        default=None,
+        metavar="NAME",
+        help="the served Triton model to call (default: the ensemble the served spec names)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=None,
+        help="TLS: CA bundle (PEM) to trust for https:// and grpcs:// (default: the system's)",
+    )
+    parser.add_argument(
+        "--cert-file",
+        type=Path,
+        default=None,
+        help="TLS: client certificate (PEM), with --key-file (default: none, no client certificate)",
+    )
+    parser.add_argument(
+        "--key-file", type=Path, default=None, help="TLS: the --cert-file's private key (PEM) (default: none)"
+    )
     parser.add_argument(
         "--shared-memory",
         action="store_true",
-        help=f"pixels through system shared memory (same host as the server; needs the admin key, ${ADMIN_KEY_ENV})",
+        help="with --mode pixels: pixels through system shared memory (same host as the server, which must run "
+        f"with --allow-shared-memory; the admin key from ${ADMIN_KEY_ENV})",
     )
+    deprecated_alias(parser, "--model", new="--model-name")
+
+
+def _check_combination(args: argparse.Namespace) -> None:
+    """Options each valid alone that do not go together: a usage error before any file is read."""
+    if args.shared_memory and args.mode != "pixels":
+        raise UsageError(
+            "--shared-memory carries preprocessed pixels only: add --mode pixels (files go over the network)"
+        )
 
 
 def _client(args: argparse.Namespace) -> Any:
     from dfserve.client._client import Client
 
-    url = args.url or f"localhost:{DEFAULT_PORTS[args.protocol or 'http']}"
+    url = args.url or default_url(args.protocol)
     return Client(
         url,
         args.protocol,
         timeout=args.timeout,
         mode=args.mode,
-        model=args.model,
+        model=args.model_name,
         shared_memory=args.shared_memory,
         admin_key=os.environ.get(ADMIN_KEY_ENV),
         pool_size=args.concurrency,  # one connection per request in flight
@@ -181,6 +235,7 @@ def _progress(total: int, description: str) -> Iterator[ProgressCallback | None]
 def run_classify(args: argparse.Namespace) -> int:
     from dfserve.client.files import find_images
 
+    _check_combination(args)
     paths = find_images(args.paths)
     err = Console(stderr=True)
     if not paths:
@@ -262,6 +317,7 @@ def _print_table(paths: Sequence[str], results: Sequence[Result], positive: str 
 def run_eval(args: argparse.Namespace) -> int:
     from dfserve.quality.eval import collect_labelled, evaluate_folder, write_report
 
+    _check_combination(args)
     console = Console()
     with _client(args) as client:
         spec = _spec(client)
@@ -279,7 +335,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 threshold=args.threshold,
                 target_fpr=args.target_fpr,
             )
-    json_path, png_path = write_report(report, y_true, scores, args.out)
+    json_path, png_path = write_report(report, y_true, scores, args.out or default_out_dir(prefix="eval"))
 
     def fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
@@ -334,22 +390,35 @@ def register_verify(sub: Any) -> None:
             "same files to the server, and compare. Exits 0 only when max |Δscore| is within the bar of the "
             "precision the server declares and no decision flips; 1 otherwise. Run it after every rollout."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--url", required=True, help="server address, e.g. http://127.0.0.1:8000 or grpc://host:8001")
-    p.add_argument("--model", required=True, help="the checkpoint the server should be serving (folder or hub id)")
-    p.add_argument("--revision", default=None, help="hub revision of --model")
-    p.add_argument("--images", type=Path, default=None, help="a folder of your own images to compare as well")
-    p.add_argument("--protocol", choices=("http", "grpc"), default=None, help="default: from the URL's scheme")
+    p.add_argument("--url", default=None, help=URL_HELP)
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL_ID,
+        help="the checkpoint the server should be serving, a folder or hub id; with --random-weights, its "
+        "architecture (as for dfserve build)",
+    )
+    p.add_argument("--revision", default=None, help="hub revision of --model (default: the hub's main)")
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder of your own images to compare in addition to the parity set (default: the parity set only)",
+    )
+    p.add_argument(
+        "--protocol", choices=("http", "grpc"), default=None, help="http or grpc (default: from the URL, else http)"
+    )
     p.add_argument("--mode", choices=("file", "pixels"), default="file", help="what the SDK sends the server")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request, retries included")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per request, retries included")
     p.add_argument(
         "--json",
         nargs="?",
         const="-",
         default=None,
         metavar="FILE",
-        help="the full report as JSON: alone, on stdout instead of the table; with FILE, written there as well",
+        help="the full report as JSON: alone, on stdout instead of the table; with FILE, written there as well "
+        "(default: the table only)",
     )
     p.add_argument(
         "--random-weights",
@@ -365,7 +434,7 @@ def run_verify(args: argparse.Namespace) -> int:
     from dfserve.quality.verify import print_verification, verify, write_json
 
     result = verify(
-        args.url,
+        args.url or default_url(args.protocol),
         args.model,
         images=args.images,
         protocol=args.protocol,

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from dfserve.client._constants import DEFAULT_CONCURRENCY, DEFAULT_URL
-from dfserve.commandline import DefaultsFormatter
 
 ROWS_FAILED_EXIT = 1
 """Exit status when the job finished but OUT holds at least one row with an error."""
@@ -28,10 +27,15 @@ def register(subparsers: Any) -> None:
         "fsspec URL a line) with a running server and write one row per input to OUT (Parquet): path, sha256, "
         "label, scores, error, model, model_version, spec_id. Killed at any point, the same command continues "
         "where it stopped and in the end OUT has every input exactly once. Exits with status 1 if any row failed.",
-        formatter_class=DefaultsFormatter,
     )
     parser.add_argument("source", metavar="SOURCE", help="folder, manifest file, or fsspec URL of either")
-    parser.add_argument("--out", required=True, type=Path, metavar="RESULTS.parquet", help="the Parquet file")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="RESULTS.parquet",
+        help="the Parquet file to write or continue (required; no default: a job names its results)",
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help="the server (host:port, http:// or grpc://)")
     parser.add_argument("--model", default=None, help="entry model whose config carries the spec (default: the spec's)")
     parser.add_argument(
@@ -57,9 +61,12 @@ def register(subparsers: Any) -> None:
         const="",
         default=None,
         metavar="ADDRESS",
-        help="run as a Ray Data pipeline; without ADDRESS, start a local Ray (e.g. --ray ray://head:10001)",
+        help="run as a Ray Data pipeline; without ADDRESS, start a local Ray (e.g. --ray ray://head:10001; "
+        "default: off, one machine)",
     )
-    parser.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray started by --ray")
+    parser.add_argument(
+        "--ray-cpus", type=int, default=None, help="CPUs of a local Ray started by --ray (default: Ray's, all of them)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="--ray: images per Ray Data batch")
     parser.add_argument(
         "--ray-actors",
@@ -71,7 +78,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--flush-seconds", type=float, default=None, help="commit a part at least this often (default 30)"
     )
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per request, retries included")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per request, retries included (default: the SDK's)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_score)
 

@@ -16,6 +16,24 @@ from dfserve.errors import EndpointError
 Protocol = Literal["http", "grpc"]
 PROTOCOLS: tuple[Protocol, ...] = ("http", "grpc")
 DEFAULT_PORTS: dict[Protocol, int] = {"http": 8000, "grpc": 8001}
+DEFAULT_HOST = "127.0.0.1"
+"""Where the commands look for a server when no --url is given: `dfserve serve`'s default bind address."""
+
+
+def default_url(protocol: Protocol | None = None) -> str:
+    """The server every command (classify, eval, verify, loadtest, soak) talks to without --url:
+    http://127.0.0.1:8000, or grpc://127.0.0.1:8001 for the gRPC protocol."""
+    chosen: Protocol = protocol or "http"
+    return f"{chosen}://{DEFAULT_HOST}:{DEFAULT_PORTS[chosen]}"
+
+
+URL_HELP = (
+    "the server, [scheme://]host[:port]; the scheme picks the protocol and TLS (http://, https://, grpc://, "
+    "grpcs://) (default: http://127.0.0.1:8000, or grpc://127.0.0.1:8001 with --protocol grpc)"
+)
+"""The --url help every command shares."""
+
+
 SCHEMES: dict[str, tuple[Protocol, bool]] = {
     "http": ("http", False),
     "https": ("http", True),

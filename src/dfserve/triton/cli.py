@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from dfserve.commandline import constrained, non_negative_int, port, positive_float
 from dfserve.engine.records import find_engine_records
 from dfserve.errors import ServerError, ServerExitedError
 from dfserve.repository.overlay import overlay_repository
 from dfserve.repository.staging import build_holder, snapshot_parent
-from dfserve.spec.model import SPEC_FILENAME, ModelSpec
+from dfserve.spec.model import SPEC_FILENAME, Batching, ModelSpec
 from dfserve.spec.names import (
     ADMIN_KEY_ENV,
     ADMIN_KEY_HEADER,
@@ -84,14 +85,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="address HTTP, gRPC and metrics bind to (default 127.0.0.1; 0.0.0.0 exposes the server to the network)",
     )
     p.add_argument(
-        "--http-port", type=int, metavar="PORT", default=8000, help="HTTP/REST port (default 8000; 0 picks a free one)"
+        "--http-port", type=port, metavar="PORT", default=8000, help="HTTP/REST port (default 8000; 0 picks a free one)"
     )
     p.add_argument(
-        "--grpc-port", type=int, metavar="PORT", default=8001, help="gRPC port (default 8001; 0 picks a free one)"
+        "--grpc-port", type=port, metavar="PORT", default=8001, help="gRPC port (default 8001; 0 picks a free one)"
     )
     p.add_argument(
         "--metrics-port",
-        type=int,
+        type=port,
         metavar="PORT",
         default=8002,
         help="Prometheus /metrics port (default 8002; 0 picks a free one)",
@@ -107,9 +108,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help=(
             f"file (mode 0600, owned by you) holding the value of the `{ADMIN_KEY_HEADER}` header that unlocks the "
-            f"restricted APIs ({', '.join(RESTRICTED_APIS)}; the SDK's shared-memory mode needs it). Default: "
-            f"${ADMIN_KEY_ENV}, else a random key written to a new 0600 file whose path is printed. The key is "
-            "never taken from the command line nor printed"
+            f"restricted APIs ({', '.join(a for a in RESTRICTED_APIS if a != 'shared-memory')}; and shared-memory "
+            "with --allow-shared-memory, which the SDK's shared-memory mode needs). The key is never taken from "
+            f"the command line nor printed (default: ${ADMIN_KEY_ENV}, else a random key written to a new 0600 file "
+            "whose path is printed)"
         ),
     )
     p.add_argument(
@@ -135,34 +137,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tls-cert",
         type=Path,
         metavar="PEM",
-        help="with --proxy: the proxy's certificate (chain); HTTP and gRPC then speak TLS only (https://, grpcs://)",
+        help="with --proxy: the proxy's certificate (chain); HTTP and gRPC then speak TLS only (https://, grpcs://) "
+        "(default: none, plain HTTP and gRPC)",
     )
-    p.add_argument("--tls-key", type=Path, metavar="PEM", help="with --proxy: the key of --tls-cert")
-    p.add_argument("--log-verbose", type=int, default=0, metavar="N", help="Triton's verbose log level (0 = off)")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="with --proxy: the key of --tls-cert (default: none)")
+    p.add_argument(
+        "--log-verbose", type=non_negative_int, default=0, metavar="N", help="Triton's verbose log level (0 = off)"
+    )
     p.add_argument(
         "--engine-instances",
-        type=int,
+        type=constrained(Batching, "engine_instances"),
         metavar="N",
-        help="run N instances of the engine model (the spec's models.engine, `vit` by default) for this run",
+        help="run N instances of the engine model (the spec's models.engine) for this run (default: the "
+        "repository's count)",
     )
     p.add_argument(
         "--preprocess-instances",
         type=instances_arg,
         metavar="N|auto",
         help="run N instances of the preprocess model for this run (each decodes images in its own process); "
-        "auto: one per CPU this process may use (affinity and cgroup quota), capped (dfserve.triton.sizing)",
+        "auto: one per CPU this process may use (affinity and cgroup quota), capped (dfserve.triton.sizing) "
+        "(default: the repository's count)",
     )
     p.add_argument(
         "--max-queue-delay-us",
-        type=int,
+        type=constrained(Batching, "max_queue_delay_us"),
         metavar="US",
         help=(
             "dynamic batching: how long (microseconds) a request may wait for others to fill a batch, for every "
-            "model that batches dynamically; higher favours throughput, lower favours latency"
+            "model that batches dynamically; higher favours throughput, lower favours latency (default: the "
+            "repository's delay)"
         ),
     )
     p.add_argument(
-        "--start-timeout", type=float, default=180.0, metavar="S", help="seconds to wait for all models to load"
+        "--start-timeout",
+        type=positive_float,
+        default=180.0,
+        metavar="S",
+        help="seconds to wait for all models to load",
     )
     p.add_argument(
         "--max-restarts",
@@ -186,6 +198,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.set_defaults(func=run_serve)
+
+
+def unlocked_apis_line(allow_shared_memory: bool) -> str:
+    """What the admin key opens, as `TritonServer` configures it: shared memory only with --allow-shared-memory
+    (without it the shared-memory API sits behind a second, random key that nobody is given)."""
+    if allow_shared_memory:
+        return f"unlocks {', '.join(RESTRICTED_APIS)}"
+    others = ", ".join(a for a in RESTRICTED_APIS if a != "shared-memory")
+    return f"unlocks {others}; shared-memory stays closed without --allow-shared-memory"
 
 
 def _instance_overrides(repository: Path, args: argparse.Namespace) -> dict[str, int]:
@@ -495,7 +516,7 @@ def _print_ready(
     where = f"generated, in {key_file} (mode 0600, removed at exit)" if key_file else "as given"
     console.print(
         f"admin key: {where}  (HTTP header {ADMIN_KEY_HEADER}, gRPC metadata "
-        f"{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}; unlocks {', '.join(RESTRICTED_APIS)})",
+        f"{GRPC_RESTRICTED_HEADER_PREFIX}{ADMIN_KEY_HEADER}; {unlocked_apis_line(server.allow_shared_memory)})",
         soft_wrap=True,
     )
     console.print("Ctrl-C or SIGTERM stops the server.")
