@@ -1,6 +1,6 @@
 """Shared fixtures: a real checkpoint made at test time, a real build of it, a real Triton server.
 
-Everything here is the real component: the build runs optimum's export and the parity proof, the server is
+Everything here is the real component: the build runs the ONNX export and the parity proof, the server is
 the `tritonserver` binary that nvidia-pytriton ships, started by `dfserve.triton.server.TritonServer` on free ports.
 """
 

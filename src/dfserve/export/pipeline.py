@@ -48,7 +48,7 @@ from dfserve.triton.writer import check_writable, write_repository
 
 log = logging.getLogger(__name__)
 
-VERSIONED_PACKAGES = ("dfserve", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "pillow")
+VERSIONED_PACKAGES = ("dfserve", "torch", "transformers", "timm", "torchvision", "onnx", "onnxruntime", "pillow")
 
 
 @dataclass
@@ -118,9 +118,9 @@ def _quiet_libraries() -> None:
     """The exporters' tracer warnings and advice would bury the build's own progress; -v shows them."""
     if log.isEnabledFor(logging.DEBUG):
         return
-    warnings.filterwarnings("ignore", module=r"(torch|transformers|optimum)(\.|$)")
+    warnings.filterwarnings("ignore", module=r"(torch|transformers|timm)(\.|$)")
     warnings.filterwarnings("ignore", message=r".*(TracerWarning|slow image processor|use_fast).*")
-    for name in ("transformers", "optimum", "torch.onnx"):
+    for name in ("transformers", "timm", "torch.onnx"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
@@ -176,6 +176,8 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             precision=_precision(options),
         )
         if options.engine == "torch":
+            if ckpt.is_timm:
+                raise BuildError("--engine torch serves Transformers checkpoints; a timm checkpoint is served as ONNX")
             if spec.precision == "int8":
                 raise BuildError("--precision int8 is for the ONNX Runtime targets; the torch engine runs fp32 or fp16")
             spec = spec.model_copy(update={"engine": "torch"})
@@ -196,14 +198,14 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             model = ckpt_mod.load_model(ckpt, seed=options.seed)
         if options.engine == "torch":
             return _torch_build(stages, ckpt, model, spec, tmp, options, out, started)
-        from dfserve.export.onnx_graph import export_onnx  # onnx and optimum: not needed by the torch engine
+        from dfserve.export.onnx_graph import export_onnx  # onnx and its exporter: not needed by the torch engine
 
         onnx_tmp = tmp / ONNX_FILENAME
         with stages.stage("export", f"ONNX exported and composed (opset {spec.onnx_opset})"):
             export_onnx(model, spec, onnx_tmp, core_path=tmp / "classifier.onnx")
         onnx_bytes = onnx_tmp.stat().st_size
 
-        with stages.stage("parity", "parity with the Transformers pipeline proven"):
+        with stages.stage("parity", "parity with the reference pipeline proven"):
             images = write_parity_images(tmp / "parity", photos=options.parity_photos, seed=options.seed)
             parity = check_parity(
                 ckpt, model, spec, onnx_tmp, images, tolerance=options.tolerance, mode=spec.resize_mode
@@ -212,7 +214,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             f"  max |Δscore| {parity.max_abs_diff:.2e} (bar {parity.tolerance:g}), "
             f"decision agreement {parity.top1_agreement:.1%} on {parity.images} images"
         )
-        console.print(_modes_table(parity.modes, spec.resize_mode))
+        console.print(_modes_table(parity.modes, spec.resize_mode, parity.pipeline))
 
         served_onnx, precision_report = onnx_tmp, None
         # The tensorrt target too: TensorRT builds the proven FP16 graph itself (strongly typed), see `_tensorrt_stage`.
@@ -252,6 +254,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         "activation": spec.labels.activation,
         "input_hw": list(spec.input_hw),
         "onnx_bytes": onnx_bytes,
+        "reference": parity.pipeline,
         "parity": parity.as_report(),
         "precision": {"served": spec.precision, **(precision_report or {})},
         "engine": engine_report,
@@ -314,9 +317,12 @@ def _reduced_precision(
     }
 
 
-def _modes_table(modes: dict[str, dict[str, Any]], chosen: str) -> Table:
-    """What each resize mode costs on this checkpoint: the numbers behind choosing `box` or `draft`."""
-    table = Table(title="resize modes against the Transformers pipeline", title_justify="left", box=None)
+def _modes_table(modes: dict[str, dict[str, Any]], chosen: str, reference: dict[str, Any] | None = None) -> Table:
+    """What each resize mode costs on this checkpoint: the numbers behind choosing `box` or `draft`, against the
+    reference named in the title (library, processor class, backend)."""
+    ref = reference or {}
+    against = f"{ref.get('library', 'the reference')} {ref.get('processor', '')} (backend {ref.get('backend', '?')})"
+    table = Table(title=f"resize modes against {against}", title_justify="left", box=None)
     for column in ("mode", "max |Δscore|", "mean |Δscore|", "flips", "FP32 bar"):
         table.add_column(column, justify="left" if column == "mode" else "right")
     for mode, m in modes.items():
