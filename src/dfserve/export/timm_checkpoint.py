@@ -90,12 +90,18 @@ def id2label(config: dict[str, Any], fmt: str) -> dict[int, str]:
     names = config.get("label_names", config.get("pretrained_cfg", {}).get("label_names"))
     if names is None:
         return {}
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise CheckpointError(f"config.json: label_names must be a list of strings, got {names!r}")
+    # timm writes a list, or a dict {index: name} where indices have gaps
+    items = list(enumerate(names)) if isinstance(names, list) else list(names.items()) if isinstance(names, dict) else []
+    try:
+        by_index = {int(k): v for k, v in items if isinstance(v, str)}
+    except (TypeError, ValueError):
+        by_index = {}
+    if not by_index or len(by_index) != len(items):
+        raise CheckpointError(f"config.json: label_names must be a list (or index -> name map) of strings, got {names!r}")
     n = num_logits(config, fmt)
-    if len(names) != n:
+    if isinstance(names, list) and len(names) != n or any(not 0 <= i < n for i in by_index):
         raise CheckpointError(f"config.json: {len(names)} label_names for num_classes={n}")
-    return dict(enumerate(names))
+    return by_index
 
 
 def check(config: dict[str, Any], fmt: str, where: Path) -> None:
@@ -187,10 +193,15 @@ def create(config: dict[str, Any], fmt: str) -> Any:
 
 def load_model(config: dict[str, Any], fmt: str, folder: Path | None, *, random_weights: bool, seed: int) -> Any:
     """The timm model in eval mode: the checkpoint's weights (every key must match), or seeded random ones."""
+    import timm
     import torch
 
     torch.manual_seed(seed)
-    model = create(config, fmt)
+    # timm's hub format is built by timm's own reader of it (`local-dir:`), as `timm.create_model("hf-hub:...")`
+    # would build it; only the weights are loaded here, strictly, instead of through timm's filters (which
+    # would, e.g., silently resample a position embedding of another size)
+    model = timm.create_model(f"local-dir:{folder}", pretrained=False) if fmt == "timm" and folder else create(config, fmt)
+    _check_input_size(model, preprocessing(config, fmt).output_hw, folder)
     if not random_weights:
         assert folder is not None
         from safetensors.torch import load_file
@@ -206,6 +217,17 @@ def load_model(config: dict[str, Any], fmt: str, folder: Path | None, *, random_
         except RuntimeError as exc:
             raise CheckpointError(f"cannot load weights from {folder}: {exc}") from exc
     return model.eval()
+
+
+def _check_input_size(model: Any, hw: tuple[int, int], folder: Path | None) -> None:
+    """A model built for another input size than the transform produces fails here by name, not in the export."""
+    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    fixed = getattr(getattr(model, "patch_embed", None), "strict_img_size", True)
+    if img_size is not None and fixed and tuple(img_size) != tuple(hw):
+        raise CheckpointError(
+            f"{folder or 'checkpoint'}: timm builds this model for {img_size[0]}x{img_size[1]} input but its eval "
+            f"transform produces {hw[0]}x{hw[1]} (pretrained_cfg: input_size, fixed_input_size): not a matching checkpoint"
+        )
 
 
 def reference_transform(config: dict[str, Any], fmt: str, model: Any) -> Any:
@@ -288,9 +310,10 @@ def save_random(
     seed: int = 0,
     head_scale: float = 1.0,
 ) -> Path:
-    """A timm hub-format folder with seeded random weights (tests, the docs' preprocessing table)."""
+    """A timm hub-format folder with seeded random weights (tests, the docs' preprocessing table), written by
+    timm's own `save_for_hf`, so that the layout is timm's and not this module's reading of it."""
     import torch
-    from safetensors.torch import save_file
+    from timm.models import save_for_hf
 
     config: dict[str, Any] = {
         "architecture": architecture_name,
@@ -298,16 +321,16 @@ def save_random(
         "model_args": dict(model_args or {}),
         "pretrained_cfg": dict(pretrained_cfg or {}),
     }
-    if label_names is not None:
-        config["label_names"] = label_names
     torch.manual_seed(seed)
     model = create(config, "timm")
     _scale_head(model, head_scale)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
-    import json
-
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_for_hf(
+        model,
+        str(folder),
+        model_config={"label_names": label_names} if label_names else None,
+        model_args=dict(model_args or {}),
+        safe_serialization=True,
+    )
     return folder
 
 
