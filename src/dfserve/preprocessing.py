@@ -4,8 +4,9 @@ server's `preprocess` model and the SDK's local mode.
 It reproduces what the Transformers pipeline does with the checkpoint's own (Pillow-backed) image processor:
 `transformers.image_utils.load_image` (EXIF orientation, then RGB), a Pillow resize with the processor's
 filter, and the processor's centre crop; and, for timm checkpoints, timm's eval transform (torchvision's
-`Resize` on a Pillow image is the same Pillow resize; its `CenterCrop` rounds odd margins, `crop_rounding`). Rescale and normalisation are not done here: they are part of the ONNX
-graph, so the wire carries uint8 (4x fewer bytes than float32) and the server cannot drift from the build.
+`Resize` on a Pillow image is the same Pillow resize; its `CenterCrop` rounds odd margins: `crop_rounding`).
+Rescale and normalisation are not done here: they are part of the ONNX graph, so the wire carries uint8
+(4x fewer bytes than float32) and the server cannot drift from the build.
 
 Three resize modes, fastest last:
 
@@ -160,7 +161,7 @@ def resized_size(pp: Preprocessing, width: int, height: int) -> tuple[int, int]:
 def crop_offset(size: int, crop: int, pp: Preprocessing) -> int:
     """First kept row (or column) of a centre crop of `crop` out of `size`, rounded as `pp.crop_rounding` says."""
     if pp.crop_rounding == "round":
-        return int(round((size - crop) / 2.0))
+        return round((size - crop) / 2.0)  # Python's round: half to even, as torchvision's int(round(...))
     return (size - crop) // 2
 
 

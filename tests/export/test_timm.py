@@ -27,7 +27,6 @@ from dfserve.export.checkpoint import labels_for, preprocessing_for, resolve
 from dfserve.export.errors import CheckpointError
 from dfserve.export.parity import write_parity_images
 from dfserve.preprocessing import load_rgb, preprocess_bytes
-from tests.conftest import TEST_BATCHING
 
 pytestmark = pytest.mark.timm
 
@@ -56,22 +55,37 @@ def _timm_folder(path: Path, **kw: Any) -> Path:
         (
             AUTHORS_CFG,
             Preprocessing(
-                resize="shortest_edge", size=440, crop=(384, 384), resample=2, crop_rounding="round",
-                mean=tc.IMAGENET_MEAN, std=tc.IMAGENET_STD,
+                resize="shortest_edge",
+                size=440,
+                crop=(384, 384),
+                resample=2,
+                crop_rounding="round",
+                mean=tc.IMAGENET_MEAN,
+                std=tc.IMAGENET_STD,
             ),
         ),
         (  # timm's defaults: crop_pct 0.875, bicubic, ImageNet statistics
             {"input_size": [3, 224, 224]},
             Preprocessing(
-                resize="shortest_edge", size=256, crop=(224, 224), resample=3, crop_rounding="round",
-                mean=tc.IMAGENET_MEAN, std=tc.IMAGENET_STD,
+                resize="shortest_edge",
+                size=256,
+                crop=(224, 224),
+                resample=3,
+                crop_rounding="round",
+                mean=tc.IMAGENET_MEAN,
+                std=tc.IMAGENET_STD,
             ),
         ),
         (
             {"input_size": [3, 224, 224], "crop_pct": 1.0, "crop_mode": "squash", "mean": [0.5] * 3, "std": [0.5] * 3},
             Preprocessing(
-                resize="fixed", size=(224, 224), crop=(224, 224), resample=3, crop_rounding="round",
-                mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                resize="fixed",
+                size=(224, 224),
+                crop=(224, 224),
+                resample=3,
+                crop_rounding="round",
+                mean=(0.5, 0.5, 0.5),
+                std=(0.5, 0.5, 0.5),
             ),
         ),
     ],
@@ -134,14 +148,18 @@ def test_labels_and_format_checks(tmp_path: Path) -> None:
         resolve(str(unknown))
     mixin = tc.save_random_mixin(tmp_path / "mixin")
     ckpt = resolve(str(mixin))
-    assert (ckpt.format, ckpt.architecture, labels_for(ckpt).names) == ("hub_mixin", "vit_tiny_patch16_384", ("real", "fake"))
+    assert (ckpt.format, ckpt.architecture, labels_for(ckpt).names) == (
+        "hub_mixin",
+        "vit_tiny_patch16_384",
+        ("real", "fake"),
+    )
     from safetensors.torch import load_file, save_file
 
     state = load_file(str(mixin / "model.safetensors"))
     save_file({k.removeprefix("vit."): v for k, v in state.items()}, str(mixin / "model.safetensors"))
     from dfserve.export.checkpoint import load_model
 
-    with pytest.raises(CheckpointError, match="weights outside `vit.`"):
+    with pytest.raises(CheckpointError, match=r"weights outside `vit\.`"):
         load_model(resolve(str(mixin)))
 
 
@@ -228,23 +246,25 @@ class _AuthorsClassifier(torch.nn.Module):
 
 @pytest.mark.slow
 def test_authors_release_format_is_served_equal_to_their_recipe(tmp_path: Path) -> None:
-    """The release format of OwensLab/commfor-model-384 (the mixin's config.json + `vit.`-prefixed state dict;
-    the tiny size of the authors' class keeps the test short) builds, and is served equal to their module and
-    their torchvision recipe (Resize(440), CenterCrop(384), ToTensor, ImageNet Normalize) within 1e-4."""
+    """The release format of OwensLab/commfor-model-384 (the mixin's config.json + `vit.`-prefixed state dict)
+    builds, and is served equal to their module and their torchvision recipe (Resize, CenterCrop, ToTensor,
+    ImageNet Normalize) within 1e-4. The tiny 224 size of the authors' class (Resize(256), CenterCrop(224)) keeps
+    the test short; the 440 -> 384 transform is the one the timm hub test above serves, and the full-size 384
+    release was built by hand (docs/timm.md)."""
     from safetensors.torch import load_file
     from torchvision import transforms
 
-    folder = tc.save_random_mixin(tmp_path / "ck", model_size="tiny", head_scale=30.0)
+    folder = tc.save_random_mixin(tmp_path / "ck", model_size="tiny", input_size=224, head_scale=30.0)
     report = _build_cli(folder, tmp_path / "repo", "--parity-photos", "1", "--max-batch-size", "4")
-    assert report["architecture"] == "vit_tiny_patch16_384" and report["parity"]["max_abs_diff"] <= 1e-4
+    assert report["architecture"] == "vit_tiny_patch16_224" and report["parity"]["max_abs_diff"] <= 1e-4
     assert "Community Forensics" in report["reference"]["library"]
 
-    model = _AuthorsClassifier("vit_tiny_patch16_384", 192)
+    model = _AuthorsClassifier("vit_tiny_patch16_224", 192)
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     recipe = transforms.Compose(
         [
-            transforms.Resize(440),
-            transforms.CenterCrop(384),
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
             transforms.ToTensor(),
             transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
         ]

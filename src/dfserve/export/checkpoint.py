@@ -2,8 +2,9 @@
 
 A checkpoint is a Hugging Face hub id or a local folder in the Transformers layout (`config.json`,
 `model.safetensors` or a sharded index, `preprocessor_config.json`), in timm's hub format, or in the Community
-Forensics authors' release format (both read by `dfserve.export.timm_checkpoint`; this module dispatches). Everything the serving stack needs (labels,
-activation, preprocessing) is read from those files here and nowhere else.
+Forensics authors' release format (both read by `dfserve.export.timm_checkpoint`; this module dispatches).
+Everything the serving stack needs (labels, activation, preprocessing) is read from those files here and nowhere
+else.
 
 `--random-weights` builds the same architecture from `config.json` alone: for throughput work where the weights
 cannot be fetched. Offline, even the default model's `config.json` is out of reach, so its published shape is

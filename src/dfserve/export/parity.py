@@ -119,7 +119,7 @@ def reference_processor(ckpt: Checkpoint) -> Any:
 
 
 def processor_backend(processor: Any) -> str:
-    """"pil" or "torchvision": Transformers 5 names it (`backend`); in 4.x the fast processors are torchvision's."""
+    """ "pil" or "torchvision": Transformers 5 names it (`backend`); in 4.x the fast processors are torchvision's."""
     backend = getattr(processor, "backend", None)
     if isinstance(backend, str):
         return backend

@@ -54,7 +54,7 @@ MIXIN_LABELS = ("real", "fake")
 
 
 def detect_format(config: dict[str, Any]) -> TimmFormat | None:
-    """"timm" for timm's hub config, "hub_mixin" for the authors' release, None for anything else."""
+    """ "timm" for timm's hub config, "hub_mixin" for the authors' release, None for anything else."""
     if "architectures" not in config and isinstance(config.get("architecture"), str):
         return "timm"
     if all(k in config for k in MIXIN_KEYS) and "model_type" not in config:
@@ -70,7 +70,9 @@ def architecture(config: dict[str, Any], fmt: str) -> str:
     if size not in MIXIN_EMBED:
         raise CheckpointError(f"model_size {size!r} is not one the authors' ViTClassifier builds ({list(MIXIN_EMBED)})")
     if inp not in MIXIN_RECIPES:
-        raise CheckpointError(f"input_size {inp!r} has no published recipe; the authors' release has {list(MIXIN_RECIPES)}")
+        raise CheckpointError(
+            f"input_size {inp!r} has no published recipe; the authors' release has {list(MIXIN_RECIPES)}"
+        )
     return f"vit_{size}_patch{patch}_{inp}"
 
 
@@ -91,15 +93,19 @@ def id2label(config: dict[str, Any], fmt: str) -> dict[int, str]:
     if names is None:
         return {}
     # timm writes a list, or a dict {index: name} where indices have gaps
-    items = list(enumerate(names)) if isinstance(names, list) else list(names.items()) if isinstance(names, dict) else []
+    items = (
+        list(enumerate(names)) if isinstance(names, list) else list(names.items()) if isinstance(names, dict) else []
+    )
     try:
         by_index = {int(k): v for k, v in items if isinstance(v, str)}
     except (TypeError, ValueError):
         by_index = {}
     if not by_index or len(by_index) != len(items):
-        raise CheckpointError(f"config.json: label_names must be a list (or index -> name map) of strings, got {names!r}")
+        raise CheckpointError(
+            f"config.json: label_names must be a list (or index -> name map) of strings, got {names!r}"
+        )
     n = num_logits(config, fmt)
-    if isinstance(names, list) and len(names) != n or any(not 0 <= i < n for i in by_index):
+    if (isinstance(names, list) and len(names) != n) or any(not 0 <= i < n for i in by_index):
         raise CheckpointError(f"config.json: {len(names)} label_names for num_classes={n}")
     return by_index
 
@@ -162,7 +168,9 @@ def preprocessing(config: dict[str, Any], fmt: str) -> Preprocessing:
     if mode != "center":
         raise ValueError(f"pretrained_cfg.crop_mode {mode!r} is not supported (center, squash)")
     if h != w:
-        raise ValueError(f"a non-square input_size {h}x{w} with crop_mode center (timm's ResizeKeepRatio) is not supported")
+        raise ValueError(
+            f"a non-square input_size {h}x{w} with crop_mode center (timm's ResizeKeepRatio) is not supported"
+        )
     return Preprocessing(resize="shortest_edge", size=scale[0], **common)
 
 
@@ -200,7 +208,9 @@ def load_model(config: dict[str, Any], fmt: str, folder: Path | None, *, random_
     # timm's hub format is built by timm's own reader of it (`local-dir:`), as `timm.create_model("hf-hub:...")`
     # would build it; only the weights are loaded here, strictly, instead of through timm's filters (which
     # would, e.g., silently resample a position embedding of another size)
-    model = timm.create_model(f"local-dir:{folder}", pretrained=False) if fmt == "timm" and folder else create(config, fmt)
+    model = (
+        timm.create_model(f"local-dir:{folder}", pretrained=False) if fmt == "timm" and folder else create(config, fmt)
+    )
     _check_input_size(model, preprocessing(config, fmt).output_hw, folder)
     if not random_weights:
         assert folder is not None
@@ -210,7 +220,9 @@ def load_model(config: dict[str, Any], fmt: str, folder: Path | None, *, random_
         if fmt == "hub_mixin":
             stray = sorted(k for k in state if not k.startswith(MIXIN_PREFIX))
             if stray:
-                raise CheckpointError(f"{folder}: weights outside `vit.` ({', '.join(stray[:3])}): not the authors' format")
+                raise CheckpointError(
+                    f"{folder}: weights outside `vit.` ({', '.join(stray[:3])}): not the authors' format"
+                )
             state = {k.removeprefix(MIXIN_PREFIX): v for k, v in state.items()}
         try:
             model.load_state_dict(state, strict=True)
@@ -226,7 +238,8 @@ def _check_input_size(model: Any, hw: tuple[int, int], folder: Path | None) -> N
     if img_size is not None and fixed and tuple(img_size) != tuple(hw):
         raise CheckpointError(
             f"{folder or 'checkpoint'}: timm builds this model for {img_size[0]}x{img_size[1]} input but its eval "
-            f"transform produces {hw[0]}x{hw[1]} (pretrained_cfg: input_size, fixed_input_size): not a matching checkpoint"
+            f"transform produces {hw[0]}x{hw[1]} (pretrained_cfg: input_size, fixed_input_size): not a matching "
+            "checkpoint"
         )
 
 
@@ -253,10 +266,9 @@ def reference_transform(config: dict[str, Any], fmt: str, model: Any) -> Any:
 def reference_scores(config: dict[str, Any], fmt: str, model: Any, paths: list[Path], sigmoid: bool) -> np.ndarray:
     """Scores [N,K] from the reference transform and the timm model's forward: [1-p, p] for one logit."""
     import torch
+    from PIL import Image
 
     from dfserve.preprocessing import load_rgb
-
-    from PIL import Image
 
     transform = reference_transform(config, fmt, model)
     rows = []
@@ -343,8 +355,13 @@ def save_random_mixin(
     import torch
     from safetensors.torch import save_file
 
-    config = {"device": "cuda", "freeze_backbone": False, "input_size": input_size, "model_size": model_size,
-              "patch_size": 16}
+    config = {
+        "device": "cuda",
+        "freeze_backbone": False,
+        "input_size": input_size,
+        "model_size": model_size,
+        "patch_size": 16,
+    }
     torch.manual_seed(seed)
     model = create(config, "hub_mixin")
     _scale_head(model, head_scale)
