@@ -115,7 +115,7 @@ def check(config: dict[str, Any], fmt: str, where: Path) -> None:
     arch = architecture(config, fmt)
     try:
         import timm
-    except ImportError as exc:
+    except Exception as exc:  # ImportError, or torchvision's RuntimeError beside a torch it was not built for
         raise CheckpointError(
             f"{where} is a timm checkpoint ({arch}) but timm cannot be imported ({exc}); install timm with a "
             "torchvision that matches torch (see README, 'timm checkpoints')"
