@@ -271,3 +271,12 @@ def test_authors_release_format_is_served_equal_to_their_recipe(tmp_path: Path) 
     )
     paths = write_parity_images(tmp_path / "images", photos=2)[:6]
     np.testing.assert_allclose(_served(tmp_path / "repo", paths), _reference(model.eval(), recipe, paths), atol=1e-4)
+
+
+def test_torch_engine_is_refused_for_timm_checkpoints(tmp_path: Path) -> None:
+    from dfserve.export.errors import BuildError
+    from dfserve.export.pipeline import BuildOptions, build
+
+    folder = _timm_folder(tmp_path / "ck")
+    with pytest.raises(BuildError, match="--engine torch serves Transformers checkpoints"):
+        build(BuildOptions(out=tmp_path / "repo", model=str(folder), engine="torch"))
