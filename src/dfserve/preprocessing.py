@@ -1,10 +1,12 @@
 """Image bytes to the engine's uint8 pixels: the single implementation used by the build's parity check, the
 server's `preprocess` model and the SDK's local mode.
 
-It reproduces what the Transformers pipeline does with the checkpoint's own (slow) image processor:
+It reproduces what the Transformers pipeline does with the checkpoint's own (Pillow-backed) image processor:
 `transformers.image_utils.load_image` (EXIF orientation, then RGB), a Pillow resize with the processor's
-filter, and the processor's centre crop. Rescale and normalisation are not done here: they are part of the ONNX
-graph, so the wire carries uint8 (4x fewer bytes than float32) and the server cannot drift from the build.
+filter, and the processor's centre crop; and, for timm checkpoints, timm's eval transform (torchvision's
+`Resize` on a Pillow image is the same Pillow resize; its `CenterCrop` rounds odd margins: `crop_rounding`).
+Rescale and normalisation are not done here: they are part of the ONNX graph, so the wire carries uint8
+(4x fewer bytes than float32) and the server cannot drift from the build.
 
 Three resize modes, fastest last:
 
@@ -180,6 +182,13 @@ def resized_size(pp: Preprocessing, width: int, height: int) -> tuple[int, int]:
     return (new_long, new_short) if width <= height else (new_short, new_long)
 
 
+def crop_offset(size: int, crop: int, pp: Preprocessing) -> int:
+    """First kept row (or column) of a centre crop of `crop` out of `size`, rounded as `pp.crop_rounding` says."""
+    if pp.crop_rounding == "round":
+        return round((size - crop) / 2.0)  # Python's round: half to even, as torchvision's int(round(...))
+    return (size - crop) // 2
+
+
 def resize_and_crop(img: Image.Image, pp: Preprocessing, mode: ResizeMode = DEFAULT_RESIZE_MODE) -> np.ndarray:
     """RGB Pillow image to uint8 [3,H,W] following the checkpoint's policy."""
     rh, rw = resized_size(pp, img.width, img.height)
@@ -187,7 +196,11 @@ def resize_and_crop(img: Image.Image, pp: Preprocessing, mode: ResizeMode = DEFA
         out = img.resize((rw, rh), resample=pp.resample)
         return _chw(out)
     ch, cw = pp.crop
-    top, left = (rh - ch) // 2, (rw - cw) // 2
+    top, left = crop_offset(rh, ch, pp), crop_offset(rw, cw, pp)
+    if pp.crop_rounding == "round" and (top < 0 or left < 0):
+        # torchvision pads before cropping with other offsets than Transformers; no timm eval transform that
+        # dfserve maps can get here (its resize is never smaller than its crop), so refuse rather than guess
+        raise ValueError(f"a {rh}x{rw} resize is smaller than the {ch}x{cw} torchvision centre crop")
     if mode != "exact" and top >= 0 and left >= 0:
         return _chw(_resize_region(img, (rw, rh), (left, top, left + cw, top + ch), pp.resample))
     resized = img.resize((rw, rh), resample=pp.resample)

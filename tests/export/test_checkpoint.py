@@ -191,3 +191,31 @@ def test_labels_that_would_break_labels_txt_are_refused(tmp_path: Path, bad: str
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"unusable labels: .*control character"):
         labels_for(resolve(str(folder)))
+
+
+def _timm_imports() -> bool:
+    try:
+        import timm  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_timm_imports(), reason="the refusal is for environments where timm does not import")
+def test_timm_checkpoint_without_timm_names_what_to_install(tmp_path: Path) -> None:
+    """Where timm does not import (the main environment: no torchvision beside the CPU torch), a timm checkpoint
+    is recognised by its config and refused with the reason, before anything is loaded."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "timm-ckpt"
+    folder.mkdir()
+    config = {
+        "architecture": "vit_small_patch16_384",
+        "num_classes": 1,
+        "pretrained_cfg": {"input_size": [3, 384, 384]},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({"head.weight": torch.zeros(1, 384)}, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"is a timm checkpoint \(vit_small_patch16_384\) but timm cannot be"):
+        resolve(str(folder))

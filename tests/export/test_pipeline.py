@@ -85,7 +85,7 @@ def test_cli_build_and_progress(tmp_path: Path, tiny_checkpoint: Path) -> None:
         *("--max-batch-size", "4", "--max-pixels", "1000000"),
     )
     assert proc.returncode == 0, proc.stderr
-    for stage in ("checkpoint located", "ONNX exported", "parity with the Transformers pipeline", "written"):
+    for stage in ("checkpoint located", "ONNX exported", "parity with the reference pipeline", "written"):
         assert stage in proc.stderr
     assert read_config(tmp_path / "repo" / "vit").max_batch_size == 4
     assert ModelSpec.load(tmp_path / "repo").limits.max_pixels == 1_000_000

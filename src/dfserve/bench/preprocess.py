@@ -1,8 +1,9 @@
 """Section 4 of the bench: dfserve's preprocessing against the checkpoint's own Transformers image processor.
 
 Both start from the same JPEG bytes and end with what the model consumes. The reference is what the
-Transformers pipeline does: open, `load_image` (EXIF orientation, RGB), then the slow (Pillow-based) processor,
-which also rescales and normalises; dfserve stops at uint8 pixels because the ONNX graph does the arithmetic.
+Transformers pipeline does: open, `load_image` (EXIF orientation, RGB), then the processor the installed
+Transformers picks (Pillow-based: 4.x's slow one, 5.x's Pil backend without torchvision), which also rescales
+and normalises; dfserve stops at uint8 pixels because the ONNX graph does the arithmetic.
 Both run on one thread, so images/s is per core.
 
 Pixel agreement is checked against the same processor called with rescale and normalisation switched off
@@ -14,17 +15,16 @@ built ONNX model on the reference pixels and on each mode's pixels: the parity b
 from __future__ import annotations
 
 import io
-import json
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dfserve.errors import BenchError
-from dfserve.export.checkpoint import PROCESSOR_FILE, resolve
+from dfserve.export.checkpoint import resolve
+from dfserve.export.parity import processor_backend
+from dfserve.export.parity import reference_processor as picked
 from dfserve.measure.payloads import EncodedImage
 from dfserve.preprocessing import preprocess_bytes
 from dfserve.spec.model import RESIZE_MODES, ModelSpec
@@ -33,18 +33,19 @@ REFERENCE = "transformers"
 
 
 def reference_processor(spec: ModelSpec) -> Any:
-    """The checkpoint's own slow image processor (`use_fast=False`), from its preprocessor_config.json."""
-    from transformers import AutoImageProcessor
+    """The image processor the installed Transformers picks for the checkpoint (as its pipeline does; with
+    Transformers 5 and no torchvision, the Pillow backend), from its preprocessor_config.json."""
 
     try:
         ckpt = resolve(spec.source, revision=spec.revision, random_weights=True)
     except Exception as exc:
         raise BenchError(f"cannot read the image processor of {spec.source}: {exc}") from exc
-    with tempfile.TemporaryDirectory(prefix="dfserve-bench-proc-") as tmp:
-        folder = ckpt.folder or Path(tmp)
-        if ckpt.folder is None:
-            (Path(tmp) / PROCESSOR_FILE).write_text(json.dumps(ckpt.processor_config))
-        return AutoImageProcessor.from_pretrained(folder, use_fast=False)
+    return picked(ckpt)
+
+
+def _backend(processor: Any) -> str:
+
+    return processor_backend(processor)
 
 
 def _reference_call(processor: Any, data: bytes, **kwargs: Any) -> np.ndarray:
@@ -114,7 +115,8 @@ def bench_preprocessing(
             row["images_scored"] = len(images)
         rows[mode] = row
     return {
-        "reference": f"{type(processor).__name__} (use_fast=False) via transformers.image_utils.load_image",
+        "reference": f"{type(processor).__name__} (backend {_backend(processor)}) via "
+        "transformers.image_utils.load_image",
         "images": [img.describe() for img in images],
         "repeats": repeats,
         "methods": rows,

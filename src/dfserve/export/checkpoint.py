@@ -1,8 +1,10 @@
 """Find and validate a checkpoint, and turn its files into a `ModelSpec`.
 
 A checkpoint is a Hugging Face hub id or a local folder in the Transformers layout (`config.json`,
-`model.safetensors` or a sharded index, `preprocessor_config.json`). Everything the serving stack needs (labels,
-activation, preprocessing) is read from those files here and nowhere else.
+`model.safetensors` or a sharded index, `preprocessor_config.json`), in timm's hub format, or in the Community
+Forensics authors' release format (both read by `dfserve.export.timm_checkpoint`; this module dispatches).
+Everything the serving stack needs (labels, activation, preprocessing) is read from those files here and nowhere
+else.
 
 `--random-weights` builds the same architecture from `config.json` alone: for throughput work where the weights
 cannot be fetched. Offline, even the default model's `config.json` is out of reach, so its published shape is
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dfserve.errors import CheckpointError
+from dfserve.export import timm_checkpoint
 from dfserve.export.policy import DEFAULT_MODEL_ID, DEFAULT_PROCESSOR_CONFIG, DEFAULT_VIT_CONFIG
 from dfserve.spec.model import Labels, Preprocessing
 
@@ -46,11 +49,20 @@ class Checkpoint:
     processor_config: dict[str, Any]
     random_weights: bool
     from_preset: bool = False
+    format: str = "transformers"
+    """"transformers", or one of `timm_checkpoint.TIMM_FORMATS` ("timm": timm's hub format; "hub_mixin": the
+    Community Forensics authors' release)."""
+
+    @property
+    def is_timm(self) -> bool:
+        return self.format in timm_checkpoint.TIMM_FORMATS
 
     @property
     def architecture(self) -> str:
         """The class named by `architectures`, else the one Transformers' auto class picks for `model_type` (older
-        configs carry only that); "" when neither says."""
+        configs carry only that); "" when neither says. A timm model name for timm checkpoints."""
+        if self.is_timm:
+            return timm_checkpoint.architecture(self.config, self.format)
         names = self.config.get("architectures") or []
         if names:
             return str(names[0])
@@ -58,6 +70,8 @@ class Checkpoint:
 
     @property
     def num_logits(self) -> int:
+        if self.is_timm:
+            return timm_checkpoint.num_logits(self.config, self.format)
         return len(self.config.get("id2label") or {}) or int(self.config.get("num_labels", 2))
 
 
@@ -109,22 +123,15 @@ def _download(repo_id: str, revision: str | None, random_weights: bool) -> Path 
 
 def _from_folder(source: str, folder: Path, revision: str | None, random_weights: bool) -> Checkpoint:
     config = _read_json(folder / CONFIG_FILE)
+    fmt = timm_checkpoint.detect_format(config)
+    if fmt is not None:
+        if not random_weights:
+            _check_weights(folder)
+        timm_checkpoint.check(config, fmt, folder)
+        return Checkpoint(source, revision, folder, config, {}, random_weights, format=fmt)
     processor = _read_json(folder / PROCESSOR_FILE)
     if not random_weights:
-        weights = [folder / name for name in WEIGHTS_FILES if (folder / name).exists()]
-        pickled = [name for name in PICKLE_WEIGHTS_FILES if (folder / name).exists()]
-        if not weights and pickled:
-            raise CheckpointError(
-                f"{folder} has only {pickled[0]}, pickle weights that dfserve does not load (unpickling runs code); "
-                "convert them to model.safetensors (e.g. load with Transformers and save_pretrained("
-                "safe_serialization=True)), or pass --random-weights"
-            )
-        if not weights:
-            raise CheckpointError(
-                f"no weights in {folder}: expected model.safetensors (or pass --random-weights to build the "
-                "architecture without them)"
-            )
-        _check_safetensors(weights[0])
+        _check_weights(folder)
     ckpt = Checkpoint(
         source=source,
         revision=revision,
@@ -136,7 +143,8 @@ def _from_folder(source: str, folder: Path, revision: str | None, random_weights
     if not ckpt.architecture:
         raise CheckpointError(
             f"{folder / CONFIG_FILE} names no architecture (no 'architectures' list, model_type "
-            f"{ckpt.config.get('model_type')!r}); supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            f"{ckpt.config.get('model_type')!r}); supported: {', '.join(SUPPORTED_ARCHITECTURES)}, or a timm "
+            "checkpoint ('architecture' and 'pretrained_cfg')"
         )
     if ckpt.architecture not in SUPPORTED_ARCHITECTURES:
         raise CheckpointError(
@@ -149,6 +157,24 @@ def _from_folder(source: str, folder: Path, revision: str | None, random_weights
             f"unsupported num_channels={channels} in {folder / CONFIG_FILE}: the served graph feeds 3 (RGB) channels"
         )
     return ckpt
+
+
+def _check_weights(folder: Path) -> None:
+    """The weights are there, in safetensors, and every shard opens."""
+    weights = [folder / name for name in WEIGHTS_FILES if (folder / name).exists()]
+    pickled = [name for name in PICKLE_WEIGHTS_FILES if (folder / name).exists()]
+    if not weights and pickled:
+        raise CheckpointError(
+            f"{folder} has only {pickled[0]}, pickle weights that dfserve does not load (unpickling runs code); "
+            "convert them to model.safetensors (e.g. load with Transformers and save_pretrained("
+            "safe_serialization=True)), or pass --random-weights"
+        )
+    if not weights:
+        raise CheckpointError(
+            f"no weights in {folder}: expected model.safetensors (or pass --random-weights to build the "
+            "architecture without them)"
+        )
+    _check_safetensors(weights[0])
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -213,7 +239,10 @@ def labels_for(ckpt: Checkpoint, *, negative: str | None = None, positive: str |
 
 def _labels_for(ckpt: Checkpoint, *, negative: str | None = None, positive: str | None = None) -> Labels:
     """Labels from `config.json`. One logit is sigmoid, served as [negative, positive] = [1-p, p]."""
-    id2label = {int(k): str(v) for k, v in (ckpt.config.get("id2label") or {}).items()}
+    if ckpt.is_timm:
+        id2label = timm_checkpoint.id2label(ckpt.config, ckpt.format)
+    else:
+        id2label = {int(k): str(v) for k, v in (ckpt.config.get("id2label") or {}).items()}
     n = ckpt.num_logits
     names = [id2label.get(i, f"{PLACEHOLDER_PREFIX}{i}") for i in range(n)]
     problem = ckpt.config.get("problem_type")
@@ -233,6 +262,11 @@ def _labels_for(ckpt: Checkpoint, *, negative: str | None = None, positive: str 
 def preprocessing_for(ckpt: Checkpoint) -> Preprocessing:
     """The processor's policy, refused up front when its output is not the input size the model was built for:
     the reference pipeline fails on such a checkpoint, and the export would fail late with a shape error."""
+    if ckpt.is_timm:
+        try:
+            return timm_checkpoint.preprocessing(ckpt.config, ckpt.format)
+        except ValueError as exc:
+            raise CheckpointError(f"{ckpt.folder / CONFIG_FILE if ckpt.folder else 'config'}: {exc}") from exc
     try:
         pp = Preprocessing.from_processor_config(ckpt.processor_config)
     except ValueError as exc:
@@ -261,6 +295,10 @@ def _model_input_hw(config: dict[str, Any]) -> tuple[int, int] | None:
 
 def load_model(ckpt: Checkpoint, seed: int = 0) -> Any:
     """The PyTorch model in eval mode: trained weights, or seeded random ones."""
+    if ckpt.is_timm:
+        return timm_checkpoint.load_model(
+            ckpt.config, ckpt.format, ckpt.folder, random_weights=ckpt.random_weights, seed=seed
+        )
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 

@@ -1,7 +1,7 @@
 """PyTorch checkpoint to the served ONNX graph: uint8 pixels in, probabilities out.
 
-The classifier itself is exported by optimum's exporter (it knows ViT's dynamic axes, opset needs and
-validates its own output). Around it, two small graphs are composed with `onnx.compose`:
+The classifier itself (a Transformers or a timm model) is exported by PyTorch's exporter and checked against
+PyTorch (`dfserve.export.torch_onnx`). Around it, two small graphs are composed with `onnx.compose`:
 
     pixels  UINT8 [N,3,H,W] -> Cast -> *rescale -> (-mean)/std -> pixel_values   (the processor's arithmetic)
     logits  FP32  [N,L]     -> sigmoid as [1-p, p] | softmax    -> scores FP32 [N,K]
@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
 from dfserve.errors import ExportError
+from dfserve.export.torch_onnx import LogitsOnly, export_logits
 from dfserve.spec.model import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,10 @@ POST = "dfserve_post_"
 """Name prefix of the scoring nodes after the classifier (sigmoid served as [1 − p, p], or softmax): kept FP32."""
 
 
-def export_classifier(model: Any, opset: int, workdir: Path) -> onnx.ModelProto:
-    """Export the Transformers classifier with optimum (validated by optimum against PyTorch)."""
-    from optimum.exporters.onnx import onnx_export_from_model
+def export_classifier(model: Any, opset: int, workdir: Path, input_hw: tuple[int, int]) -> onnx.ModelProto:
+    """Export the classifier (Transformers or timm: anything `LogitsOnly` wraps), validated against PyTorch."""
 
-    try:
-        onnx_export_from_model(model, output=workdir, opset=opset, task="image-classification", do_validation=True)
-    except Exception as exc:
-        raise ExportError(f"optimum's ONNX export failed: {exc}") from exc
-    return onnx.load(str(workdir / "model.onnx"))
+    return export_logits(LogitsOnly(model), input_hw, opset, workdir / "model.onnx")
 
 
 def _pre_graph(spec: ModelSpec, opset_imports: list[Any], ir_version: int) -> onnx.ModelProto:
@@ -147,7 +143,7 @@ def export_onnx(model: Any, spec: ModelSpec, path: Path, *, core_path: Path | No
     """Export, compose, check and save the served graph to `path` (and the bare classifier to `core_path`: a
     reduced-precision graph converts the classifier alone, so the graphs around it stay FP32 by construction)."""
     with tempfile.TemporaryDirectory(prefix="dfserve-export-") as tmp:
-        core = export_classifier(model, spec.onnx_opset, Path(tmp))
+        core = export_classifier(model, spec.onnx_opset, Path(tmp), spec.input_hw)
         if core_path is not None:
             onnx.save(core, str(core_path))
         served = compose_served_graph(core, spec)

@@ -1,7 +1,10 @@
 """The proof every build gives: the served graph agrees with the reference Transformers pipeline.
 
-Reference: `transformers.pipeline("image-classification")` on the original checkpoint with the checkpoint's own
-slow image processor (`use_fast=False`), fed image files. Candidate: ONNX Runtime on the built graph, fed by
+Reference: `transformers.pipeline("image-classification")` on the original checkpoint with the image processor
+that the installed Transformers picks for the checkpoint by default (`AutoImageProcessor.from_pretrained` with no
+backend asked for: with Transformers 5 and no torchvision that is the Pillow backend, e.g. `CLIPImageProcessorPil`;
+the report names the class and backend it used), fed image files. For timm checkpoints the reference is timm's
+own eval transform and forward (`timm_checkpoint.reference_scores`). Candidate: ONNX Runtime on the built graph, fed by
 dfserve's preprocessing of the same files. The image set mixes real photographs (shipped in the package) with
 generated images chosen to break naive preprocessing: odd sizes and aspect ratios, grey, palette, RGBA, CMYK,
 16-bit, 1-bit, GIF, WebP, BMP, TIFF and EXIF-rotated files.
@@ -20,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from dfserve.errors import ParityError
+from dfserve.export import timm_checkpoint
 from dfserve.export.checkpoint import PROCESSOR_FILE, Checkpoint
 from dfserve.export.fidelity import compare, decisions
 from dfserve.export.policy import FidelityBar
@@ -90,6 +94,8 @@ class ParityResult:
     flips: int = 0
     per_image: list[dict[str, Any]] = field(default_factory=list)
     modes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pipeline: dict[str, Any] = field(default_factory=dict)
+    """What the reference was: library, processor class and backend (`reference_info`)."""
     reference: Any = field(default=None, repr=False)
     """The reference pipeline's scores [N,K] (not in the report): reduced-precision gates compare with them."""
     """Every resize mode measured on this checkpoint against the reference (`fidelity.ScoreDrift` figures and
@@ -101,15 +107,49 @@ class ParityResult:
         return report
 
 
-def reference_scores(ckpt: Checkpoint, model: Any, spec: ModelSpec, paths: list[Path]) -> np.ndarray:
-    """Scores [N,K] from the Transformers pipeline, in the order of `spec.labels.names`."""
-    from transformers import AutoImageProcessor, pipeline
+def reference_processor(ckpt: Checkpoint) -> Any:
+    """The image processor the installed Transformers picks for the checkpoint when none is asked for: what a
+    user's `pipeline("image-classification", model=...)` runs."""
+    from transformers import AutoImageProcessor
 
     with tempfile.TemporaryDirectory(prefix="dfserve-proc-") as tmp:
         proc_dir = ckpt.folder if ckpt.folder is not None else Path(tmp)
         if ckpt.folder is None:
             (Path(tmp) / PROCESSOR_FILE).write_text(json.dumps(ckpt.processor_config))
-        processor = AutoImageProcessor.from_pretrained(proc_dir, use_fast=False)
+        return AutoImageProcessor.from_pretrained(proc_dir)
+
+
+def processor_backend(processor: Any) -> str:
+    """ "pil" or "torchvision": Transformers 5 names it (`backend`); in 4.x the fast processors are torchvision's."""
+    backend = getattr(processor, "backend", None)
+    if isinstance(backend, str):
+        return backend
+    return "torchvision" if type(processor).__name__.endswith("Fast") else "pil"
+
+
+def reference_info(ckpt: Checkpoint, model: Any) -> dict[str, Any]:
+    """The reference pipeline, named for the report and the modes table."""
+    if ckpt.is_timm:
+        return timm_checkpoint.reference_info(ckpt.config, ckpt.format, model)
+    import transformers
+
+    processor = reference_processor(ckpt)
+    return {
+        "library": "transformers",
+        "transformers": transformers.__version__,
+        "processor": type(processor).__name__,
+        "backend": processor_backend(processor),
+    }
+
+
+def reference_scores(ckpt: Checkpoint, model: Any, spec: ModelSpec, paths: list[Path]) -> np.ndarray:
+    """Scores [N,K] from the reference pipeline, in the order of `spec.labels.names`."""
+    if ckpt.is_timm:
+        sigmoid = spec.labels.activation == "sigmoid"
+        return timm_checkpoint.reference_scores(ckpt.config, ckpt.format, model, paths, sigmoid)
+    from transformers import pipeline
+
+    processor = reference_processor(ckpt)
     pipe = pipeline("image-classification", model=model, image_processor=processor, device="cpu")
     k = spec.labels.num_logits
     id2label = model.config.id2label
@@ -162,6 +202,7 @@ def check_parity(
     """Compare reference and candidate on every image, in every resize mode; raise ParityError when the chosen
     mode exceeds `tolerance` on any image or flips any decision (the other modes are only reported)."""
     ref = reference_scores(ckpt, model, spec, paths)
+    info = reference_info(ckpt, model)
     names = [p.name for p in paths]
     bar = FidelityBar(max_abs_diff=tolerance, min_agreement=1.0)
     modes: dict[str, dict[str, Any]] = {}
@@ -187,6 +228,7 @@ def check_parity(
         flips=int(flipped.sum()),
         per_image=per_image,
         modes=modes,
+        pipeline=info,
         reference=ref,
     )
     failures = [
@@ -198,8 +240,17 @@ def check_parity(
         hint = (
             "" if mode == "exact" else f" (resize mode {mode!r}; --resize-mode exact reproduces the processor's pixels)"
         )
+        if info.get("library") == "transformers" and info.get("backend") != "pil":
+            hint += (
+                f"; the reference processor is {info['processor']} (backend {info['backend']}), whose resize is not "
+                "Pillow's, which dfserve reproduces: uninstall torchvision from the build environment, or report it"
+            )
         raise ParityError(
-            f"served model disagrees with the Transformers pipeline beyond {tolerance:g} on "
+            f"served model disagrees with the reference pipeline ({_describe(info)}) beyond {tolerance:g} on "
             f"{len(failures)}/{len(paths)} images{hint}: {', '.join(failures)}"
         )
     return result
+
+
+def _describe(info: dict[str, Any]) -> str:
+    return f"{info.get('library')} {info.get('processor')}, backend {info.get('backend')}"

@@ -67,7 +67,7 @@ from dfserve.spec.names import BUILD_MARKER_FILENAME, ONNX_FILENAME, SPEC_FILENA
 
 log = logging.getLogger(__name__)
 
-VERSIONED_PACKAGES = ("dfserve", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "pillow")
+VERSIONED_PACKAGES = ("dfserve", "torch", "transformers", "timm", "torchvision", "onnx", "onnxruntime", "pillow")
 
 
 @dataclass
@@ -147,9 +147,9 @@ def _quiet_libraries() -> None:
     """The exporters' tracer warnings and advice would bury the build's own progress; -v shows them."""
     if log.isEnabledFor(logging.DEBUG):
         return
-    warnings.filterwarnings("ignore", module=r"(torch|transformers|optimum)(\.|$)")
+    warnings.filterwarnings("ignore", module=r"(torch|transformers|timm)(\.|$)")
     warnings.filterwarnings("ignore", message=r".*(TracerWarning|slow image processor|use_fast).*")
-    for name in ("transformers", "optimum", "torch.onnx"):
+    for name in ("transformers", "timm", "torch.onnx"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
@@ -233,6 +233,8 @@ def _build(options: BuildOptions, console: Console, out: Path, *, shown: Path) -
             precision=_precision(options),
         )
         if options.engine == "torch":
+            if ckpt.is_timm:
+                raise BuildError("--engine torch serves Transformers checkpoints; a timm checkpoint is served as ONNX")
             if spec.precision == "int8":
                 raise BuildError("--precision int8 is for the ONNX Runtime targets; the torch engine runs fp32 or fp16")
             spec = spec.model_copy(update={"engine": "torch"})
@@ -256,14 +258,14 @@ def _build(options: BuildOptions, console: Console, out: Path, *, shown: Path) -
         if options.engine == "torch":
             return _torch_build(stages, ckpt, model, spec, tmp, options, out, started, shown)
 
-        from dfserve.export.onnx_graph import export_onnx  # onnx and optimum: not needed by the torch engine
+        from dfserve.export.onnx_graph import export_onnx  # onnx and its exporter: not needed by the torch engine
 
         onnx_tmp = tmp / ONNX_FILENAME
         with stages.stage("export", f"ONNX exported and composed (opset {spec.onnx_opset})"):
             export_onnx(model, spec, onnx_tmp, core_path=tmp / "classifier.onnx")
         onnx_bytes = onnx_tmp.stat().st_size
 
-        with stages.stage("parity", "parity with the Transformers pipeline proven"):
+        with stages.stage("parity", "parity with the reference pipeline proven"):
             images = write_parity_images(tmp / "parity", photos=options.parity_photos, seed=options.seed)
             parity = check_parity(
                 ckpt, model, spec, onnx_tmp, images, tolerance=options.tolerance, mode=spec.resize_mode
@@ -272,7 +274,7 @@ def _build(options: BuildOptions, console: Console, out: Path, *, shown: Path) -
             f"  max |Δscore| {parity.max_abs_diff:.2e} (bar {parity.tolerance:g}), "
             f"decision agreement {parity.top1_agreement:.1%} on {parity.images} images"
         )
-        console.print(_modes_table(parity.modes, spec.resize_mode))
+        console.print(_modes_table(parity.modes, spec.resize_mode, reference=parity.pipeline))
 
         served_onnx, precision_report = onnx_tmp, None
         # The tensorrt target too: TensorRT builds the proven FP16 graph itself (strongly typed), see `_tensorrt_stage`.
@@ -347,6 +349,7 @@ def _build(options: BuildOptions, console: Console, out: Path, *, shown: Path) -
         "activation": spec.labels.activation,
         "input_hw": list(spec.input_hw),
         "onnx_bytes": onnx_bytes,
+        "reference": parity.pipeline,
         "parity": parity.as_report(),
         "precision": {
             "served": spec.precision,
@@ -481,10 +484,18 @@ def _host_report(host: HostCpu | None) -> dict[str, Any] | None:
     return {"cpu_model": host.model, "arch": host.arch, "isa": sorted(host.isa), "cores": host.cores, "cpus": host.cpus}
 
 
-def _modes_table(modes: dict[str, dict[str, Any]], chosen: str, decode: dict[str, Any] | None = None) -> Table:
+def _modes_table(
+    modes: dict[str, dict[str, Any]],
+    chosen: str,
+    decode: dict[str, Any] | None = None,
+    reference: dict[str, Any] | None = None,
+) -> Table:
     """What each resize mode (and, for `--decode gpu`, the GPU decode path, against its own bar) costs on this
-    checkpoint: the numbers behind choosing `box`, `draft` or GPU decoding."""
-    table = Table(title="resize modes against the Transformers pipeline", title_justify="left", box=None)
+    checkpoint: the numbers behind choosing `box`, `draft` or GPU decoding, against the reference named in the
+    title (library, processor class, backend)."""
+    ref = reference or {}
+    against = f"{ref.get('library', 'the reference')} {ref.get('processor', '')} (backend {ref.get('backend', '?')})"
+    table = Table(title=f"resize modes against {against}", title_justify="left", box=None)
     if decode is not None:
         modes = {**modes, f"{DECODE_GPU_BAR} ({decode['device']}; bar {decode['bar']['max_abs_diff']:g})": decode}
     for column in ("mode", "max |Δscore|", "mean |Δscore|", "flips", "bar"):

@@ -98,6 +98,9 @@ class Preprocessing(_Frozen):
     """(height, width) of the centre crop, or None when the processor does not crop."""
     resample: int = Field(default=2, ge=0, le=5)
     """Pillow filter code (2 bilinear, 3 bicubic, ...)."""
+    crop_rounding: Literal["floor", "round"] = "floor"
+    """Where an odd margin puts the centre crop: `floor` is Transformers' ``(h - ch) // 2``; `round` is
+    torchvision's ``CenterCrop`` (``int(round((h - ch) / 2))``, half to even), which timm's eval transform uses."""
     do_rescale: bool = True
     rescale_factor: float = 1 / 255
     do_normalize: bool = True
