@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
@@ -20,8 +19,9 @@ from dfserve.errors import CheckpointError
 from dfserve.export.policy import DEFAULT_MODEL_ID
 from dfserve.samples import photos
 from dfserve.spec.model import REPORT_FILENAME, SPEC_FILENAME
+from dfserve.terminal import console as make_console
 
-console = Console()
+console = make_console()
 
 
 def register(sub: Any) -> None:

@@ -16,7 +16,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -37,6 +37,7 @@ from dfserve.export.parity import (
     check_parity,
     onnx_scores,
     parity_pixels,
+    parity_steps,
     reference_scores,
     write_parity_images,
 )
@@ -56,8 +57,12 @@ from dfserve.spec.model import (
     ResizeMode,
 )
 from dfserve.spec.names import BUILD_MARKER_FILENAME, ONNX_FILENAME
+from dfserve.terminal import console as make_console
+from dfserve.terminal import progress
 
 log = logging.getLogger(__name__)
+
+PARITY_PROGRESS = "parity (the Transformers pipeline, then each resize mode)"
 
 VERSIONED_PACKAGES = ("dfserve", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "pillow")
 
@@ -100,6 +105,10 @@ class BuildResult:
     report: dict[str, Any]
 
 
+# The build's outcome (what was built, where its report is) is its result: stdout. Stages and notes: stderr.
+results = make_console()
+
+
 class _Stages:
     """Prints each stage as it starts and finishes, with its duration, and keeps the timings."""
 
@@ -108,12 +117,18 @@ class _Stages:
         self.timings: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, key: str, title: str) -> Iterator[None]:
+    def stage(self, key: str, title: str, *, spinner: bool = True) -> Iterator[None]:
+        """A spinner on a terminal (`spinner=False` where the stage draws its own progress bar), a plain line
+        at the start otherwise; the start and end are logged at INFO either way."""
         start = time.perf_counter()
-        with self.console.status(f"[bold]{title}[/] ..."):
+        log.info("build stage %s: started", key)
+        if not self.console.is_terminal:
+            self.console.print(f"  {title} ...", markup=False, highlight=False)
+        with self.console.status(f"[bold]{title}[/] ...") if spinner else nullcontext():
             yield
         took = time.perf_counter() - start
         self.timings[key] = round(took, 3)
+        log.info("build stage %s: done in %.1f s", key, took)
         self.console.print(f"  [green]✓[/] {title} [dim]({took:.1f} s)[/]")
 
 
@@ -145,7 +160,7 @@ def _quiet_libraries() -> None:
 
 def build(options: BuildOptions, console: Console | None = None) -> BuildResult:
     """Run every stage; raises a `BuildError` subclass naming the problem on failure."""
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     out = Path(options.out)
     check_writable(out)
     marker = out / BUILD_MARKER_FILENAME
@@ -215,11 +230,19 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
             export_onnx(model, spec, onnx_tmp, core_path=tmp / "classifier.onnx")
         onnx_bytes = onnx_tmp.stat().st_size
 
-        with stages.stage("parity", "parity with the Transformers pipeline proven"):
+        with stages.stage("parity", "parity with the Transformers pipeline proven", spinner=False):
             images = write_parity_images(tmp / "parity", photos=options.parity_photos, seed=options.seed)
-            parity = check_parity(
-                ckpt, model, spec, onnx_tmp, images, tolerance=options.tolerance, mode=spec.resize_mode
-            )
+            with progress(PARITY_PROGRESS, parity_steps(images), unit="images", out=console) as bar:
+                parity = check_parity(
+                    ckpt,
+                    model,
+                    spec,
+                    onnx_tmp,
+                    images,
+                    tolerance=options.tolerance,
+                    mode=spec.resize_mode,
+                    advance=bar.advance,
+                )
         console.print(
             f"  max |Δscore| {parity.max_abs_diff:.2e} (bar {parity.tolerance:g}), "
             f"decision agreement {parity.top1_agreement:.1%} on {parity.images} images"
@@ -271,7 +294,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
     }
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
-    console.print(
+    results.print(
         f"[bold green]built[/] {out} in {report['timings_s']['total']:.1f} s "
         f"(ONNX {onnx_bytes / 2**20:.1f} MiB); report: {out / REPORT_FILENAME}"
     )
@@ -412,7 +435,7 @@ def _torch_build(
         "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
     }
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
-    stages.console.print(
+    results.print(
         f"[bold green]built[/] {out} (torch engine, {spec.precision}) in {report['timings_s']['total']:.1f} s; "
         f"max |Δscore| {drift.max_abs_diff:.2e} on {drift.images} images"
     )

@@ -55,9 +55,8 @@ def _register_loadtest(subparsers: Any) -> None:
 
 
 def _loadtest(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from dfserve.loadtest.runner import LoadtestOptions, run_loadtest
+    from dfserve.terminal import console
 
     run_time = args.run_time if args.run_time is not None else (None if args.shape == "step" else "30s")
     settings = LoadSettings(
@@ -85,8 +84,8 @@ def _loadtest(args: argparse.Namespace) -> int:
         processes=args.processes,
         echo=not args.quiet,
     )
-    summary = run_loadtest(opts, Console(stderr=True))  # progress and Locust's own lines: diagnostics
-    print_summary(summary, Console())  # the result: stdout
+    summary = run_loadtest(opts, console(stderr=True))  # progress and Locust's own lines: diagnostics
+    print_summary(summary, console())  # the result: stdout
     return 1 if summary["failures"] else 0
 
 

@@ -17,7 +17,6 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 
 from dfserve.engine.records import find_engine_records
@@ -31,6 +30,7 @@ from dfserve.spec.names import (
     GRPC_RESTRICTED_HEADER_PREFIX,
     TRITONSERVER_ENV,
 )
+from dfserve.terminal import console as make_console
 from dfserve.triton.args import split_tritonserver_args
 from dfserve.triton.distribution import (
     TritonDistribution,
@@ -48,8 +48,8 @@ from dfserve.triton.state import clean_leftovers
 if TYPE_CHECKING:
     from dfserve.triton.proxy import NginxProxy
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = make_console(highlight=False)
+err_console = make_console(stderr=True, highlight=False)
 
 WATCH_INTERVAL_S = 0.5
 """How often the launcher checks tritonserver and its backend stubs; a dead stub is acted on within this."""
