@@ -82,6 +82,6 @@ def test_build_piped_result_on_stdout_progress_on_stderr(tmp_path: Path) -> None
     assert result.startswith(f"built {out} in ") and result.endswith(f"report: {out}/build_report.json")
     err = done.stderr.splitlines()
     assert "  parity with the Transformers pipeline proven ..." in err  # a stage's start, not only its end
-    finals = [line for line in err if line.startswith("parity (") and "images (100%)" in line]
+    finals = [line for line in err if line.startswith("parity (") and "image passes (100%)" in line]
     assert finals, done.stderr
     assert all(len(line) < 300 or str(out) in line for line in err)

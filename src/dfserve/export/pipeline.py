@@ -48,6 +48,7 @@ from dfserve.repository.writer import check_writable, write_repository
 from dfserve.spec.model import (
     DEFAULT_RESIZE_MODE,
     REPORT_FILENAME,
+    RESIZE_MODES,
     Batching,
     Engine,
     GpuServing,
@@ -62,7 +63,7 @@ from dfserve.terminal import progress
 
 log = logging.getLogger(__name__)
 
-PARITY_PROGRESS = "parity (the Transformers pipeline, then each resize mode)"
+PARITY_PROGRESS = f"parity (each image through the Transformers pipeline, then {len(RESIZE_MODES)} resize modes)"
 
 VERSIONED_PACKAGES = ("dfserve", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "pillow")
 
@@ -232,7 +233,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
 
         with stages.stage("parity", "parity with the Transformers pipeline proven", spinner=False):
             images = write_parity_images(tmp / "parity", photos=options.parity_photos, seed=options.seed)
-            with progress(PARITY_PROGRESS, parity_steps(images), unit="images", out=console) as bar:
+            with progress(PARITY_PROGRESS, parity_steps(images), unit="image passes", out=console) as bar:
                 parity = check_parity(
                     ckpt,
                     model,
