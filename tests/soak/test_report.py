@@ -33,8 +33,15 @@ def _result(window_s: float, count: int, leak_mib_per_window: float) -> SoakResu
     total = totals(windows, outcomes_all, len(outcomes_all), 0, count * window_s)
     return SoakResult(
         options={"warmup_s": window_s, "max_growth_pct": 5.0, "window_s": window_s, "timeout_s": 30.0},
-        target={"protocol": "http", "url": "http://127.0.0.1:8000", "model": "deepfake", "mode": "file",
-                "own_server": True, "pid": 1, "payloads": ["a.jpg", "b.jpg"]},  # fmt: skip
+        target={
+            "protocol": "http",
+            "url": "http://127.0.0.1:8000",
+            "model": "deepfake",
+            "mode": "file",
+            "own_server": True,
+            "pid": 1,
+            "payloads": ["a.jpg", "b.jpg"],
+        },
         concurrency=4,
         ramp=[],
         knee=None,

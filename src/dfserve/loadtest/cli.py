@@ -104,6 +104,8 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         str(summary["users"]),
     )
     console.print(table)
+    if summary.get("images"):  # images/s depends on their sizes: say which images the figures are for
+        console.print(f"images: {summary['images']}", highlight=False)
     if summary.get("caution"):
         console.print(f"caution: {summary['caution']}", highlight=False)
     rough = [p["users"] for p in summary.get("by_users", []) if p.get("caution")]

@@ -41,6 +41,7 @@ from dfserve.loadtest.report import (
 )
 from dfserve.loadtest.samples import latency_figures, read_samples
 from dfserve.measure.knee import find_knee
+from dfserve.measure.payloads import describe_generated, describe_images, load_folder
 from dfserve.measure.stats import parse_duration
 from dfserve.measure.target import Protocol, split_host
 
@@ -274,6 +275,11 @@ def summarize(
         "p90_ms": total["p90_ms"],
         "p99_ms": total["p99_ms"],
         "percentiles_from": "every request's latency" if samples is not None else "Locust's histogram",
+        "images": (
+            describe_images(load_folder(settings.images), f"images from {settings.images}")
+            if settings.images
+            else describe_generated(settings.image_count)
+        ),
         "caution": total.get("caution"),
         "avg_ms": total["avg_ms"],
         "max_ms": total["max_ms"],

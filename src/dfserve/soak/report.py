@@ -83,6 +83,8 @@ class LiveDisplay(SoakHooks):
             + (f"pid {t['pid']}" if t["pid"] else "the server: NOT MEASURED (no pid)")
         )
         self.console.print(self.header, highlight=False, soft_wrap=True)
+        if t.get("images"):
+            self.console.print(f"images: {t['images']}", highlight=False, soft_wrap=True)
 
     def ramp_step(self, step: StepFigures) -> None:
         self.console.print(
@@ -145,6 +147,7 @@ def markdown(result: SoakResult) -> str:
         f"- load: {result.concurrency} closed-loop threads"
         + (f" (the knee of the ramp: {result.knee['rps']:.1f} img/s)" if result.knee else " (given)")
         + f", {len(tgt['payloads'])} files cycled, timeout {opts['timeout_s']:g}s",
+        f"- images: {tgt.get('images', '-')} (images/s depends on their sizes)",
         f"- {t.duration_s:.0f}s in {len(result.windows)} windows of {opts['window_s']:g}s, "
         f"warm-up {opts['warmup_s']:.0f}s, memory bar {opts['max_growth_pct']:g}%",
         "",
@@ -307,6 +310,8 @@ def print_verdict(result: SoakResult, console: Console) -> None:
         + f"; p99 drift {_pct(v.p99_drift.change_pct if v.p99_drift else None)}",
         highlight=False,
     )
+    if result.target.get("images"):
+        console.print(f"images: {result.target['images']}", highlight=False)
     for note in v.notes:
         console.print(f"note: {note}", highlight=False)
     if v.passed:
