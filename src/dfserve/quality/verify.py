@@ -127,8 +127,8 @@ def verify(
             if images is not None:
                 good, bad = _usable(user_images(images), spec)
                 paths += good
-            with progress("verify: the server", len(paths), unit="images") as bar:
-                served = client.classify_many(paths, concurrency=4, progress=bar.update)
+            with progress("verify: the server", len(paths), unit="images") as sent:
+                served = client.classify_many(paths, concurrency=4, progress=sent.update)
             kept = []
             for path, result in zip(paths, served, strict=True):
                 if isinstance(result, DfserveClientError):
@@ -137,8 +137,8 @@ def verify(
                     kept.append((path, [result.scores[name] for name in spec.labels.names]))
             if not kept:
                 raise VerifyError("no image could be compared: every file was refused")
-            with progress("verify: the reference pipeline", len(kept), unit="images") as bar:
-                reference = reference_scores(ckpt, load_model(ckpt), spec, [p for p, _ in kept], bar.advance)
+            with progress("verify: the reference pipeline", len(kept), unit="images") as done:
+                reference = reference_scores(ckpt, load_model(ckpt), spec, [p for p, _ in kept], done.advance)
     candidate = np.asarray([scores for _, scores in kept], dtype=np.float64)
     names = [p.name for p, _ in kept]
     drift = compare(reference, candidate, spec.labels, names)
