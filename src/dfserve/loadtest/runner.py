@@ -44,6 +44,7 @@ from dfserve.measure.knee import find_knee
 from dfserve.measure.payloads import describe_generated, describe_images, load_folder
 from dfserve.measure.stats import parse_duration
 from dfserve.measure.target import Protocol, split_host
+from dfserve.terminal import console as make_console
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 CSV_PREFIX = "locust"
@@ -176,7 +177,7 @@ def run_loadtest(opts: LoadtestOptions, console: Console | None = None) -> dict[
     summary counts them and the caller decides (the CLI exits non-zero).
     """
     url, protocol = opts.validate()
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     out = (opts.out or default_out_dir()).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     cmd = locust_command(opts, out, protocol)
