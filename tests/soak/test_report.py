@@ -61,6 +61,7 @@ def test_a_short_soak_states_the_change_over_its_span_not_a_rate_per_hour(tmp_pa
     md = markdown(result)
     row = next(line for line in md.splitlines() if line.startswith("| RSS"))
     assert "over 40 s (under 10 min: too short to say per hour)" in row and "per hour |" not in row
+    assert "**Caution:** the p99 of 5 of 5 windows after the warm-up rests on fewer than 100 requests" in md
     write_outputs(result, tmp_path)
     with Image.open(tmp_path / "soak.png") as png:
         assert png.format == "PNG" and png.height > png.width  # four panels, one above the other

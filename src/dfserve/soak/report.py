@@ -24,6 +24,8 @@ JSON_FILE = "soak.json"
 MARKDOWN_FILE = "soak.md"
 PLOT_FILE = "soak.png"
 LIVE_ROWS = 12
+MIN_WINDOW_REQUESTS = 100
+"""A window's p99 from fewer requests than this is its slowest one or two requests."""
 MIB = 2**20
 
 
@@ -177,6 +179,15 @@ def markdown(result: SoakResult) -> str:
             f"| {label} | {d.first / unit:.1f} | {d.last / unit:.1f} | {_pct(d.change_pct)} | "
             f"{_pct(d.fitted_change_pct)} | {d.rate(unit) if d.windows > 1 else '-'} |"
         )
+    thin = [w for w in result.windows if not w.warmup and 0 < w.ok < MIN_WINDOW_REQUESTS]
+    measured = sum(1 for w in result.windows if not w.warmup)
+    if thin:
+        lines += [
+            "",
+            f"**Caution:** the p99 of {len(thin)} of {measured} windows after the warm-up rests on fewer than "
+            f"{MIN_WINDOW_REQUESTS} requests (fewest: {min(w.ok for w in thin)}): it is the slowest few requests, "
+            "not a percentile, and its drift is rough (longer --window for more).",
+        ]
     lines += ["", "## Verdict", ""]
     lines += [f"- **{p}**" for p in v.problems] or ["- every request answered, memory within the bar"]
     lines += [f"- {n}" for n in v.notes]
