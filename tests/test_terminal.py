@@ -14,7 +14,7 @@ import pytest
 from rich.table import Table
 
 from dfserve import terminal
-from dfserve.terminal import console, progress
+from dfserve.terminal import console, heading, progress
 from tests.checkpoints import make_checkpoint
 
 LONG = "a_rather_long_folder_name_that_goes_on_" * 4
@@ -40,6 +40,11 @@ def test_a_terminal_console_still_wraps_to_the_window() -> None:
     tty = console(file=io.StringIO(), force_terminal=True, width=40)
     tty.print("word " * 20)
     assert max(len(line) for line in tty.file.getvalue().splitlines()) <= 40  # type: ignore[attr-defined]
+
+
+def test_a_piped_heading_is_one_short_line(capsys: pytest.CaptureFixture[str]) -> None:
+    heading(console(), "[bold]1. build")
+    assert capsys.readouterr().out == "== 1. build ==\n"
 
 
 def test_plain_progress_says_done_total_and_time_left(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ from dfserve.export.policy import DEFAULT_MODEL_ID
 from dfserve.samples import photos
 from dfserve.spec.model import REPORT_FILENAME, SPEC_FILENAME
 from dfserve.terminal import console as make_console
+from dfserve.terminal import heading
 
 console = make_console()
 
@@ -80,6 +81,7 @@ def _random_weights_banner() -> None:
             "speed, not the detector's verdicts. Run `dfserve demo --model DIR` with the real checkpoint for those.",
             title="[bold]NO TRAINED WEIGHTS[/]",
             border_style="bold red",
+            expand=console.is_terminal,  # piped: as wide as its text, not ten thousand columns
         )
     )
 
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     repo = out / "repository"
-    console.rule("[bold]1. build")
+    heading(console, "[bold]1. build")
     report = _build(args.model, repo, args.rebuild)
     if report["random_weights"]:
         _random_weights_banner()
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         f"top-1 agreement {parity['top1_agreement']:.0%} on {parity['images']} images"
     )
 
-    console.rule("[bold]2. serve")
+    heading(console, "[bold]2. serve")
     photos = write_sample_photos(out / "photos")
     started = time.perf_counter()
     with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as server:
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             f"gRPC {server.grpc_url}, metrics http://{server.metrics_url}/metrics"
         )
 
-        console.rule("[bold]3. classify sample photographs through the served ensemble")
+        heading(console, "[bold]3. classify sample photographs through the served ensemble")
         with Client(server.http_url, protocol="http") as client:
             labels = client.model_spec().labels
             shown = labels.positive or labels.names[0]
@@ -127,12 +129,12 @@ def run(args: argparse.Namespace) -> int:
             _throughput(client, photos, "gRPC, pixels preprocessed here")
 
         if args.loadtest_seconds > 0:
-            console.rule(f"[bold]4. load test ({args.loadtest_seconds} s, Locust)")
+            heading(console, f"[bold]4. load test ({args.loadtest_seconds} s, Locust)")
             _loadtest(server, out, args.loadtest_seconds)
 
-        console.rule("[bold]5. verify: the live server against the reference pipeline")
+        heading(console, "[bold]5. verify: the live server against the reference pipeline")
         verified = _verify(server, report)
-    console.rule("[bold green]done" if verified else "[bold red]done, NOT verified")
+    heading(console, "[bold green]done" if verified else "[bold red]done, NOT verified")
     return 0 if verified else 1
 
 

@@ -34,6 +34,15 @@ def console(*, stderr: bool = False, **kwargs: Any) -> Console:
     return Console(stderr=stderr, **{"width": PLAIN_WIDTH, "soft_wrap": True, **kwargs})
 
 
+def heading(out: Console, title: str) -> None:
+    """A section heading: a rule across the window on a terminal, one short plain line otherwise (a rule across
+    `PLAIN_WIDTH` columns would be ten thousand dashes in a log)."""
+    if out.is_terminal:
+        out.rule(title)
+    else:
+        out.print(f"== {title} ==")
+
+
 class Tracker:
     """What a long stage reports to: `advance()` per item done. Shows a bar on a terminal and a plain line every
     `PLAIN_PROGRESS_EVERY_S` otherwise (and at the end)."""
