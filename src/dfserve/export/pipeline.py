@@ -107,7 +107,7 @@ class BuildResult:
 
 
 # The build's outcome (what was built, where its report is) is its result: stdout. Stages and notes: stderr.
-results = make_console()
+result_console = make_console()
 
 
 class _Stages:
@@ -295,7 +295,7 @@ def _build(options: BuildOptions, console: Console, out: Path) -> BuildResult:
         "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
     }
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
-    results.print(
+    result_console.print(
         f"[bold green]built[/] {out} in {report['timings_s']['total']:.1f} s "
         f"(ONNX {onnx_bytes / 2**20:.1f} MiB); report: {out / REPORT_FILENAME}"
     )
@@ -436,7 +436,7 @@ def _torch_build(
         "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
     }
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
-    results.print(
+    result_console.print(
         f"[bold green]built[/] {out} (torch engine, {spec.precision}) in {report['timings_s']['total']:.1f} s; "
         f"max |Δscore| {drift.max_abs_diff:.2e} on {drift.images} images"
     )
