@@ -13,11 +13,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rich.console import Console
-
 from dfserve._version import __version__
 from dfserve.commandline import Parser, missing_extra_message
 from dfserve.errors import DfserveError
+from dfserve.terminal import console
 
 # Modules that provide `register(subparsers) -> None` (or the function named after a colon), in the order their
 # commands appear in --help.
@@ -34,7 +33,7 @@ COMMAND_MODULES = (
 )
 
 
-err_console = Console(stderr=True)
+err_console = console(stderr=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

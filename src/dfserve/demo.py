@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
@@ -22,8 +21,10 @@ from dfserve.export.policy import DEFAULT_MODEL_ID
 from dfserve.measure.stats import parse_duration
 from dfserve.samples import photos
 from dfserve.spec.model import REPORT_FILENAME, SPEC_FILENAME
+from dfserve.terminal import console as make_console
+from dfserve.terminal import heading
 
-console = Console()
+console = make_console()
 
 
 def register(sub: Any) -> None:
@@ -100,6 +101,7 @@ def _random_weights_banner() -> None:
             "speed, not the detector's verdicts. Run `dfserve demo --model DIR` with the real checkpoint for those.",
             title="[bold]NO TRAINED WEIGHTS[/]",
             border_style="bold red",
+            expand=console.is_terminal,  # piped: as wide as its text, not ten thousand columns
         )
     )
 
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     repo = out / "repository"
-    console.rule("[bold]1. build")
+    heading(console, "[bold]1. build")
     report = _build(args.model, repo, args.rebuild)
     if report["random_weights"]:
         _random_weights_banner()
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         f"top-1 agreement {parity['top1_agreement']:.0%} on {parity['images']} images"
     )
 
-    console.rule("[bold]2. serve")
+    heading(console, "[bold]2. serve")
     photos = write_sample_photos(out / "photos")
     started = time.perf_counter()
     with TritonServer(repo, http_port=0, grpc_port=0, metrics_port=0) as server:
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             f"gRPC {server.grpc_url}, metrics http://{server.metrics_url}/metrics"
         )
 
-        console.rule("[bold]3. classify sample photographs through the served ensemble")
+        heading(console, "[bold]3. classify sample photographs through the served ensemble")
         with Client(server.http_url, protocol="http") as client:
             labels = client.model_spec().labels
             shown = labels.positive or labels.names[0]
@@ -149,12 +151,12 @@ def run(args: argparse.Namespace) -> int:
         loadtest: dict[str, Any] | None = None
         if args.loadtest_duration > 0:
             seconds = max(1, round(args.loadtest_duration))
-            console.rule(f"[bold]4. load test ({seconds} s, Locust)")
+            heading(console, f"[bold]4. load test ({seconds} s, Locust)")
             loadtest = _loadtest(server, out, seconds)
 
-        console.rule("[bold]5. verify: the live server against the reference pipeline")
+        heading(console, "[bold]5. verify: the live server against the reference pipeline")
         verified = _verify(server, report)
-    console.rule("[bold green]done" if verified else "[bold red]done, NOT verified")
+    heading(console, "[bold green]done" if verified else "[bold red]done, NOT verified")
     console.print(
         summary_line(report, len(photos), http_rate, grpc_rate, loadtest, verified, repo),
         highlight=False,

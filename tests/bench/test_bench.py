@@ -87,6 +87,9 @@ def test_bench_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert set(data["preprocessing"]["methods"]) == {"transformers", "exact", "box", "draft"}
     assert render_markdown(data) == result.markdown  # the saved JSON re-renders the same report
     assert "## Goals" in result.markdown and ("NOT MET" in result.markdown or "| met |" in result.markdown)
+    # two rounds of 0.3 s: the report says its figures are rough rather than printing them as if they were not
+    assert "**Caution:** 2 round(s) of 0.3 s" in result.markdown
+    assert "rests on fewer than 100 latencies" in result.markdown
     with Image.open(result.files["png"]) as png:
         assert png.format == "PNG" and png.size[0] > 600
 

@@ -68,7 +68,9 @@ def triton_server_spec(server: Any) -> Any:
     return ModelSpec.load(server.repository)
 
 
-def test_step_ramp_reports_steps_and_a_knee_through_the_cli(triton_server: Any, tmp_path: Path) -> None:
+def test_step_ramp_reports_steps_and_a_knee_through_the_cli(
+    triton_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "ramp"
     code = main(
         [
@@ -96,6 +98,11 @@ def test_step_ramp_reports_steps_and_a_knee_through_the_cli(triton_server: Any, 
     )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == "2 generated photo-like JPEGs, 640x480 to 800x600 (median 0.39 MP)"
+    printed = capsys.readouterr()
+    # the result on stdout, with the images it is for; Locust's progress and dfserve's own lines on stderr
+    assert f"images: {summary['images']}" in printed.out.splitlines() and f"report: {out}" in printed.out
+    assert "locust" in printed.err and "locust" not in printed.out
     assert [s["users"] for s in summary["steps"]] == [2, 4]
     assert all(s["requests"] > 0 and s["failures"] == 0 for s in summary["steps"])
     assert summary["knee"]["users"] in (2, 4) and summary["shape"] == "step"

@@ -12,7 +12,17 @@ from PIL import Image
 
 from dfserve.errors import PayloadError
 from dfserve.export.policy import DEFAULT_PROCESSOR_CONFIG
-from dfserve.measure.payloads import REALISTIC_SIZES, generate_images, load_folder, load_images, to_pixels
+from dfserve.measure.payloads import (
+    REALISTIC_SIZES,
+    describe_generated,
+    describe_images,
+    encoded,
+    generate_images,
+    load_folder,
+    load_images,
+    to_pixels,
+)
+from dfserve.samples import photos
 from dfserve.spec.model import Labels, ModelSpec, Preprocessing
 
 
@@ -81,3 +91,13 @@ def test_pixels_follow_the_spec(sample_images: dict[str, Path]) -> None:
     images = load_folder(next(iter(sample_images.values())).parent)
     pixels = to_pixels(images, spec)
     assert all(p.shape == (3, *spec.input_hw) and p.dtype == np.uint8 for p in pixels)
+
+
+def test_an_image_set_is_described_by_its_sizes() -> None:
+    """Every throughput summary names its images: 12 MP photographs and 512x512 ones differ tenfold in images/s."""
+    made = generate_images(3)
+    assert describe_generated(3) == "3 generated photo-like JPEGs, 640x480 to 1024x768 (median 0.48 MP)"
+    assert describe_images(made, "generated photo-like JPEGs").startswith(describe_generated(3) + ", ")
+    assert describe_generated(8).endswith("640x480 to 3024x4032 (median 0.99 MP)")
+    shipped = describe_images([encoded(f"{n}.jpg", d) for n, d in photos()], "sample photographs")
+    assert shipped.startswith("8 sample photographs, ") and "to 512x512" in shipped and shipped.endswith(" KiB")

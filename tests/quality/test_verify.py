@@ -37,6 +37,12 @@ def test_same_checkpoint_verifies(triton_server: Any, tiny_checkpoint: Path, tmp
     assert "verified" in result.stdout and "NOT verified" not in result.stdout
     data = json.loads(report.read_text())
     assert data["passed"] and data["precision"] == "fp32"
+    # progress on stderr (plain lines: no terminal here), each stage to its last image; none of it on stdout
+    n = data["drift"]["images"]
+    err = result.stderr.splitlines()
+    assert any(line.startswith(f"verify: the server: {n}/{n} images (100%)") for line in err), result.stderr
+    assert any(line.startswith(f"verify: the reference pipeline: {n}/{n} images (100%)") for line in err)
+    assert "verify: " not in result.stdout
     assert data["drift"]["max_abs_diff"] <= 1e-4 and data["drift"]["flips"] == 0
     assert data["drift"]["images"] >= 20  # the shipped photographs and the generated hostile images
 

@@ -143,9 +143,8 @@ def register(subparsers: Any) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from dfserve.bench.run import BenchOptions, run_bench
+    from dfserve.terminal import console
 
     opts = BenchOptions(
         model=args.model,
@@ -162,6 +161,6 @@ def _bench(args: argparse.Namespace) -> int:
         image_count=args.image_count,
         out=args.out,
     )
-    result = run_bench(opts, Console(stderr=True))
+    result = run_bench(opts, console(stderr=True))
     print(result.markdown)
     return 0

@@ -41,6 +41,35 @@ def _met(goal: dict[str, Any]) -> str:
     return "met" if goal["met"] else "NOT MET"
 
 
+MIN_ROUNDS = 3
+"""Fewer rounds than this: a median of one or two windows, and no spread worth the name."""
+MIN_LATENCIES = 100
+"""A p99 from fewer latencies than this is the largest one or two of them, not a percentile."""
+
+
+def cautions(data: dict[str, Any]) -> list[str]:
+    """Where the figures are rough: few rounds, or a p99 resting on few latencies (served variants: one per
+    image; raw ONNX Runtime and the pipeline: one per call of `level` images)."""
+    out = []
+    if data["rounds"] < MIN_ROUNDS:
+        out.append(
+            f"{data['rounds']} round(s) of {data['seconds']} s per variant and level: medians of so few windows "
+            f"are rough and the round-to-round spread is barely measured (use --rounds {MIN_ROUNDS} or more)."
+        )
+    thin = [
+        f"{name} at {row['level']}"
+        for name, v in data["variants"].items()
+        for row in v["rows"]
+        if (row["images"] // row["level"] if v["kind"] in ("raw", "pipeline") else row["images"]) < MIN_LATENCIES
+    ]
+    if thin:
+        out.append(
+            f"the p99 of {', '.join(thin)} rests on fewer than {MIN_LATENCIES} latencies: read it as the slowest "
+            "few calls, not a percentile (longer --seconds or more --rounds)."
+        )
+    return out
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     m, ratios, variants = data["model"], data["ratios"], data["variants"]
     prep = data["preprocessing"]
@@ -58,6 +87,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"{_load(data['machine'].get('load_average_at_end'))}: on a shared machine wall-clock figures move with "
         "what else runs (alternation spreads that over all variants), CPU seconds per image much less.",
         "",
+        *[f"**Caution:** {text}" for text in cautions(data)],
+        *([""] if cautions(data) else []),
         "## Goals",
         "",
         *_table(

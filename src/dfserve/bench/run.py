@@ -62,6 +62,7 @@ from dfserve.measure.stats import percentile
 from dfserve.repository.writer import write_repository
 from dfserve.spec.model import BuildHost, ModelSpec, Precision
 from dfserve.spec.names import ONNX_FILENAME
+from dfserve.terminal import console as make_console
 
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
 GOAL_OVER_PIPELINE = 2.5
@@ -304,7 +305,7 @@ def bench_memory(
 
 def run_bench(opts: BenchOptions, console: Console | None = None) -> BenchResult:
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     out = (opts.out or _default_out()).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

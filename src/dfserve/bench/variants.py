@@ -19,6 +19,7 @@ from dfserve.errors import BenchError
 from dfserve.measure.closedloop import run_for
 from dfserve.measure.processes import MemorySampler, process_tree_cpu
 from dfserve.spec.model import ModelSpec, Precision
+from dfserve.terminal import progress
 from dfserve.triton.process import TritonServer
 
 
@@ -208,14 +209,18 @@ def start_server(repo: Path) -> Any:
 
 
 def run_rounds(variants: Sequence[Variant], rounds: int, seconds: float, console: Console) -> None:
-    """Every variant at every level once per round, the variants' order rotating from round to round."""
-    for r in range(rounds):
-        order = list(variants[r % len(variants) :]) + list(variants[: r % len(variants)])
-        for v in order:
-            for c in v.levels:
-                w = v.measure(c, seconds)
-                v.windows.setdefault(c, []).append(w)
-                console.print(
-                    f"    round {r + 1}/{rounds} {v.name:<14} c={c:<3} {w.images / w.seconds:8.2f} images/s "
-                    f"({w.images} images, CPU {w.cpu_s / max(w.images, 1):.3f} s/image)"
-                )
+    """Every variant at every level once per round, the variants' order rotating from round to round; progress
+    over the windows (rounds × variants × levels) with the time left, on `console` (stderr)."""
+    total = rounds * sum(len(v.levels) for v in variants)
+    with progress("bench: measurement windows", total, unit="windows", out=console) as bar:
+        for r in range(rounds):
+            order = list(variants[r % len(variants) :]) + list(variants[: r % len(variants)])
+            for v in order:
+                for c in v.levels:
+                    w = v.measure(c, seconds)
+                    v.windows.setdefault(c, []).append(w)
+                    console.print(
+                        f"    round {r + 1}/{rounds} {v.name:<14} c={c:<3} {w.images / w.seconds:8.2f} images/s "
+                        f"({w.images} images, CPU {w.cpu_s / max(w.images, 1):.3f} s/image)"
+                    )
+                    bar.advance()

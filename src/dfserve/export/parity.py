@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,11 +143,17 @@ def reference_info(ckpt: Checkpoint, model: Any) -> dict[str, Any]:
     }
 
 
-def reference_scores(ckpt: Checkpoint, model: Any, spec: ModelSpec, paths: list[Path]) -> np.ndarray:
-    """Scores [N,K] from the reference pipeline, in the order of `spec.labels.names`."""
+def reference_scores(
+    ckpt: Checkpoint, model: Any, spec: ModelSpec, paths: list[Path], advance: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """Scores [N,K] from the reference pipeline, in the order of `spec.labels.names`; `advance(n)` as images finish
+    (the slow part of a build's parity stage: over a minute on the full model)."""
     if ckpt.is_timm:
         sigmoid = spec.labels.activation == "sigmoid"
-        return timm_checkpoint.reference_scores(ckpt.config, ckpt.format, model, paths, sigmoid)
+        scores = timm_checkpoint.reference_scores(ckpt.config, ckpt.format, model, paths, sigmoid)
+        if advance is not None:
+            advance(len(paths))
+        return scores
     from transformers import pipeline
 
     processor = reference_processor(ckpt)
@@ -163,6 +170,8 @@ def reference_scores(ckpt: Checkpoint, model: Any, spec: ModelSpec, paths: list[
             rows.append([1.0 - p, p])
         else:
             rows.append(logits_order)
+        if advance is not None:
+            advance(1)
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -189,6 +198,12 @@ def candidate_scores(
     return onnx_scores(onnx_path, spec, parity_pixels(spec, paths, mode))
 
 
+def parity_steps(paths: list[Path]) -> int:
+    """How many image passes `check_parity` makes (the reference pipeline, then each resize mode): a progress
+    bar's total."""
+    return len(paths) * (1 + len(RESIZE_MODES))
+
+
 def check_parity(
     ckpt: Checkpoint,
     model: Any,
@@ -198,10 +213,11 @@ def check_parity(
     *,
     tolerance: float = TOLERANCE,
     mode: ResizeMode = DEFAULT_RESIZE_MODE,
+    advance: Callable[[int], None] | None = None,
 ) -> ParityResult:
     """Compare reference and candidate on every image, in every resize mode; raise ParityError when the chosen
     mode exceeds `tolerance` on any image or flips any decision (the other modes are only reported)."""
-    ref = reference_scores(ckpt, model, spec, paths)
+    ref = reference_scores(ckpt, model, spec, paths, advance)
     info = reference_info(ckpt, model)
     names = [p.name for p in paths]
     bar = FidelityBar(max_abs_diff=tolerance, min_agreement=1.0)
@@ -211,6 +227,8 @@ def check_parity(
         scores = candidate_scores(onnx_path, spec, paths, candidate_mode)
         drift = compare(ref, scores, spec.labels, names)
         modes[candidate_mode] = {**drift.as_report(), "passes": drift.passes(bar)}
+        if advance is not None:
+            advance(len(paths))
         if candidate_mode == mode:
             cand = scores
     diff = np.abs(ref - cand).max(axis=1)

@@ -11,21 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from dfserve.engine import torch_module as torch_engine
 from dfserve.engine.cpu import HostCpu, describe_isa, read_host
@@ -42,11 +39,13 @@ from dfserve.export.parity import (
     check_parity,
     onnx_scores,
     parity_pixels,
+    parity_steps,
     reference_scores,
     write_parity_images,
 )
 from dfserve.export.policy import DECODE_GPU_BAR, DEFAULT_MODEL_ID, SPEED_SECONDS, default_batching
 from dfserve.export.precision import convert
+from dfserve.export.summary import host_report, modes_table, print_fidelity, versions
 from dfserve.repository.configs import Target
 from dfserve.repository.staging import BuildLock, commit, new_staging, remove_leftovers
 from dfserve.repository.writer import check_writable, require_replaceable, write_repository
@@ -54,6 +53,7 @@ from dfserve.spec.model import (
     DEFAULT_DECODE,
     DEFAULT_RESIZE_MODE,
     REPORT_FILENAME,
+    RESIZE_MODES,
     Batching,
     Decode,
     Engine,
@@ -64,10 +64,12 @@ from dfserve.spec.model import (
     ResizeMode,
 )
 from dfserve.spec.names import BUILD_MARKER_FILENAME, ONNX_FILENAME, SPEC_FILENAME
+from dfserve.terminal import console as make_console
+from dfserve.terminal import progress
 
 log = logging.getLogger(__name__)
 
-VERSIONED_PACKAGES = ("dfserve", "torch", "transformers", "timm", "torchvision", "onnx", "onnxruntime", "pillow")
+PARITY_PROGRESS = f"parity (each image through the reference pipeline, then {len(RESIZE_MODES)} resize modes)"
 
 
 @dataclass
@@ -116,6 +118,10 @@ class BuildResult:
     report: dict[str, Any]
 
 
+# The build's outcome (what was built, where its report is) is its result: stdout. Stages and notes: stderr.
+result_console = make_console()
+
+
 class _Stages:
     """Prints each stage as it starts and finishes, with its duration, and keeps the timings."""
 
@@ -124,23 +130,19 @@ class _Stages:
         self.timings: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, key: str, title: str) -> Iterator[None]:
+    def stage(self, key: str, title: str, *, spinner: bool = True) -> Iterator[None]:
+        """A spinner on a terminal (`spinner=False` where the stage draws its own progress bar), a plain line
+        at the start otherwise; the start and end are logged at INFO either way."""
         start = time.perf_counter()
-        with self.console.status(f"[bold]{title}[/] ..."):
+        log.info("build stage %s: started", key)
+        if not self.console.is_terminal:
+            self.console.print(f"  {title} ...", markup=False, highlight=False)
+        with self.console.status(f"[bold]{title}[/] ...") if spinner else nullcontext():
             yield
         took = time.perf_counter() - start
         self.timings[key] = round(took, 3)
+        log.info("build stage %s: done in %.1f s", key, took)
         self.console.print(f"  [green]✓[/] {title} [dim]({took:.1f} s)[/]")
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def _quiet_libraries() -> None:
@@ -165,7 +167,7 @@ def build(options: BuildOptions, console: Console | None = None) -> BuildResult:
     One build per `out` at a time (an exclusive lock; a second is refused naming the first), written into a
     staging folder inside `out` and moved into place only once complete, so a failure leaves the old repository
     as it was (`dfserve.repository.staging`)."""
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     check_decode(options)  # a usage error: before anything is written
     out = Path(options.out)
     check_writable(out)
@@ -265,16 +267,24 @@ def _build(options: BuildOptions, console: Console, out: Path, *, shown: Path) -
             export_onnx(model, spec, onnx_tmp, core_path=tmp / "classifier.onnx")
         onnx_bytes = onnx_tmp.stat().st_size
 
-        with stages.stage("parity", "parity with the reference pipeline proven"):
+        with stages.stage("parity", "parity with the reference pipeline proven", spinner=False):
             images = write_parity_images(tmp / "parity", photos=options.parity_photos, seed=options.seed)
-            parity = check_parity(
-                ckpt, model, spec, onnx_tmp, images, tolerance=options.tolerance, mode=spec.resize_mode
-            )
+            with progress(PARITY_PROGRESS, parity_steps(images), unit="image passes", out=console) as bar:
+                parity = check_parity(
+                    ckpt,
+                    model,
+                    spec,
+                    onnx_tmp,
+                    images,
+                    tolerance=options.tolerance,
+                    mode=spec.resize_mode,
+                    advance=bar.advance,
+                )
         console.print(
             f"  max |Δscore| {parity.max_abs_diff:.2e} (bar {parity.tolerance:g}), "
             f"decision agreement {parity.top1_agreement:.1%} on {parity.images} images"
         )
-        console.print(_modes_table(parity.modes, spec.resize_mode, reference=parity.pipeline))
+        console.print(modes_table(parity.modes, spec.resize_mode, reference=parity.pipeline))
 
         served_onnx, precision_report = onnx_tmp, None
         # The tensorrt target too: TensorRT builds the proven FP16 graph itself (strongly typed), see `_tensorrt_stage`.
@@ -302,7 +312,7 @@ def _build(options: BuildOptions, console: Console, out: Path, *, shown: Path) -
                         raise
                     failed[precision] = str(exc)
             if precision in built:
-                _print_fidelity(console, precision, built[precision][1])
+                print_fidelity(console, precision, built[precision][1])
         speed, choice = None, None
         if host is not None and built:
             speed = _speed_stage(stages, spec, onnx_tmp, built, images, host, options)
@@ -358,13 +368,13 @@ def _build(options: BuildOptions, console: Console, out: Path, *, shown: Path) -
             **({"auto": {"chosen": choice.precision, "reason": choice.reason, "failed": failed}} if choice else {}),
             **({"no_gain": no_gain} if no_gain else {}),
         },
-        "host": _host_report(host),
+        "host": host_report(host),
         "engine": engine_report,
-        "versions": _versions(),
+        "versions": versions(),
         "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
     }
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
-    console.print(
+    result_console.print(
         f"[bold green]built[/] {shown} in {report['timings_s']['total']:.1f} s "
         f"(ONNX {onnx_bytes / 2**20:.1f} MiB); report: {shown / REPORT_FILENAME}"
     )
@@ -436,15 +446,6 @@ def _reduced_precision(
     }
 
 
-def _print_fidelity(console: Console, precision: str, report: dict[str, Any]) -> None:
-    vs_ref = report["vs_reference"]
-    console.print(
-        f"  {precision.upper()} against the pipeline: max |Δscore| {vs_ref['max_abs_diff']:.2e} (bar "
-        f"{report['bar']['max_abs_diff']:g}), {vs_ref['flips']} flip(s) of {vs_ref['images']}; "
-        f"against FP32: {report['vs_fp32']['max_abs_diff']:.2e}"
-    )
-
-
 def _speed_stage(
     stages: _Stages,
     spec: ModelSpec,
@@ -476,39 +477,6 @@ def _speed_stage(
             f"{figures}"
         )
     return speed
-
-
-def _host_report(host: HostCpu | None) -> dict[str, Any] | None:
-    if host is None:
-        return None
-    return {"cpu_model": host.model, "arch": host.arch, "isa": sorted(host.isa), "cores": host.cores, "cpus": host.cpus}
-
-
-def _modes_table(
-    modes: dict[str, dict[str, Any]],
-    chosen: str,
-    decode: dict[str, Any] | None = None,
-    reference: dict[str, Any] | None = None,
-) -> Table:
-    """What each resize mode (and, for `--decode gpu`, the GPU decode path, against its own bar) costs on this
-    checkpoint: the numbers behind choosing `box`, `draft` or GPU decoding, against the reference named in the
-    title (library, processor class, backend)."""
-    ref = reference or {}
-    against = f"{ref.get('library', 'the reference')} {ref.get('processor', '')} (backend {ref.get('backend', '?')})"
-    table = Table(title=f"resize modes against {against}", title_justify="left", box=None)
-    if decode is not None:
-        modes = {**modes, f"{DECODE_GPU_BAR} ({decode['device']}; bar {decode['bar']['max_abs_diff']:g})": decode}
-    for column in ("mode", "max |Δscore|", "mean |Δscore|", "flips", "bar"):
-        table.add_column(column, justify="left" if column == "mode" else "right")
-    for mode, m in modes.items():
-        table.add_row(
-            f"{mode}{' (chosen)' if mode == chosen else ''}",
-            f"{m['max_abs_diff']:.2e}",
-            f"{m['mean_abs_diff']:.2e}",
-            str(m["flips"]),
-            "[green]passes[/]" if m["passes"] else "[red]fails[/]",
-        )
-    return table
 
 
 def _tensorrt_stage(
@@ -571,7 +539,7 @@ def _torch_build(
     if spec.decode == "gpu":
         with stages.stage("decode_parity", "GPU decode path's drift from the Transformers pipeline measured"):
             decode_report = decode_gpu_drift(spec, engine, images, reference)
-    stages.console.print(_modes_table(modes, spec.resize_mode, decode_report))
+    stages.console.print(modes_table(modes, spec.resize_mode, decode_report))
     with stages.stage("write", "model repository written"):
         saved = tmp / "torch"
         model.save_pretrained(saved, safe_serialization=True)
@@ -589,11 +557,11 @@ def _torch_build(
         "parity": {**drift.as_report(), "bar": bar_for(spec.precision).model_dump(), "resize_mode": spec.resize_mode},
         "decode": spec.decode,
         **({DECODE_GPU_BAR: decode_report} if decode_report is not None else {}),
-        "versions": _versions(),
+        "versions": versions(),
         "timings_s": {**stages.timings, "total": round(time.perf_counter() - started, 3)},
     }
     (out / REPORT_FILENAME).write_text(json.dumps(report, indent=2) + "\n")
-    stages.console.print(
+    result_console.print(
         f"[bold green]built[/] {shown} (torch engine, {spec.precision}) in {report['timings_s']['total']:.1f} s; "
         f"max |Δscore| {drift.max_abs_diff:.2e} on {drift.images} images"
     )

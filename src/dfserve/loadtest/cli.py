@@ -122,9 +122,8 @@ def _register_loadtest(subparsers: Any) -> None:
 def _loadtest(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from rich.console import Console
-
     from dfserve.loadtest.runner import LoadtestOptions, run_loadtest
+    from dfserve.terminal import console
 
     if importlib.util.find_spec("locust") is None:  # Locust runs in a subprocess: ask before any folder is made
         raise ModuleNotFoundError("No module named 'locust'", name="locust")
@@ -157,8 +156,8 @@ def _loadtest(args: argparse.Namespace) -> int:
         processes=args.processes,
         echo=not args.quiet,
     )
-    summary = run_loadtest(opts, Console(stderr=True))  # progress and Locust's own lines: diagnostics
-    print_summary(summary, Console())  # the result: stdout
+    summary = run_loadtest(opts, console(stderr=True))  # progress and Locust's own lines: diagnostics
+    print_summary(summary, console())  # the result: stdout
     return 1 if summary["failures"] else 0
 
 
@@ -177,6 +176,8 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
         str(summary["users"]),
     )
     console.print(table)
+    if summary.get("images"):  # images/s depends on their sizes: say which images the figures are for
+        console.print(f"images: {summary['images']}", highlight=False)
     if summary.get("caution"):
         console.print(f"caution: {summary['caution']}", highlight=False)
     rough = [p["users"] for p in summary.get("by_users", []) if p.get("caution")]

@@ -41,8 +41,10 @@ from dfserve.loadtest.report import (
 )
 from dfserve.loadtest.samples import latency_figures, read_samples
 from dfserve.measure.knee import find_knee
+from dfserve.measure.payloads import describe_generated, describe_images, load_folder
 from dfserve.measure.stats import parse_duration
 from dfserve.measure.target import Protocol, split_host
+from dfserve.terminal import console as make_console
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 CSV_PREFIX = "locust"
@@ -175,7 +177,7 @@ def run_loadtest(opts: LoadtestOptions, console: Console | None = None) -> dict[
     summary counts them and the caller decides (the CLI exits non-zero).
     """
     url, protocol = opts.validate()
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     out = (opts.out or default_out_dir()).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     cmd = locust_command(opts, out, protocol)
@@ -274,6 +276,11 @@ def summarize(
         "p90_ms": total["p90_ms"],
         "p99_ms": total["p99_ms"],
         "percentiles_from": "every request's latency" if samples is not None else "Locust's histogram",
+        "images": (
+            describe_images(load_folder(settings.images), f"images from {settings.images}")
+            if settings.images
+            else describe_generated(settings.image_count)
+        ),
         "caution": total.get("caution"),
         "avg_ms": total["avg_ms"],
         "max_ms": total["max_ms"],

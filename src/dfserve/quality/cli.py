@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -30,6 +29,7 @@ from dfserve.errors import UsageError
 from dfserve.export.policy import DEFAULT_MODEL_ID
 from dfserve.spec.endpoints import URL_HELP, default_url
 from dfserve.spec.names import ADMIN_KEY_ENV
+from dfserve.terminal import console, progress
 
 PIPE_WIDTH = 100_000
 """Columns the table may take when stdout is not a terminal: a table is only as wide as its cells, so rows stay
@@ -211,25 +211,12 @@ def _spec(client: Any) -> Any:
 
 @contextmanager
 def _progress(total: int, description: str) -> Iterator[ProgressCallback | None]:
-    """A rich progress bar on stderr for long runs; None (no callback) for short ones."""
+    """Progress on stderr for long runs (a bar on a terminal, plain lines otherwise); None for short ones."""
     if total < PROGRESS_MIN_ITEMS:
         yield None
         return
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=total)
-
-        def update(done: int, _total: int) -> None:
-            bar.update(task, completed=done)
-
-        yield update
+    with progress(description, total, unit="images") as bar:
+        yield bar.update
 
 
 def run_classify(args: argparse.Namespace) -> int:
@@ -237,7 +224,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
     _check_combination(args)
     paths = find_images(args.paths)
-    err = Console(stderr=True)
+    err = console(stderr=True)
     if not paths:
         err.print("no images found", highlight=False)
         return 1
@@ -318,7 +305,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from dfserve.quality.eval import collect_labelled, evaluate_folder, write_report
 
     _check_combination(args)
-    console = Console()
+    out = console()
     with _client(args) as client:
         spec = _spec(client)
         labels = list(spec.labels.names)
@@ -345,7 +332,7 @@ def run_eval(args: argparse.Namespace) -> int:
     summary.add_column("value", justify="right")
     for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision"):
         summary.add_row(name, fmt(getattr(report, name)))
-    console.print(summary)
+    out.print(summary)
 
     matrix = Table(title="confusion matrix (rows: true, columns: predicted)", show_edge=False)
     matrix.add_column("")
@@ -353,7 +340,7 @@ def run_eval(args: argparse.Namespace) -> int:
         matrix.add_column(name, justify="right")
     for name, row in zip(report.labels, report.confusion_matrix, strict=True):
         matrix.add_row(name, *(str(v) for v in row))
-    console.print(matrix)
+    out.print(matrix)
 
     if report.threshold_sweep:
         sweep = Table(title=f"threshold sweep on P({report.positive_label})", show_edge=False)
@@ -364,20 +351,20 @@ def run_eval(args: argparse.Namespace) -> int:
                 *(f"{v:.2f}" for v in (p.threshold, p.accuracy, p.precision, p.recall, p.f1)),
                 f"{p.false_positive_rate:.2f}",
             )
-        console.print(sweep)
+        out.print(sweep)
     op = report.operating_point
     if op is not None:
-        console.print(
+        out.print(
             f"operating point ({report.threshold_rule}): threshold {op.threshold:.4g}, precision "
             f"{op.precision:.4f}, recall {op.recall:.4f}, F1 {op.f1:.4f}, FPR {op.false_positive_rate:.4f}",
             highlight=False,
             markup=False,
         )
     for note in report.notes:
-        console.print(f"note: {note}", highlight=False)
+        out.print(f"note: {note}", highlight=False)
     for failure in report.failed:
-        console.print(Text.assemble(("failed: ", "red"), f"{failure['path']}: {failure['error']}"), highlight=False)
-    console.print(f"wrote {json_path} and {png_path}", highlight=False)
+        out.print(Text.assemble(("failed: ", "red"), f"{failure['path']}: {failure['error']}"), highlight=False)
+    out.print(f"wrote {json_path} and {png_path}", highlight=False)
     return 1 if report.failed else 0
 
 
@@ -429,8 +416,6 @@ def register_verify(sub: Any) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from dfserve.quality.verify import print_verification, verify, write_json
 
     result = verify(
@@ -446,7 +431,7 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.json == "-":
         print(write_json(result, None))
     else:
-        print_verification(result, Console())
+        print_verification(result, console())
         if args.json is not None:
             write_json(result, Path(args.json))
     return 0 if result.passed else 1

@@ -32,6 +32,7 @@ from dfserve.export.parity import reference_scores, write_parity_images
 from dfserve.export.policy import FidelityBar
 from dfserve.preprocessing import preprocess_bytes, read_image_bytes
 from dfserve.spec.model import ModelSpec
+from dfserve.terminal import progress
 
 
 @dataclass
@@ -132,7 +133,8 @@ def verify(
             if images is not None:
                 good, bad = _usable(user_images(images), spec)
                 paths += good
-            served = client.classify_many(paths, concurrency=4)
+            with progress("verify: the server", len(paths), unit="images") as sent:
+                served = client.classify_many(paths, concurrency=4, progress=sent.update)
             kept = []
             for path, result in zip(paths, served, strict=True):
                 if isinstance(result, DfserveClientError):
@@ -141,7 +143,8 @@ def verify(
                     kept.append((path, [result.scores[name] for name in spec.labels.names]))
             if not kept:
                 raise VerifyError("no image could be compared: every file was refused")
-            reference = reference_scores(ckpt, load_model(ckpt), spec, [p for p, _ in kept])
+            with progress("verify: the reference pipeline", len(kept), unit="images") as done:
+                reference = reference_scores(ckpt, load_model(ckpt), spec, [p for p, _ in kept], done.advance)
     candidate = np.asarray([scores for _, scores in kept], dtype=np.float64)
     names = [p.name for p, _ in kept]
     drift = compare(reference, candidate, spec.labels, names)

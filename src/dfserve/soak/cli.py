@@ -121,10 +121,9 @@ def register(subparsers: Any) -> None:
 
 
 def _soak(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from dfserve.soak.report import LiveDisplay, print_verdict, write_outputs
     from dfserve.soak.run import SoakOptions, run_soak
+    from dfserve.terminal import console
 
     opts = SoakOptions(
         url=args.url if args.url or args.repository else default_url(args.protocol),
@@ -144,12 +143,11 @@ def _soak(args: argparse.Namespace) -> int:
         tritonserver=args.tritonserver,
     )
     out = (args.out or default_out_dir(prefix="soak")).expanduser().resolve()
-    console = Console(stderr=True)
-    display = LiveDisplay(console)
+    display = LiveDisplay(console(stderr=True))  # the live table and notes while it runs: diagnostics
     try:
         result = run_soak(opts, display)
     finally:
         display.finished()
     write_outputs(result, out)
-    print_verdict(result, console)
+    print_verdict(result, console())  # the verdict and the report's folder: the result, on stdout
     return 0 if result.verdict.passed else 1

@@ -4,8 +4,9 @@ A server that leaks shows it as memory that keeps rising under a steady load; on
 p99 that creeps up. Two views of each are given because each alone misleads: the change from the first
 post-warm-up window to the last one is what a person reads off the plot, but one noisy window at either end
 moves it; the least-squares slope over every post-warm-up window is robust to a single window and says how
-fast the figure moves (per hour), but hides a step change. The verdict (`dfserve soak --max-growth`) is on
-the first, as the issue states its bar; both are reported.
+fast the figure moves (per hour), but hides a step change. A rate per hour is only given when the measured span
+is long enough to extrapolate (`MIN_EXTRAPOLATION_S`): 50 seconds of noise is not "-35 MiB/h". The verdict
+(`dfserve soak --max-growth`) is on the first, as the issue states its bar; both are reported.
 
 Pure arithmetic on plain numbers (no numpy): the soak runner, its report and the unit tests share it.
 """
@@ -18,6 +19,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dfserve.measure.stats import parse_duration
+
+MIN_EXTRAPOLATION_S = 600.0
+"""The shortest post-warm-up span from which a rate per hour is stated; shorter, only the change over the span."""
 
 
 def parse_warmup(text: str, duration_s: float) -> float:
@@ -68,10 +72,22 @@ class Drift:
     change_pct: float | None
     """(last - first) / first, percent."""
     slope_per_hour: float | None
-    """Least-squares slope over every post-warm-up window, in the figure's unit per hour."""
+    """Least-squares slope over every post-warm-up window, in the figure's unit per hour; None when the span is
+    shorter than `MIN_EXTRAPOLATION_S` (too short to extrapolate to an hour)."""
     fitted_change_pct: float | None
     """The fitted line's rise over the post-warm-up span, as a percent of the fitted first value."""
     windows: int
+    span_s: float = 0.0
+    """Seconds from the first post-warm-up window to the last: what the figures were measured over."""
+
+    def rate(self, unit: float = 1.0, name: str = "") -> str:
+        """`+12.0 MiB per hour` when the span allows it, else `+3.1 MiB over 50 s (too short to say per hour)`."""
+        if self.slope_per_hour is not None:
+            return f"{self.slope_per_hour / unit:+.1f}{name} per hour"
+        return (
+            f"{(self.last - self.first) / unit:+.1f}{name} over {self.span_s:.0f} s "
+            f"(under {MIN_EXTRAPOLATION_S / 60:.0f} min: too short to say per hour)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +101,7 @@ def drift(times_s: Sequence[float], values: Sequence[float]) -> Drift | None:
     if not values:
         return None
     slope = fitted_slope(times_s, values)
+    span = times_s[-1] - times_s[0]
     fitted_pct = None
     if slope is not None:
         mean_t, mean_v = sum(times_s) / len(times_s), sum(values) / len(values)
@@ -95,7 +112,8 @@ def drift(times_s: Sequence[float], values: Sequence[float]) -> Drift | None:
         first=values[0],
         last=values[-1],
         change_pct=percent_change(values[0], values[-1]),
-        slope_per_hour=slope * 3600 if slope is not None else None,
+        slope_per_hour=slope * 3600 if slope is not None and span >= MIN_EXTRAPOLATION_S else None,
         fitted_change_pct=fitted_pct,
         windows=len(values),
+        span_s=span,
     )

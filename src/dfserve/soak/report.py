@@ -1,5 +1,6 @@
 """What `dfserve soak` shows and writes: a live table while it runs, then soak.json, soak.md and soak.png
-(memory and latency over time, two panels sharing the time axis, the warm-up shaded)."""
+(server memory, /dev/shm, latency and throughput over time: one panel each, sharing the time axis, the warm-up
+shaded; one quantity per axis, so no two scales are read against each other)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rich.text import Text
 
 from dfserve.measure.closedloop import ClosedLoop
 from dfserve.measure.knee import StepFigures
+from dfserve.soak.drift import MIN_EXTRAPOLATION_S
 from dfserve.soak.run import SoakHooks, SoakResult
 from dfserve.soak.windows import Window
 
@@ -22,6 +24,8 @@ JSON_FILE = "soak.json"
 MARKDOWN_FILE = "soak.md"
 PLOT_FILE = "soak.png"
 LIVE_ROWS = 12
+MIN_WINDOW_REQUESTS = 100
+"""A window's p99 from fewer requests than this is its slowest one or two requests."""
 MIB = 2**20
 
 
@@ -81,6 +85,8 @@ class LiveDisplay(SoakHooks):
             + (f"pid {t['pid']}" if t["pid"] else "the server: NOT MEASURED (no pid)")
         )
         self.console.print(self.header, highlight=False, soft_wrap=True)
+        if t.get("images"):
+            self.console.print(f"images: {t['images']}", highlight=False, soft_wrap=True)
 
     def ramp_step(self, step: StepFigures) -> None:
         self.console.print(
@@ -143,6 +149,7 @@ def markdown(result: SoakResult) -> str:
         f"- load: {result.concurrency} closed-loop threads"
         + (f" (the knee of the ramp: {result.knee['rps']:.1f} img/s)" if result.knee else " (given)")
         + f", {len(tgt['payloads'])} files cycled, timeout {opts['timeout_s']:g}s",
+        f"- images: {tgt.get('images', '-')} (images/s depends on their sizes)",
         f"- {t.duration_s:.0f}s in {len(result.windows)} windows of {opts['window_s']:g}s, "
         f"warm-up {opts['warmup_s']:.0f}s, memory bar {opts['max_growth_pct']:g}%",
         "",
@@ -155,7 +162,8 @@ def markdown(result: SoakResult) -> str:
         "",
         "## After the warm-up",
         "",
-        "| figure | first window | last window | change | fitted change | slope (unit per hour) |",
+        f"| figure | first window | last window | change | fitted change | rate (per hour from "
+        f"{MIN_EXTRAPOLATION_S / 60:.0f} min measured) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, d, unit in (
@@ -167,11 +175,19 @@ def markdown(result: SoakResult) -> str:
         if d is None:
             lines.append(f"| {label} | - | - | - | - | - |")
             continue
-        slope = "-" if d.slope_per_hour is None else f"{d.slope_per_hour / unit:+.1f}"
         lines.append(
             f"| {label} | {d.first / unit:.1f} | {d.last / unit:.1f} | {_pct(d.change_pct)} | "
-            f"{_pct(d.fitted_change_pct)} | {slope} |"
+            f"{_pct(d.fitted_change_pct)} | {d.rate(unit) if d.windows > 1 else '-'} |"
         )
+    thin = [w for w in result.windows if not w.warmup and 0 < w.ok < MIN_WINDOW_REQUESTS]
+    measured = sum(1 for w in result.windows if not w.warmup)
+    if thin:
+        lines += [
+            "",
+            f"**Caution:** the p99 of {len(thin)} of {measured} windows after the warm-up rests on fewer than "
+            f"{MIN_WINDOW_REQUESTS} requests (fewest: {min(w.ok for w in thin)}): it is the slowest few requests, "
+            "not a percentile, and its drift is rough (longer --window for more).",
+        ]
     lines += ["", "## Verdict", ""]
     lines += [f"- **{p}**" for p in v.problems] or ["- every request answered, memory within the bar"]
     lines += [f"- {n}" for n in v.notes]
@@ -204,7 +220,9 @@ def markdown(result: SoakResult) -> str:
 
 
 def plot(result: SoakResult, path: Path) -> Path:
-    """Two panels over time: memory (RSS of server + stubs, /dev/shm) and latency (p50, p99)."""
+    """Four panels over time, one quantity each: RSS of server + stubs, /dev/shm, latency (p50, p99) and
+    throughput. Every axis starts at 0 except RSS, which is zoomed to at least the growth bar around its values
+    (from 0 a leak of a few percent would be a flat line); its label says so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,51 +230,60 @@ def plot(result: SoakResult, path: Path) -> Path:
 
     windows = result.windows
     t = [w.end_s for w in windows]
-    fig, (mem, lat) = plt.subplots(2, 1, figsize=(9, 6.5), dpi=110, sharex=True)
+    fig, (mem, shm_ax, lat, rate) = plt.subplots(
+        4, 1, figsize=(9, 10), dpi=110, sharex=True, gridspec_kw={"height_ratios": [3, 1.4, 3, 2]}
+    )
     warmup_s = float(result.options["warmup_s"])
-    for ax in (mem, lat):
+    for ax in (mem, shm_ax, lat, rate):
         if warmup_s > 0:
-            ax.axvspan(0, warmup_s, color="0.9", label="warm-up")
+            ax.axvspan(0, warmup_s, color="0.9", label="warm-up (not judged)" if ax is mem else None)
         ax.grid(True, alpha=0.3)
     rss = [(w.end_s, w.rss_bytes / MIB) for w in windows if w.rss_bytes is not None]
     shm = [(w.end_s, w.shm_bytes / MIB) for w in windows if w.shm_bytes is not None]
+    bar = float(result.options["max_growth_pct"]) / 100
     if rss:
         mem.plot(*zip(*rss, strict=True), marker="o", ms=3, color="tab:blue", label="RSS, tritonserver + stubs")
-        # a range of at least the growth bar around the values: noise does not look like a cliff, a leak shows
         values = [v for _, v in rss]
-        mid, bar = (max(values) + min(values)) / 2, float(result.options["max_growth_pct"]) / 100
+        mid = (max(values) + min(values)) / 2
         half = max((max(values) - min(values)) / 2 * 1.15, mid * max(bar, 0.02))
         mem.set_ylim(max(mid - half, 0), mid + half)
-        mem.set_ylabel("RSS (MiB)", color="tab:blue")
-        shm_ax = mem.twinx()
-        shm_ax.plot(*zip(*shm, strict=True), marker="s", ms=3, color="tab:orange", label="/dev/shm regions")
-        shm_ax.set_ylabel("/dev/shm (MiB)", color="tab:orange")
-        shm_ax.set_ylim(bottom=0, top=max(max(v for _, v in shm) * 1.5, 1.0))
+        mem.set_ylabel("RSS (MiB)\n(zoomed, not from 0)")
         growth = result.verdict.memory_growth
         if growth is not None and growth.change_pct is not None:
             mem.set_title(
                 f"memory: {growth.change_pct:+.1f}% after warm-up (fitted {growth.fitted_change_pct or 0:+.1f}%, "
-                f"bar {bar * 100:g}%)",
-                fontsize=10,
+                f"bar {bar * 100:g}%), {growth.rate(MIB, ' MiB')}",
+                fontsize=9,
             )
-        handles = [*mem.get_legend_handles_labels()[0], *shm_ax.get_legend_handles_labels()[0]]
-        mem.legend(handles=handles, loc="lower right", fontsize=8)
+        mem.legend(loc="lower right", fontsize=8)
     else:
         mem.text(0.5, 0.5, "server memory not measured (no pid)", ha="center", va="center", transform=mem.transAxes)
-        mem.set_ylabel("MiB")
+        mem.set_ylabel("RSS (MiB)")
+    if shm:
+        shm_ax.plot(*zip(*shm, strict=True), marker="s", ms=3, color="tab:orange", label="/dev/shm regions")
+        shm_ax.set_ylim(bottom=0, top=max(max(v for _, v in shm) * 1.3, 1.0))
+        shm_ax.legend(loc="lower right", fontsize=8)
+    else:
+        shm_ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=shm_ax.transAxes)
+    shm_ax.set_ylabel("/dev/shm (MiB)")
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
         points = [(w.end_s, getattr(w, key)) for w in windows if getattr(w, key) is not None]
         if points:
             lat.plot(*zip(*points, strict=True), marker="o", ms=3, label=label)
     failed = [(w.end_s, w.failed + w.overdue) for w in windows if w.failed or w.overdue]
-    for x, _ in failed:
-        lat.axvline(x, color="red", alpha=0.4)
+    for ax in (lat, rate):
+        for x, _ in failed:
+            ax.axvline(x, color="red", alpha=0.4)
     if failed:
         lat.plot([], [], color="red", alpha=0.4, label="window with failures")
     lat.set_ylabel("latency (ms)")
-    lat.set_xlabel("time (s)")
-    lat.set_ylim(bottom=0)
-    lat.legend(loc="upper left", fontsize=8)
+    lat.set_ylim(bottom=0, top=max([w.p99_ms or 0 for w in windows] + [1.0]) * 1.15)
+    lat.legend(loc="lower right", fontsize=8)
+    rate.plot(t, [w.images_per_s for w in windows], marker="o", ms=3, color="tab:green", label="images/s")
+    rate.set_ylim(bottom=0, top=max([w.images_per_s for w in windows] + [1.0]) * 1.15)
+    rate.set_ylabel("throughput\n(images/s)")
+    rate.set_xlabel("time (s), each point a window's end")
+    rate.legend(loc="lower right", fontsize=8)
     tot = result.totals
     fig.suptitle(
         f"dfserve soak: {result.target['model']} at {result.concurrency} threads, {tot.sent} requests, "
@@ -264,7 +291,7 @@ def plot(result: SoakResult, path: Path) -> Path:
         fontsize=10,
     )
     if t:
-        lat.set_xlim(0, max(t))
+        rate.set_xlim(0, max(t))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -294,6 +321,8 @@ def print_verdict(result: SoakResult, console: Console) -> None:
         + f"; p99 drift {_pct(v.p99_drift.change_pct if v.p99_drift else None)}",
         highlight=False,
     )
+    if result.target.get("images"):
+        console.print(f"images: {result.target['images']}", highlight=False)
     for note in v.notes:
         console.print(f"note: {note}", highlight=False)
     if v.passed:

@@ -28,7 +28,7 @@ from dfserve.client import Client, DfserveClientError
 from dfserve.errors import SoakError
 from dfserve.measure.closedloop import ClosedLoop, find_concurrency
 from dfserve.measure.knee import StepFigures
-from dfserve.measure.payloads import EncodedImage, encoded, load_folder
+from dfserve.measure.payloads import EncodedImage, describe_images, encoded, load_folder
 from dfserve.measure.processes import sample_tree
 from dfserve.samples import photos
 from dfserve.soak.drift import parse_warmup
@@ -188,6 +188,9 @@ def _soak(
             "pid": pid,
             "own_server": own_server,
             "payloads": [p.name for p in payloads],
+            "images": describe_images(
+                payloads, f"images from {opts.images}" if opts.images else "sample photographs shipped with dfserve"
+            ),
         }
         sample = (lambda: sample_tree(pid)) if pid is not None else None
         memory_start = sample().as_dict() if sample else None

@@ -15,7 +15,6 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 
 from dfserve.commandline import constrained, non_negative_int, port, positive_float
@@ -32,6 +31,7 @@ from dfserve.spec.names import (
     ORT_THREADS_ENV,
     TRITONSERVER_ENV,
 )
+from dfserve.terminal import console as make_console
 from dfserve.triton.args import split_tritonserver_args
 from dfserve.triton.distribution import (
     TritonDistribution,
@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 
 SNAPSHOT_ROOT = Path(tempfile.gettempdir())
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = make_console(highlight=False)
+err_console = make_console(stderr=True, highlight=False)
 
 
 class _StopRequested(BaseException):
