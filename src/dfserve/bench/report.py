@@ -340,7 +340,7 @@ def plot_bench(data: dict[str, Any], path: Path) -> Path:
             label=name + (" (batch = concurrency)" if v["kind"] == "raw" else ""),
         )
     ax.set(
-        title="throughput against concurrency (median of rounds, bars: slowest to fastest round)",
+        title="throughput (median of rounds; bars: slowest to fastest)",
         xlabel="concurrent requests (raw: batch size)",
         ylabel="images/s (log scale)",
     )
@@ -366,7 +366,8 @@ def plot_bench(data: dict[str, Any], path: Path) -> Path:
     ax.bar([x + 0.2 for x in xs], [r["load_bytes"] / MIB for r in mem], width=0.4, label="under load")
     ax.set_xticks(list(xs), [f"{r['precision']}\nmb {r['max_batch']}" for r in mem])
     ax.set(title="server RSS per max batch size", ylabel="MiB")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, max([r["load_bytes"] / MIB for r in mem] + [1.0]) * 1.25)  # room for the legend above the bars
+    ax.legend(fontsize=8, loc="upper right", ncol=2)
 
     ax = axes[1][1]
     methods = data["preprocessing"]["methods"]
