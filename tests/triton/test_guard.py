@@ -147,8 +147,9 @@ def test_answers_503_while_triton_is_down(tmp_path: Path) -> None:
     front = HttpGuard("127.0.0.1", 0, ("127.0.0.1", port), max_body_bytes=1 << 20).start()
     try:
         started = time.monotonic()
-        status, text, _ = request(front.port, BODY)
+        status, text, headers = request(front.port, BODY)
         assert status == 503 and b"restarting" in text and time.monotonic() - started < 2
+        assert headers["Retry-After"] == "5"  # clients come back once the restart is over, not twice too early
     finally:
         front.stop()
 

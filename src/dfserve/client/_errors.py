@@ -105,6 +105,10 @@ _NOT_LOADED_PHRASES = ("is not ready", "no available version", "not loaded")
 
 
 _STUB_STATES = ("is not healthy", "is not ready")
+STUB_RESTART_WAIT_S = 5.0
+"""How long to wait after a dead stub's 500 before trying again: Triton 2.51 heals a dead Python-backend stub only
+by a whole-server restart (`dfserve serve` notices within a second and is ready again 3-5 s later), so the short
+backoff of the default two retries would spend both before the server is back."""
 """In a 500 / INTERNAL (`InferenceError` by status): a stub, or the model it runs, that is coming back."""
 
 
@@ -155,10 +159,14 @@ def map_error(
             cls, status_code = AccessDeniedError, AccessDeniedError.default_status_code
         elif cls is ServerUnavailableError and any(p in lowered for p in _TLS_PHRASES):
             cls = TLSError
-        elif cls is ModelNotReadyError and any(p in lowered for p in _NOT_FOUND_PHRASES):
-            if not any(p in lowered for p in _NOT_LOADED_PHRASES):
-                cls = ModelNotFoundError
-        elif cls is InferenceError and any(p in lowered for p in _STUB_STATES):
+        elif (
+            cls is ModelNotReadyError
+            and any(p in lowered for p in _NOT_FOUND_PHRASES)
+            and not any(p in lowered for p in _NOT_LOADED_PHRASES)
+        ):
+            cls = ModelNotFoundError
+        stub_restart = cls is InferenceError and any(p in lowered for p in _STUB_STATES)
+        if stub_restart:
             cls = ServerUnavailableError  # a stub restarting; the server's 500 stays in status_code
         if cls is RequestTimeoutError:
             return cls(timed_out, status=code or None, status_code=status_code, **fields)
@@ -175,7 +183,7 @@ def map_error(
             f"{prefix} ({where}, status {code or 'none'}): {message}",
             status=code or None,
             status_code=status_code,
-            retry_after=getattr(exc, "retry_after", None),
+            retry_after=getattr(exc, "retry_after", None) or (STUB_RESTART_WAIT_S if stub_restart else None),
             **fields,
         )
     if _is_tls_failure(exc):

@@ -151,12 +151,18 @@ def json_problem(part: bytes, *, infer: bool) -> str | None:
     return None
 
 
-def _answer(status: int, reason: str, message: str, *, close: bool = True) -> bytes:
+RESTART_RETRY_AFTER_S = 5
+"""Retry-After of the 503 the front answers while tritonserver restarts (ready again 3-5 s after a crash here):
+clients that honour it (dfserve's SDK, most HTTP clients) come back once instead of spending their retries."""
+
+
+def _answer(status: int, reason: str, message: str, *, close: bool = True, retry_after: int | None = None) -> bytes:
     body = json.dumps({"error": message}).encode()
     head = [
         f"HTTP/1.1 {status} {reason}",
         "Content-Type: application/json",
         f"Content-Length: {len(body)}",
+        *([f"Retry-After: {retry_after}"] if retry_after is not None else []),
         *(["Connection: close"] if close else []),
     ]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
@@ -274,7 +280,14 @@ class HttpGuard:
                         upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
                     except OSError:
                         self.refused += 1
-                        writer.write(_answer(503, "Service Unavailable", "the server is restarting; retry"))
+                        writer.write(
+                            _answer(
+                                503,
+                                "Service Unavailable",
+                                "the server is restarting; retry",
+                                retry_after=RESTART_RETRY_AFTER_S,
+                            )
+                        )
                         return
                     relay = asyncio.create_task(self._relay(upstream_reader, writer, refusing))
                 upstream_writer.write(head)
