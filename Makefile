@@ -30,7 +30,7 @@ $(TIMM_STAMP): pyproject.toml
 	test -x $(TIMM_VENV)/bin/python || $(PYTHON) -m venv $(TIMM_VENV)
 	$(TIMM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(TIMM_VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(TIMM_VENV)/bin/python -m pip install -q -e '.[build,server,timm,dev]' '$(TRANSFORMERS)'
+	$(TIMM_VENV)/bin/python -m pip install -q -e '.[all,timm,dev]' '$(TRANSFORMERS)'
 	rm -f $(TIMM_VENV)/.installed-*
 	touch $@
 
