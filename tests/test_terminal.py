@@ -86,7 +86,7 @@ def test_build_piped_result_on_stdout_progress_on_stderr(tmp_path: Path) -> None
     (result,) = done.stdout.splitlines()
     assert result.startswith(f"built {out} in ") and result.endswith(f"report: {out}/build_report.json")
     err = done.stderr.splitlines()
-    assert "  parity with the Transformers pipeline proven ..." in err  # a stage's start, not only its end
+    assert "  parity with the reference pipeline proven ..." in err  # a stage's start, not only its end
     finals = [line for line in err if line.startswith("parity (") and "image passes (100%)" in line]
     assert finals, done.stderr
     # the resize-modes table: one line per row, its cells together
