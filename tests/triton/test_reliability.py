@@ -482,4 +482,6 @@ def test_memory_goes_back_after_refused_grpc_messages(built_repo: Path) -> None:
         after = _anon_rss_mb(srv.pid)
         client.close()
     print(f"tritonserver private memory: {before} MB before, {peak} MB at most, {after} MB after 5 refused 64 MB")
-    assert after < before + 100, (before, peak, after)
+    # 320 MB were sent: Triton's default request pool kept 405-506 MB of them; without it, 93-161 MB measured
+    # (the gRPC library's own arenas), so the bound sits between the two
+    assert after < before + 250, (before, peak, after)
