@@ -19,9 +19,13 @@ from dfserve.preprocessing import preprocess_bytes
 from dfserve.samples import photos
 from dfserve.spec.model import Labels, Limits, ModelSpec, Preprocessing
 
-dali = pytest.importorskip("nvidia.dali", reason="DALI (nvidia-dali-cuda120) is not installed here")
+try:
+    import nvidia.dali as dali
 
-from dfserve.repository.dali import build_pipeline, run_isolated, serialize  # noqa: E402
+    from dfserve.repository.dali import build_pipeline, run_isolated, serialize
+except ImportError:  # the file is still collected, so a full run sees each test skipped with the reason
+    dali = None
+pytestmark = pytest.mark.skipif(dali is None, reason="DALI (nvidia-dali-cuda120) is not installed here: make test-dali")
 
 LABELS = Labels(names=("real", "fake"), activation="sigmoid", num_logits=1)
 
