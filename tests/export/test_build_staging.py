@@ -61,8 +61,10 @@ def test_a_killed_build_leaves_the_old_repository_and_the_next_replaces_its_left
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     proc = subprocess.Popen(_build_cmd(tiny_checkpoint, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not list(out.glob(f"{STAGING_PREFIX}*/*")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # the staging folder is made when the build starts and filled only at its end, just before the swap: kill as
+    # soon as it exists (waiting for files in it raced the swap on a quiet machine)
+    while not list(out.glob(f"{STAGING_PREFIX}*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
     proc.kill()  # mid-build, as a full disk or an OOM kill would end it
     proc.wait(30)
     assert list(out.glob(f"{STAGING_PREFIX}*")) and (out / BUILD_MARKER_FILENAME).exists()

@@ -379,7 +379,9 @@ def test_kill_9_of_a_preprocess_stub_during_classify_many_loses_no_image(
                 killed.append(time.monotonic())
 
         started = time.monotonic()
-        with dfserve.Client(info["http"]) as client:
+        # a batch job that must lose nothing rides out the restart: retries until each call's timeout (the
+        # default two retries, after the server's 5 s hints, cover a restart of up to about 10 s)
+        with dfserve.Client(info["http"], max_retries=None) as client:
             results = client.classify_many(paths, concurrency=8, progress=progress)
         took = time.monotonic() - started
         errors = [r for r in results if not isinstance(r, dfserve.Prediction)]
