@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 _GRPC_TO_ERROR: dict[str, type[DfserveClientError]] = {
     "UNAVAILABLE": ServerUnavailableError,
+    "CANCELLED": ServerUnavailableError,  # Triton cancels in-flight requests while it shuts down: try again
     "DEADLINE_EXCEEDED": RequestTimeoutError,
     "UNAUTHENTICATED": AccessDeniedError,
     "PERMISSION_DENIED": AccessDeniedError,
