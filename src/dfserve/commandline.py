@@ -48,26 +48,24 @@ def _article(parse: Callable[[str], Any]) -> str:
     return {"int": "an integer", "float": "a number"}.get(getattr(parse, "__name__", ""), "a valid value")
 
 
-def positive_int(text: str) -> int:
-    """argparse type for a count that must be at least 1."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} should be at least 1")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text} should be at least {low}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type for a count that must be at least 1."""
+    return _int_at_least(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """argparse type for a count or level that may be 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} should be at least 0")
-    return value
+    return _int_at_least(text, 0)
 
 
 def port(text: str) -> int:
